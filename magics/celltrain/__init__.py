@@ -1,0 +1,42 @@
+"""celltrain: send a notebook's training cell to a GPU container, and watch it live.
+
+Imports are lazy (PEP 562) so that ``from celltrain import Run, log`` inside a container needs
+nothing but the standard library: the package is mounted into images that may lack the host's
+dependencies.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Workspace": "celltrain.workspace",
+    "Experiment": "celltrain.workspace",
+    "Environment": "celltrain.environment",
+    "Run": "celltrain.run",
+    "log": "celltrain.context",
+    "progress": "celltrain.context",
+    "get_context": "celltrain.context",
+    "CelltrainError": "celltrain.errors",
+    "DockerUnavailable": "celltrain.errors",
+    "GPUUnavailable": "celltrain.errors",
+    "SourceTooLarge": "celltrain.errors",
+    "RunNotFound": "celltrain.errors",
+    "ImageBuildError": "celltrain.errors",
+    "RunFailed": "celltrain.errors",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'celltrain' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,168 @@
+"""Running a run in a detached Docker container.
+
+The container gets the code snapshot copied in (not mounted, so the snapshot stays what ran),
+the telemetry folder mounted read-write, data mounts read-only, ``no-new-privileges``, a 2 GB
+``/dev/shm`` for DataLoader workers, and never the Docker socket.  ``./outputs`` and ``./logs``
+are copied back at the end, from a stopped container too, so a failed run keeps its checkpoints.
+"""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import threading
+from pathlib import Path
+
+from . import dockerutil
+from .dockerutil import LABEL_RUN, LABEL_WORKSPACE
+from .environment import Environment, ensure_image
+from .run import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
+from .telemetry import TELEMETRY_DIR
+
+WORKDIR = "/celltrain-run/src"
+TELEMETRY_IN_CONTAINER = "/celltrain-run/telemetry"
+LIB_IN_CONTAINER = "/celltrain-lib"
+COPY_BACK = ("outputs", "logs")
+PYTHON = 'exec "$(command -v python3 || command -v python)" -u "$@"'
+
+
+class DockerBackend:
+    def __init__(self, store, run: dict, notify):
+        self.store, self.run, self.notify = store, run, notify
+        self.run_dir: Path = store.run_dir(run["id"])
+        self.client = dockerutil.client()
+        self.container = None
+
+    # -- Preparing ------------------------------------------------------------------------------
+    def prepare(self) -> dict:
+        env = Environment.from_dict(self.run["environment"])
+        tag, image_id, built = ensure_image(self.client, env, self.run_dir / BUILD_LOG,
+                                            notify=self.notify)
+        return {"image": tag, "image_digest": image_id, "image_built": built}
+
+    # -- Starting ---------------------------------------------------------------------------------
+    def start(self, image: str) -> str:
+        run, opts = self.run, self.run["options"]
+        telemetry = self.run_dir / TELEMETRY_DIR
+        telemetry.mkdir(parents=True, exist_ok=True)
+        telemetry.chmod(0o777)  # the container's user may not be ours
+        volumes = {str(telemetry): {"bind": TELEMETRY_IN_CONTAINER, "mode": "rw"}}
+        for name in opts.get("lib_packages", ["celltrain"]):
+            folder = Path(__import__(name).__file__).resolve().parent
+            volumes[str(folder)] = {"bind": f"{LIB_IN_CONTAINER}/{name}", "mode": "ro"}
+        for host, inside in (opts.get("mounts") or {}).items():
+            volumes[host] = {"bind": inside, "mode": "ro"}
+        environment = {
+            **Environment.from_dict(run["environment"]).env, **(opts.get("env_vars") or {}),
+            "CELLTRAIN_RUN_ID": run["id"], "CELLTRAIN_EXPERIMENT": run["experiment"],
+            "CELLTRAIN_PARAMS": json.dumps(run["params"]),
+            "CELLTRAIN_TELEMETRY_DIR": TELEMETRY_IN_CONTAINER,
+            "PYTHONPATH": LIB_IN_CONTAINER, "PYTHONUNBUFFERED": "1",
+        }
+        kwargs = dict(
+            command=["sh", "-c", PYTHON, "sh", run["script"], *run["args"]],
+            entrypoint=[], working_dir=WORKDIR, detach=True, environment=environment,
+            volumes=volumes, labels={LABEL_RUN: run["id"],
+                                     LABEL_WORKSPACE: str(self.store.root)},
+            name=f"celltrain-{run['id']}", init=True, security_opt=["no-new-privileges"],
+            shm_size=opts.get("shm_size") or "2g",
+            device_requests=dockerutil.device_requests(opts.get("gpus")),
+        )
+        if opts.get("memory"):
+            kwargs["mem_limit"] = opts["memory"]
+        if opts.get("cpus"):
+            kwargs["nano_cpus"] = int(float(opts["cpus"]) * 1e9)
+        if opts.get("network"):
+            kwargs["network_mode"] = opts["network"]
+        self.container = self.client.containers.create(image, **kwargs)
+        self.container.put_archive("/", _tar_folder(self.run_dir / "snapshot",
+                                                    WORKDIR.lstrip("/")))
+        return self.container.id
+
+    def launch(self, handle: str) -> None:
+        self._get(handle).start()
+
+    # -- Running ----------------------------------------------------------------------------------
+    def _get(self, handle: str):
+        if self.container is None or self.container.id != handle:
+            self.container = self.client.containers.get(handle)
+        return self.container
+
+    def exists(self, handle: str) -> bool:
+        import docker
+        try:
+            self._get(handle)
+            return True
+        except docker.errors.NotFound:
+            return False
+
+    def stream_output(self, handle: str, resumed: bool) -> threading.Thread:
+        """Append the container's output to output.log (and stderr.log) as it comes."""
+        def pump():
+            stream = self.client.api.attach(handle, stdout=True, stderr=True, stream=True,
+                                            logs=not resumed, demux=True)
+            with open(self.run_dir / OUTPUT_LOG, "ab") as out, \
+                    open(self.run_dir / STDERR_LOG, "ab") as err:
+                for stdout, stderr in stream:
+                    if stdout:
+                        out.write(stdout)
+                    if stderr:
+                        out.write(stderr)
+                        err.write(stderr)
+                    out.flush()
+                    err.flush()
+        thread = threading.Thread(target=pump, daemon=True, name="celltrain-output")
+        thread.start()
+        return thread
+
+    def is_running(self, handle: str) -> bool:
+        container = self._get(handle)
+        container.reload()
+        return container.status in ("created", "running", "restarting", "paused")
+
+    def stop(self, handle: str, grace: float) -> None:
+        self._get(handle).stop(timeout=int(max(grace, 0)))
+
+    def result(self, handle: str) -> tuple[int | None, bool]:
+        state = self._get(handle).attrs["State"]
+        return state.get("ExitCode"), bool(state.get("OOMKilled"))
+
+    # -- Finalizing ---------------------------------------------------------------------------------
+    def collect(self, handle: str) -> None:
+        """Copy ./outputs and ./logs back, and rewrite the captured output from Docker's own log."""
+        import docker
+        container = self._get(handle)
+        for folder in COPY_BACK:
+            try:
+                chunks, _ = container.get_archive(f"{WORKDIR}/{folder}")
+            except docker.errors.NotFound:
+                continue
+            _extract(b"".join(chunks), self.run_dir)
+        (self.run_dir / OUTPUT_LOG).write_bytes(container.logs(stdout=True, stderr=True))
+        (self.run_dir / STDERR_LOG).write_bytes(container.logs(stdout=False, stderr=True))
+
+    def cleanup(self, handle: str) -> None:
+        import docker
+        try:
+            self._get(handle).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+
+def _tar_folder(folder: Path, prefix: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(folder, arcname=prefix)
+    return buf.getvalue()
+
+
+def _extract(data: bytes, dest: Path) -> None:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+        else:  # Python < 3.11.4: refuse anything that leaves dest
+            root = dest.resolve()
+            for member in tar.getmembers():
+                if not (root / member.name).resolve().is_relative_to(root) or member.issym():
+                    raise ValueError(f"unsafe path in the container's archive: {member.name}")
+            tar.extractall(dest)

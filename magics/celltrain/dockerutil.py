@@ -1,0 +1,84 @@
+"""Connecting to the Docker engine, with errors that say how to fix a missing one."""
+from __future__ import annotations
+
+import os
+import shutil
+
+from .errors import DockerUnavailable, GPUUnavailable
+
+LABEL_RUN = "celltrain.run"
+LABEL_WORKSPACE = "celltrain.workspace"
+LABEL_ENV = "celltrain.env"
+
+
+def client(timeout: int = 60):
+    """A docker SDK client that is known to answer, or DockerUnavailable saying why not."""
+    try:
+        import docker
+    except ImportError as e:  # pragma: no cover - docker is a hard dependency
+        raise DockerUnavailable("the docker SDK is missing: pip install docker") from e
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        c = docker.from_env(timeout=timeout)
+        c.ping()
+        return c
+    except Exception as e:  # docker raises DockerException, requests errors, FileNotFoundError
+        if shutil.which("dockerd") is None and shutil.which("docker") is None:
+            hint = ("Docker is not installed: install it (Debian: apt-get install docker.io, or "
+                    "`make docker` in the celltrain checkout) and start dockerd")
+        else:
+            hint = "start the engine (dockerd, or `make docker`) or set DOCKER_HOST"
+        raise DockerUnavailable(f"Docker is not reachable at {host}: {hint} ({_short(e)})") from e
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[-1][:200] if text else type(e).__name__
+
+
+def gpu_runtime_available(c) -> bool:
+    """Whether `--gpus` can work: the NVIDIA runtime or its hook is known to the engine."""
+    info = c.info()
+    runtimes = info.get("Runtimes") or {}
+    if "nvidia" in runtimes:
+        return True
+    # Docker's --gpus uses nvidia-container-runtime-hook / nvidia-container-cli when present.
+    return bool(shutil.which("nvidia-container-runtime-hook")
+                or shutil.which("nvidia-container-cli"))
+
+
+def check_gpus(c, gpus) -> None:
+    if gpus in (None, "none", 0):
+        return
+    if not gpu_runtime_available(c):
+        raise GPUUnavailable(
+            f"gpus={gpus!r} was asked for, but this Docker engine has no GPU runtime "
+            "(no 'nvidia' runtime, no nvidia-container-toolkit): install the NVIDIA Container "
+            "Toolkit and restart dockerd, or pass gpus='none' to run on the CPU")
+
+
+def device_requests(gpus):
+    """``gpus`` as Docker device requests: 'all', a count, 'none'/0/None, or a list of ids."""
+    import docker
+    if gpus in (None, "none", 0, "0"):
+        return []
+    if gpus == "all":
+        return [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    if isinstance(gpus, (list, tuple)):
+        return [docker.types.DeviceRequest(device_ids=[str(g) for g in gpus],
+                                           capabilities=[["gpu"]])]
+    return [docker.types.DeviceRequest(count=parse_gpus(gpus), capabilities=[["gpu"]])]
+
+
+def parse_gpus(gpus):
+    """Validate a gpus value early: 'all', 'none', a non-negative count or a list of device ids."""
+    if gpus in (None, "none", "all") or isinstance(gpus, (list, tuple)):
+        return gpus
+    try:
+        count = int(gpus)
+    except (TypeError, ValueError):
+        count = -1
+    if count < 0 or isinstance(gpus, bool) or (isinstance(gpus, float) and not gpus.is_integer()):
+        raise ValueError(f"gpus takes 'all', 'none', a count or a list of device ids, "
+                         f"not {gpus!r}")
+    return count

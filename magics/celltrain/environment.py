@@ -1,0 +1,208 @@
+"""Environment: what a run's image holds, and the image that content names.
+
+The image tag is a hash of the resolved base image's id and of the pip and apt packages and setup
+steps, so the same environment never builds twice.  Images are built without a Dockerfile: a
+container from the base image runs the install steps with the host's pip settings mounted
+(``hostpip``), and is committed with the base image's own configuration, so no setting, proxy or
+credential of the build is left in the image.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+from .dockerutil import LABEL_ENV
+from .errors import ImageBuildError
+from .hostpip import HostPip
+
+OFFLINE_BASE = "celltrain/base:offline"
+ENV_REPO = "celltrain/env"
+BUILD_FORMAT = 1  # bump when the build steps change meaning
+
+
+@dataclass
+class Environment:
+    """pip and apt packages and setup commands on top of a base image.
+
+    ``base_image=None`` means: an official PyTorch image matching this kernel's torch, or the
+    offline base image (``celltrain base-image``) where no registry can be reached.
+    """
+    pip: list[str] = field(default_factory=list)
+    apt: list[str] = field(default_factory=list)
+    setup: list[str] = field(default_factory=list)
+    base_image: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("pip", "apt", "setup"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, [value])
+            for item in getattr(self, name):
+                if not isinstance(item, str) or not item.strip():
+                    raise ValueError(f"Environment({name}=...) takes strings, not {item!r}")
+
+    def to_dict(self) -> dict:
+        return {"pip": list(self.pip), "apt": list(self.apt), "setup": list(self.setup),
+                "base_image": self.base_image, "env": dict(self.env)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Environment":
+        return cls(**{k: d[k] for k in ("pip", "apt", "setup", "base_image", "env") if k in d})
+
+    def needs_build(self) -> bool:
+        return bool(self.pip or self.apt or self.setup)
+
+    def content_hash(self, base_image_id: str) -> str:
+        spec = {"base": base_image_id, "pip": self.pip, "apt": self.apt, "setup": self.setup,
+                "format": BUILD_FORMAT}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+    def install_script(self) -> str:
+        steps = ["set -eux"]
+        if self.apt:
+            steps.append("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+                         "--no-install-recommends " + " ".join(map(_quote, self.apt)) +
+                         " && rm -rf /var/lib/apt/lists/*")
+        if self.pip:
+            steps.append("PY=$(command -v python3 || command -v python); "
+                         "$PY -m pip install --no-cache-dir " + " ".join(map(_quote, self.pip)))
+        steps.extend(self.setup)
+        return "\n".join(steps)
+
+
+def _quote(s: str) -> str:
+    import shlex
+    return shlex.quote(s)
+
+
+def default_base_image() -> str:
+    """The official PyTorch image that matches the torch of this kernel."""
+    try:
+        version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return "pytorch/pytorch:latest"
+    release, _, local = version.partition("+")
+    cuda, cudnn = "12.8", "9"
+    try:
+        import torch
+        if torch.version.cuda:
+            cuda = torch.version.cuda
+        if torch.backends.cudnn.version():
+            cudnn = str(torch.backends.cudnn.version() // 10000 or 9)
+    except Exception:  # a broken torch must not stop a submission that may not need it
+        pass
+    return f"pytorch/pytorch:{release}-cuda{cuda}-cudnn{cudnn}-runtime"
+
+
+def resolve_base(client, requested: str | None, notify: Callable[[str], None]) -> str:
+    """Make sure the base image is present; fall back to the offline base for the default."""
+    import docker
+    name = requested or default_base_image()
+    if _present(client, name):
+        return name
+    try:
+        notify(f"pulling {name}")
+        repo, _, tag = name.rpartition(":") if ":" in name.split("/")[-1] else (name, "", "latest")
+        client.images.pull(repo, tag=tag)
+        return name
+    except docker.errors.APIError as e:
+        if requested is None and _present(client, OFFLINE_BASE):
+            notify(f"notice: cannot pull {name} ({_first_line(e)}); using the offline base "
+                   f"image {OFFLINE_BASE} instead")
+            return OFFLINE_BASE
+        fix = ("build the offline base image with `celltrain base-image`, or pass "
+               "Environment(base_image=...) with an image that is present"
+               if requested is None else "check the name, or `docker pull` it first")
+        raise ImageBuildError(f"base image {name} is not present and cannot be pulled "
+                              f"({_first_line(e)}): {fix}") from e
+
+
+def _present(client, name: str) -> bool:
+    import docker
+    try:
+        client.images.get(name)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+
+
+def build_in_container(client, base: str, script: str, tag: str, log_path: Path,
+                       labels: dict | None = None, changes: list[str] | None = None,
+                       on_line: Callable[[str], None] | None = None) -> str:
+    """Run ``script`` in a container of ``base`` with the host's pip settings, commit it as ``tag``.
+
+    Returns the new image id; on failure raises ImageBuildError with the build log.
+    """
+    base_image = client.images.get(base)
+    base_config = base_image.attrs["Config"] or {}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="celltrain-build-") as tmp, \
+            open(log_path, "w") as log:
+        log.write(f"# base {base} ({base_image.id})\n# {time.ctime()}\n{script}\n\n")
+        log.flush()
+        volumes, env = HostPip.read().mounts_and_env(Path(tmp))
+        container = client.containers.create(
+            base, ["sh", "-c", script], entrypoint=[], environment=env, volumes=volumes,
+            network_mode="host", labels={LABEL_ENV: tag, **(labels or {})}, user="0")
+        try:
+            container.start()
+            for chunk in container.logs(stream=True, follow=True):
+                text = chunk.decode(errors="replace")
+                log.write(text)
+                log.flush()
+                if on_line:
+                    on_line(text)
+            code = container.wait()["StatusCode"]
+            if code != 0:
+                log.flush()
+                raise ImageBuildError(
+                    f"image build failed (exit code {code}); build log: {log_path}\n"
+                    + tail(log_path.read_text(), 25), build_log=log_path.read_text())
+            conf = {"Env": base_config.get("Env"), "Cmd": base_config.get("Cmd"),
+                    "Entrypoint": base_config.get("Entrypoint"),
+                    "WorkingDir": base_config.get("WorkingDir") or "",
+                    "User": base_config.get("User") or "",
+                    "Labels": {**(base_config.get("Labels") or {}), LABEL_ENV: tag,
+                               **(labels or {})}}
+            repo, _, version = tag.rpartition(":")
+            image = container.commit(repository=repo, tag=version, conf=conf, changes=changes)
+            log.write(f"\n# committed {tag} ({image.id})\n")
+            return image.id
+        finally:
+            container.remove(force=True)
+
+
+def tail(text: str, lines: int) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def ensure_image(client, env: Environment, log_path: Path,
+                 notify: Callable[[str], None] = lambda s: None) -> tuple[str, str, bool]:
+    """The image for ``env``: (tag, image id, whether it was built now)."""
+    base = resolve_base(client, env.base_image, notify)
+    if not env.needs_build():
+        image = client.images.get(base)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(f"# no packages to install: the base image {base} is used as is\n")
+        return base, image.id, False
+    base_id = client.images.get(base).id
+    tag = f"{ENV_REPO}:{env.content_hash(base_id)[:20]}"
+    if _present(client, tag):
+        notify(f"image cached: {tag}")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(f"# image cached: {tag} (content hash of base, pip, apt, setup)\n")
+        return tag, client.images.get(tag).id, False
+    notify(f"building image {tag}")
+    image_id = build_in_container(client, base, env.install_script(), tag, log_path)
+    return tag, image_id, True

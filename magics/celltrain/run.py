@@ -1,0 +1,200 @@
+"""Run: a handle on one run in the workspace.  It holds an id, and reads everything else fresh.
+
+Inside a training script, ``Run.get_context()`` gives the logging context instead (see
+``celltrain.context``): the same name as Azure ML's, for the same two roles.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from . import states
+from .errors import RunFailed
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
+
+OUTPUT_LOG = "output.log"
+STDERR_LOG = "stderr.log"
+BUILD_LOG = "build.log"
+
+
+class Run:
+    """A run of the workspace: status, metrics, files, logs; wait, cancel, download."""
+
+    def __init__(self, workspace: "Workspace", run_id: str):
+        self.workspace, self.id = workspace, run_id
+
+    @staticmethod
+    def get_context():
+        """In a training script: the run it is part of (an offline one outside celltrain)."""
+        from .context import get_context
+        return get_context()
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} {self.status}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    # -- what the store says ----------------------------------------------------------------
+    @property
+    def record(self) -> dict[str, Any]:
+        """The run's row, fresh from the store."""
+        return self.workspace.store.get_run(self.id)
+
+    @property
+    def status(self) -> str:
+        return self.record["status"]
+
+    @property
+    def reason(self) -> str | None:
+        return self.record["reason"]
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.record["exit_code"]
+
+    @property
+    def number(self) -> int:
+        return self.record["number"]
+
+    @property
+    def experiment(self) -> str:
+        return self.record["experiment"]
+
+    @property
+    def params(self) -> dict:
+        return self.record["params"]
+
+    @property
+    def tags(self) -> dict:
+        return self.record["tags"]
+
+    @property
+    def folder(self) -> Path:
+        return self.workspace.store.run_dir(self.id)
+
+    def history(self) -> list[dict]:
+        """Status changes with their times and details, oldest first."""
+        return self.workspace.store.status_history(self.id)
+
+    def metrics(self) -> dict[str, list[float]]:
+        """Every logged value of every metric, in the order logged."""
+        out: dict[str, list[float]] = {}
+        for _, name, _, value, _ in self.workspace.store.metric_series(self.id):
+            out.setdefault(name, []).append(value)
+        return out
+
+    def metric(self, name: str) -> list[tuple[int, float, float]]:
+        """One metric as (step, value, time) points."""
+        return [(s, v, t) for _, _, s, v, t in self.workspace.store.metric_series(self.id, name)]
+
+    def latest_metrics(self) -> dict[str, float]:
+        return self.workspace.store.latest_metrics(self.id)
+
+    def table(self, name: str) -> list[dict]:
+        return self.workspace.store.table(self.id, name)
+
+    def files(self) -> list[str]:
+        """Files of the run folder (outputs/, logs/, logged images, captured output)."""
+        root = self.folder
+        skip = {"snapshot", "supervisor.lock"}
+        out = []
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root)
+            if rel.parts[0] in skip or not path.is_file() or rel.name == "events.bin":
+                continue
+            out.append(rel.as_posix())
+        return out
+
+    def logs(self, stderr_only: bool = False) -> str:
+        path = self.folder / (STDERR_LOG if stderr_only else OUTPUT_LOG)
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def build_log(self) -> str:
+        path = self.folder / BUILD_LOG
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def download(self, name: str, dest: str = ".") -> Path:
+        """Copy a run file (or folder, e.g. "outputs") into the folder ``dest``."""
+        source = (self.folder / name).resolve()
+        if not source.is_relative_to(self.folder.resolve()) or not source.exists():
+            listing = ", ".join(self.files()[:20]) or "none yet"
+            raise FileNotFoundError(f"run {self.id} has no file {name!r}; its files: {listing}")
+        target = Path(dest)
+        target.mkdir(parents=True, exist_ok=True)
+        target = target / source.name
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, target)
+        return target
+
+    # -- acting on it --------------------------------------------------------------------------
+    def wait(self, show_output: bool = False, timeout: float | None = None,
+             raise_on_failure: bool = False, poll: float = 0.2,
+             stream: TextIO | None = None) -> str:
+        """Block until the run ends; returns its final status ("Completed", "Failed", ...).
+
+        ``show_output`` streams the run's output as it comes.  ``timeout`` stops waiting (not
+        the run) and raises TimeoutError.
+        """
+        stream = stream or sys.stdout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        offset = 0
+        log_path = self.folder / OUTPUT_LOG
+        while True:
+            status = self.status
+            if show_output and log_path.exists():
+                with open(log_path, "rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+                if chunk:
+                    offset += len(chunk)
+                    stream.write(chunk.decode(errors="replace"))
+                    stream.flush()
+            if states.is_terminal(status):
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {self.id} is still {status} after {timeout}s; "
+                                   f"it goes on: wait again or cancel it")
+            time.sleep(poll)
+        if show_output:
+            record = self.record
+            stream.write(f"\nrun {self.id}: {status}"
+                         + (f" - {record['reason']}" if record["reason"] else "") + "\n")
+        if raise_on_failure and status != states.COMPLETED:
+            record = self.record
+            raise RunFailed(self.id, status, record["reason"], record["exit_code"])
+        return status
+
+    def cancel(self, grace: float = 10.0, wait: bool = True) -> str:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; the run ends Canceled."""
+        store = self.workspace.store
+        record = self.record
+        if states.is_terminal(record["status"]):
+            return record["status"]
+        options = dict(record["options"])
+        options["cancel_grace"] = grace
+        store.update_run(self.id, cancel_requested=1, options=options)
+        self.workspace.reconcile()  # a supervisor must be there to act on it
+        if not wait:
+            return self.status
+        return self.wait(timeout=grace + 60)
+
+    def show(self):
+        """Display the live run widget (progress, charts, logs, Cancel)."""
+        from .widget import show_run
+        return show_run(self)
+
+    def register_model(self, name: str, path: str, **kwargs):
+        """Register a file of this run as a new version of model ``name``."""
+        from .registry import register_model
+        return register_model(self, name, path, **kwargs)

@@ -1,0 +1,213 @@
+"""The supervisor: one detached process per run that carries it through its states.
+
+``python -m celltrain.supervisor WORKSPACE RUN_ID``.  It holds ``supervisor.lock`` for its whole
+life (so nobody starts a second one), picks up wherever the run's recorded state says, and turns
+every failure into a Failed state with a reason a person understands.  If it dies, the next
+process that opens the workspace starts a new one, which re-attaches or finalizes.
+"""
+from __future__ import annotations
+
+import fcntl
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from . import states
+from .errors import CelltrainError, DockerUnavailable, ImageBuildError
+from .run import STDERR_LOG
+from .store import Store
+from .telemetry import TELEMETRY_DIR, ingest
+
+POLL_S = 0.1
+STATE_POLL_S = 0.5
+DEFAULT_GRACE_S = 10.0
+FAILURE_FILE = "failure.txt"  # a runner may explain its own failure here (e.g. %%train)
+STDERR_TAIL_LINES = 15
+
+
+class Canceled(Exception):
+    pass
+
+
+def make_backend(store: Store, run: dict, notify):
+    if run["target"] == "local":
+        from .backend_local import LocalBackend
+        return LocalBackend(store, run, notify)
+    from .backend_docker import DockerBackend
+    return DockerBackend(store, run, notify)
+
+
+class Supervisor:
+    def __init__(self, workspace: str | Path, run_id: str, clock=time.monotonic):
+        self.store = Store(workspace)
+        self.run_id = run_id
+        self.run_dir = self.store.run_dir(run_id)
+        self.clock = clock
+        self.last_steps: dict[str, int] | None = None
+
+    def log(self, message: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+    def status(self, status: str, detail: str | None = None, **fields) -> None:
+        self.log(f"{status}{': ' + detail if detail else ''}")
+        self.store.set_status(self.run_id, status, detail, **fields)
+
+    def cancel_requested(self) -> bool:
+        return bool(self.store.get_run(self.run_id)["cancel_requested"])
+
+    def ingest(self) -> None:
+        if self.last_steps is None:
+            self.last_steps = self.store.last_steps(self.run_id)
+        ingest(self.store, self.run_id, self.last_steps)
+
+    # -- the life of a run ------------------------------------------------------------------------
+    def main(self) -> int:
+        lock_file = open(self.run_dir / "supervisor.lock", "a")
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # another supervisor has this run
+        run = self.store.get_run(self.run_id)
+        if run is None or states.is_terminal(run["status"]):
+            return 0
+        try:
+            self.carry(run)
+        except Canceled:
+            self.status(states.CANCELED, reason="canceled before the run started",
+                        ended=time.time())
+        except ImageBuildError as e:
+            self.status(states.FAILED, "image build failed", reason=str(e), ended=time.time())
+        except DockerUnavailable as e:
+            self.status(states.FAILED, "Docker unreachable", reason=str(e), ended=time.time())
+        except Exception as e:  # every failure becomes a state with a reason
+            self.log(traceback.format_exc())
+            self.status(states.FAILED, "supervisor error",
+                        reason=f"celltrain could not carry the run: {_docker_reason(e)}",
+                        ended=time.time())
+        return 0
+
+    def carry(self, run: dict) -> None:
+        backend = make_backend(self.store, run, notify=lambda m: self.log(m))
+        handle = run["container_id"]
+        resumed = handle is not None
+        if handle is None:
+            if self.cancel_requested():
+                raise Canceled
+            if run["status"] != states.PREPARING:
+                self.status(states.PREPARING, "preparing the image")
+            prepared = backend.prepare()
+            detail = ("image cached" if not prepared["image_built"] else "image built")
+            if self.cancel_requested():
+                raise Canceled
+            self.status(states.STARTING, f"{detail}: {prepared['image']}",
+                        image=prepared["image"], image_digest=prepared["image_digest"])
+            handle = backend.start(prepared["image"])
+            self.store.update_run(self.run_id, container_id=handle)
+            backend.launch(handle)
+            self.status(states.RUNNING, started=time.time())
+        elif not backend.exists(handle):
+            self.status(states.FAILED, "container vanished", ended=time.time(),
+                        reason=f"the run's container {handle[:12]} no longer exists (removed "
+                               "by hand or by a Docker prune?); its outputs are lost")
+            return
+        elif run["status"] in (states.STARTING,):
+            if not backend.is_running(handle):
+                backend.launch(handle)
+            self.status(states.RUNNING, started=time.time())
+        canceled, timed_out = self.watch(backend, handle, resumed)
+        self.finalize(backend, handle, canceled, timed_out)
+
+    def watch(self, backend, handle: str, resumed: bool) -> tuple[bool, bool]:
+        run = self.store.get_run(self.run_id)
+        opts = run["options"]
+        timeout = opts.get("timeout")
+        started = run["started"] or time.time()
+        deadline = None if timeout is None else self.clock() + timeout - (time.time() - started)
+        pump = backend.stream_output(handle, resumed)
+        canceled = timed_out = False
+        next_state_check = 0.0
+        while True:
+            self.ingest()
+            now = self.clock()
+            if now >= next_state_check:
+                next_state_check = now + STATE_POLL_S
+                if not backend.is_running(handle):
+                    break
+                if not canceled and self.cancel_requested():
+                    canceled = True
+                    self.log("cancel requested: SIGTERM, then SIGKILL after the grace period")
+                    backend.stop(handle, self.store.get_run(self.run_id)["options"]
+                                 .get("cancel_grace", DEFAULT_GRACE_S))
+                elif deadline is not None and now > deadline and not timed_out:
+                    timed_out = True
+                    self.log(f"timed out after {timeout}s")
+                    backend.stop(handle, DEFAULT_GRACE_S)
+            time.sleep(POLL_S)
+        if pump is not None:
+            pump.join(timeout=5)
+        return canceled, timed_out
+
+    def finalize(self, backend, handle: str, canceled: bool, timed_out: bool) -> None:
+        self.status(states.FINALIZING, "copying ./outputs and ./logs back")
+        exit_code, oom = backend.result(handle)
+        try:
+            backend.collect(handle)
+        finally:
+            self.ingest()
+        run = self.store.get_run(self.run_id)
+        ended = time.time()
+        fields = dict(exit_code=exit_code, ended=ended)
+        if canceled or (run["cancel_requested"] and exit_code != 0):
+            self.status(states.CANCELED, reason="canceled by the user", **fields)
+        elif timed_out:
+            timeout = run["options"].get("timeout")
+            self.status(states.FAILED, reason=f"timed out after {timeout:g}s (timeout="
+                        f"{timeout:g}); the run was stopped", **fields)
+        elif oom:
+            self.status(states.FAILED, reason=(
+                f"out of memory: the container was OOM-killed (exit code {exit_code}); "
+                f"raise memory= (now {run['options'].get('memory') or 'no limit'}) or lower "
+                "the batch size"), **fields)
+        elif exit_code == 0:
+            self.status(states.COMPLETED, **fields)
+        else:
+            self.status(states.FAILED, reason=self.failure_reason(exit_code), **fields)
+        backend.cleanup(handle)
+
+    def failure_reason(self, exit_code: int | None) -> str:
+        explained = self.run_dir / TELEMETRY_DIR / FAILURE_FILE
+        if explained.exists():
+            return explained.read_text(errors="replace").strip()
+        head = f"exit code {exit_code}"
+        if exit_code == 137:
+            head += " (killed by SIGKILL)"
+        elif exit_code == 143:
+            head += " (terminated by SIGTERM)"
+        stderr = self.run_dir / STDERR_LOG
+        lines = stderr.read_text(errors="replace").rstrip().splitlines() if stderr.exists() else []
+        if lines:
+            return head + "; last lines of stderr:\n" + "\n".join(lines[-STDERR_TAIL_LINES:])
+        return head + " (nothing on stderr)"
+
+
+def _docker_reason(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    if "could not select device driver" in text:
+        return ("GPUs were asked for but this Docker engine has no GPU runtime: install the "
+                "NVIDIA Container Toolkit and restart dockerd, or run with gpus='none'")
+    if isinstance(e, CelltrainError):
+        return text
+    return f"{type(e).__name__}: {text}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m celltrain.supervisor WORKSPACE RUN_ID", file=sys.stderr)
+        return 2
+    return Supervisor(argv[0], argv[1]).main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

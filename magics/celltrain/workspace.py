@@ -1,0 +1,212 @@
+"""Workspace and Experiment: where runs are recorded, and how they are submitted.
+
+Opening a workspace reconciles it: every run that is not finished and has no live supervisor gets
+a new one, which re-attaches to its container or finalizes it.  So a kernel restart, a closed
+laptop lid or a killed supervisor loses nothing.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from . import states
+from .environment import Environment
+from .errors import RunNotFound
+from .run import Run
+from .snapshot import DEFAULT_LIMIT_MB, snapshot
+from .store import Store
+
+WORKSPACE_ENV = "CELLTRAIN_WORKSPACE"
+DEFAULT_DIR = ".celltrain"
+TARGETS = ("docker", "local")
+PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+
+
+def default_path() -> Path:
+    return Path(os.environ.get(WORKSPACE_ENV) or DEFAULT_DIR)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "run"
+
+
+def new_run_id(experiment: str, number: int) -> str:
+    return f"{_slug(experiment)}-{number}-{secrets.token_hex(3)}"
+
+
+class Workspace:
+    """A folder holding ``celltrain.db`` and ``runs/``: ``./.celltrain`` unless told otherwise."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, reconcile: bool = True):
+        self.path = Path(path) if path is not None else default_path()
+        self.path = self.path.expanduser().resolve()
+        self.store = Store(self.path)
+        if reconcile:
+            self.reconcile()
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.path)!r})"
+
+    # -- experiments and runs -------------------------------------------------------------
+    def experiment(self, name: str) -> "Experiment":
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"an experiment needs a non-empty name, not {name!r}")
+        self.store.experiment_id(name)
+        return Experiment(self, name)
+
+    def experiments(self) -> list[dict[str, Any]]:
+        return self.store.experiments()
+
+    def run(self, run_id: str) -> Run:
+        """The run with this id, or the one run whose id starts with it."""
+        matches = self.store.find_runs(str(run_id))
+        if len(matches) == 1:
+            return Run(self, matches[0])
+        if not matches:
+            raise RunNotFound(f"no run {run_id!r} in workspace {self.path}: "
+                              f"`celltrain runs` lists the runs there")
+        raise RunNotFound(f"run id {run_id!r} is ambiguous in {self.path}: it starts "
+                          f"{', '.join(matches[:5])}; give more of it")
+
+    def runs(self, experiment: str | None = None, status: Iterable[str] | None = None,
+             limit: int | None = None) -> list[Run]:
+        rows = self.store.list_runs(experiment=experiment, status=status, limit=limit)
+        return [Run(self, r["id"]) for r in rows]
+
+    # -- runs outlive their starter ---------------------------------------------------------
+    def reconcile(self) -> list[str]:
+        """Give every unfinished run without a live supervisor a new one; returns their ids."""
+        adopted = []
+        for row in self.store.list_runs(status=states.ACTIVE):
+            if not supervisor_alive(self.store.run_dir(row["id"])):
+                self.spawn_supervisor(row["id"])
+                adopted.append(row["id"])
+        return adopted
+
+    def spawn_supervisor(self, run_id: str) -> None:
+        run_dir = self.store.run_dir(run_id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH"))
+                                            if p)
+        with open(run_dir / "supervisor.log", "a") as err:
+            subprocess.Popen([sys.executable, "-m", "celltrain.supervisor", str(self.path),
+                              run_id], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=err, env=env, start_new_session=True, close_fds=True)
+
+    # -- views -------------------------------------------------------------------------------
+    def runs_table(self, **kwargs):
+        """A sortable table of runs with status, params and key metrics (a widget)."""
+        from .runs_table import runs_table
+        return runs_table(self, **kwargs)
+
+    def models(self):
+        """Registered models: names, versions, aliases."""
+        from .registry import list_models
+        return list_models(self)
+
+    def model(self, name: str, version: int | None = None, alias: str | None = None):
+        """One registered model version (the latest unless a version or alias is given)."""
+        from .registry import get_model
+        return get_model(self, name, version=version, alias=alias)
+
+
+def supervisor_alive(run_dir: Path) -> bool:
+    """A supervisor holds an exclusive lock on ``supervisor.lock`` for as long as it lives."""
+    lock = run_dir / "supervisor.lock"
+    if not lock.exists():
+        return False
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+class Experiment:
+    """A named group of runs; runs are numbered 1, 2, ... within it."""
+
+    def __init__(self, workspace: Workspace, name: str):
+        self.workspace, self.name = workspace, name
+
+    def __repr__(self) -> str:
+        return f"Experiment({self.name!r})"
+
+    def runs(self, status: Iterable[str] | None = None) -> list[Run]:
+        return self.workspace.runs(experiment=self.name, status=status)
+
+    def submit(self, script: str, source_dir: str | os.PathLike = ".", args: Sequence = (),
+               environment: Environment | None = None, gpus: Any = "auto", *,
+               params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
+               memory: str | None = None, cpus: float | None = None, shm_size: str = "2g",
+               env_vars: Mapping[str, str] | None = None,
+               mounts: Mapping[str, str] | None = None, timeout: float | None = None,
+               target: str = "docker", network: str | None = None,
+               snapshot_limit_mb: float = DEFAULT_LIMIT_MB,
+               lib_packages: Sequence[str] = ()) -> Run:
+        """Start ``script`` from ``source_dir`` in a container; returns at once with the run.
+
+        ``gpus``: "auto" (all GPUs when the engine has a GPU runtime), "all", "none", a count or
+        a list of device ids.  ``mounts``: {host path: container path}, read-only.  ``memory``
+        and ``shm_size`` take Docker sizes ("8g"); ``timeout`` is in seconds.
+        ``lib_packages``: extra pure-Python host packages mounted for the run (celltrain always).
+
+        In [1]: run = ws.experiment("birds").submit("train.py", "./src", args=["--epochs", 3])
+        In [2]: run.wait(show_output=True)
+        """
+        from . import dockerutil
+        source = Path(source_dir).expanduser().resolve()
+        if not source.is_dir():
+            raise FileNotFoundError(f"source folder {source} does not exist: pass source_dir= "
+                                    f"the folder that holds {script}")
+        if not (source / script).is_file():
+            raise FileNotFoundError(f"script {script!r} is not in the source folder {source}: "
+                                    f"pass its path relative to source_dir")
+        if target not in TARGETS:
+            raise ValueError(f"target takes one of {', '.join(TARGETS)}, not {target!r}")
+        for host_path in (mounts or {}):
+            if not Path(host_path).exists():
+                raise FileNotFoundError(f"mount source {host_path} does not exist on the host")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout takes a positive number of seconds, not {timeout!r}")
+        for name in lib_packages:
+            __import__(name)   # fails now, with the package's name, not in the container
+        environment = environment or Environment()
+        if gpus != "auto":
+            gpus = dockerutil.parse_gpus(gpus)
+        if target == "docker":
+            client = dockerutil.client()
+            if gpus == "auto":
+                gpus = "all" if dockerutil.gpu_runtime_available(client) else "none"
+            dockerutil.check_gpus(client, gpus)
+        elif gpus == "auto":
+            gpus = "none"
+        options = {"gpus": gpus, "memory": memory, "cpus": cpus, "shm_size": shm_size,
+                   "env_vars": dict(env_vars or {}),
+                   "mounts": {str(Path(k).resolve()): v for k, v in (mounts or {}).items()},
+                   "timeout": timeout, "network": network, "source_dir": str(source),
+                   "lib_packages": ["celltrain", *lib_packages]}
+        store = self.workspace.store
+        # Check the snapshot size before the run exists: a refused submission leaves nothing.
+        from .snapshot import check_size, collect
+        check_size(source, collect(source), snapshot_limit_mb)
+        record = store.create_run(
+            self.name, run_id_for=new_run_id, status=states.QUEUED, target=target,
+            script=script, args=[str(a) for a in args], params=dict(params or {}),
+            tags=dict(tags or {}), environment=environment.to_dict(), options=options)
+        run_id = record["id"]
+        try:
+            snapshot(source, store.run_dir(run_id) / "snapshot", limit_mb=float("inf"))
+        except Exception as e:
+            store.set_status(run_id, states.FAILED, reason=f"could not snapshot {source}: {e}")
+            raise
+        self.workspace.spawn_supervisor(run_id)
+        return Run(self.workspace, run_id)

@@ -1,0 +1,70 @@
+"""Shared fixtures: a fresh workspace per test, and a real Docker engine.
+
+Under CI (CI=true) a missing Docker engine fails the tests that need it: a skip there would hide
+a missing install step.  Locally they skip with the command that fixes it.
+"""
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from celltrain import Workspace
+from celltrain.dockerutil import LABEL_WORKSPACE
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+OFFLINE_BASE = "celltrain/base:offline"
+
+
+@pytest.fixture
+def workspace(tmp_path) -> Workspace:
+    return Workspace(tmp_path / "ws")
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    from celltrain import dockerutil
+    from celltrain.errors import DockerUnavailable
+    try:
+        client = dockerutil.client()
+    except DockerUnavailable as e:
+        if IN_CI:
+            pytest.fail(f"Docker is required under CI: {e}")
+        pytest.skip(f"{e} (run `make docker`)")
+    return client
+
+
+@pytest.fixture(scope="session")
+def offline_image(docker_client) -> str:
+    """The offline base image (Debian + the kernel's torch); `make images` builds it."""
+    import docker
+    try:
+        docker_client.images.get(OFFLINE_BASE)
+    except docker.errors.ImageNotFound:
+        message = f"{OFFLINE_BASE} is missing: run `make images` (celltrain base-image)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return OFFLINE_BASE
+
+
+@pytest.fixture
+def docker_workspace(workspace, docker_client, offline_image):
+    """A workspace whose containers are removed after the test, whatever happened."""
+    yield workspace
+    for c in docker_client.containers.list(all=True,
+                                           filters={"label": f"{LABEL_WORKSPACE}={workspace.path}"}):
+        c.remove(force=True)
+
+
+@pytest.fixture
+def make_source(tmp_path):
+    """Write a training script into a fresh source folder: make_source("print(1)")."""
+    def make(code: str, name: str = "train.py", folder: str = "src") -> Path:
+        src = tmp_path / folder
+        src.mkdir(exist_ok=True)
+        (src / name).write_text(textwrap.dedent(code))
+        return src
+    return make
