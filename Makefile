@@ -1,0 +1,42 @@
+# Two commands set everything up on a fresh machine and are safe to repeat:
+#   make demo   runs the example notebook end to end in a real container
+#   make test   runs the test suite
+# Each installs what is missing first: the .venv, the Docker engine (where it can), base images.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# The kernel's torch; the offline base image installs the same versions.
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: venv docker images demo test bench clean-containers
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e '.[test,onnx,lab]' jupyterlab nbclient nbconvert ipykernel
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+venv: $(VENV)/.installed
+
+# The Docker engine: installed with apt and started as root where none answers.
+docker:
+	@bash .ci/ensure-docker
+
+# The offline base image (Debian packages + the kernel's torch), cached by content hash.
+images: venv docker
+	$(VENV)/bin/celltrain base-image
+
+demo: images
+	$(PY) -m celltrain.demo
+
+test: images
+	$(VENV)/bin/pytest -q
+
+bench: images
+	$(PY) bench/run_all.py
+
+clean-containers:
+	-docker ps -aq --filter label=celltrain.run | xargs -r docker rm -f

@@ -1,0 +1,162 @@
+"""The ``celltrain`` command: a view of the workspace store, like the widgets and the sidebar.
+
+    celltrain runs [--experiment E] [--status S] [--limit N]
+    celltrain show RUN
+    celltrain logs RUN [-f]
+    celltrain cancel RUN [--grace S]
+    celltrain models
+    celltrain base-image [--suite bookworm]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from . import states
+from .errors import CelltrainError
+
+
+def _age(t: float | None) -> str:
+    if not t:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _duration(record: dict) -> str:
+    start = record.get("started")
+    if not start:
+        return "-"
+    seconds = (record.get("ended") or time.time()) - start
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
+
+
+def format_table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+
+def cmd_runs(ws, args) -> int:
+    records = ws.store.list_runs(experiment=args.experiment,
+                                 status=[args.status] if args.status else None, limit=args.limit)
+    if not records:
+        print(f"no runs in {ws.path}")
+        return 0
+    rows = []
+    for r in records:
+        metrics = ws.store.latest_metrics(r["id"])
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:3] if v is not None)
+        rows.append([r["id"], r["experiment"], r["number"], r["status"], _age(r["created"]),
+                     _duration(r), shown])
+    print(format_table(rows, ["RUN", "EXPERIMENT", "#", "STATUS", "CREATED", "DURATION",
+                              "METRICS"]))
+    return 0
+
+
+def cmd_show(ws, args) -> int:
+    run = ws.run(args.run)
+    r = run.record
+    print(f"run         {r['id']}  ({r['experiment']} #{r['number']}, target {r['target']})")
+    print(f"status      {r['status']}" + (f"  exit code {r['exit_code']}"
+                                          if r["exit_code"] is not None else ""))
+    if r["reason"]:
+        print("reason      " + r["reason"].replace("\n", "\n            "))
+    print(f"script      {r['script']} {' '.join(r['args'])}")
+    print(f"image       {r['image'] or '-'}  {r['image_digest'] or ''}")
+    print(f"params      {json.dumps(r['params'])}")
+    if r["tags"]:
+        print(f"tags        {json.dumps(r['tags'])}")
+    print("history")
+    for h in run.history():
+        print(f"  {_age(h['time'])}  {h['status']:<10} {h['detail'] or ''}")
+    metrics = run.latest_metrics()
+    if metrics:
+        print("metrics (last value)")
+        for name, value in metrics.items():
+            print(f"  {name:<20} {value}")
+    files = run.files()
+    if files:
+        print("files")
+        for f in files:
+            print(f"  {f}")
+    return 0
+
+
+def cmd_logs(ws, args) -> int:
+    run = ws.run(args.run)
+    if args.follow:
+        run.wait(show_output=True)
+    else:
+        sys.stdout.write(run.logs())
+    return 0
+
+
+def cmd_cancel(ws, args) -> int:
+    run = ws.run(args.run)
+    status = run.cancel(grace=args.grace)
+    print(f"run {run.id}: {status}")
+    return 0 if status in states.TERMINAL else 1
+
+
+def cmd_models(ws, args) -> int:
+    from .registry import format_models
+    print(format_models(ws))
+    return 0
+
+
+def cmd_base_image(ws, args) -> int:
+    from . import dockerutil
+    from .baseimage import build_offline_base
+    build_offline_base(dockerutil.client(timeout=1800), suite=args.suite,
+                       log=lambda m: print(m, flush=True))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="celltrain", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workspace", "-w", help="workspace folder (default: $CELLTRAIN_WORKSPACE "
+                                             "or ./.celltrain)")
+    sub = p.add_subparsers(dest="command", required=True)
+    runs = sub.add_parser("runs", help="list runs, newest first")
+    runs.add_argument("--experiment", "-e")
+    runs.add_argument("--status", "-s", choices=states.ALL)
+    runs.add_argument("--limit", "-n", type=int, default=50)
+    runs.set_defaults(func=cmd_runs)
+    show = sub.add_parser("show", help="one run: status, history, metrics, files")
+    show.add_argument("run")
+    show.set_defaults(func=cmd_show)
+    logs = sub.add_parser("logs", help="a run's output")
+    logs.add_argument("run")
+    logs.add_argument("-f", "--follow", action="store_true", help="follow until the run ends")
+    logs.set_defaults(func=cmd_logs)
+    cancel = sub.add_parser("cancel", help="SIGTERM a run, SIGKILL after the grace period")
+    cancel.add_argument("run")
+    cancel.add_argument("--grace", type=float, default=10.0)
+    cancel.set_defaults(func=cmd_cancel)
+    models = sub.add_parser("models", help="registered models, versions and aliases")
+    models.set_defaults(func=cmd_models)
+    base = sub.add_parser("base-image", help="build the offline base image (Debian + torch)")
+    base.add_argument("--suite", default="bookworm")
+    base.set_defaults(func=cmd_base_image)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from .workspace import Workspace
+    try:
+        ws = Workspace(args.workspace)
+        return args.func(ws, args)
+    except (CelltrainError, FileNotFoundError, ValueError) as e:
+        print(f"celltrain: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
