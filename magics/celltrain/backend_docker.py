@@ -30,14 +30,17 @@ class DockerBackend:
     def __init__(self, store, run: dict, notify):
         self.store, self.run, self.notify = store, run, notify
         self.run_dir: Path = store.run_dir(run["id"])
+        self.pull_failures = store.root / "pull-failures.json"
         self.client = dockerutil.client()
         self.container = None
+        self.resumed = False
 
     # -- Preparing ------------------------------------------------------------------------------
     def prepare(self) -> dict:
         env = Environment.from_dict(self.run["environment"])
         tag, image_id, built = ensure_image(self.client, env, self.run_dir / BUILD_LOG,
-                                            notify=self.notify)
+                                            notify=self.notify,
+                                            pull_failures=self.pull_failures)
         return {"image": tag, "image_digest": image_id, "image_built": built}
 
     # -- Starting ---------------------------------------------------------------------------------
@@ -98,6 +101,8 @@ class DockerBackend:
 
     def stream_output(self, handle: str, resumed: bool) -> threading.Thread:
         """Append the container's output to output.log (and stderr.log) as it comes."""
+        self.resumed = resumed
+
         def pump():
             stream = self.client.api.attach(handle, stdout=True, stderr=True, stream=True,
                                             logs=not resumed, demux=True)
@@ -138,8 +143,9 @@ class DockerBackend:
             except docker.errors.NotFound:
                 continue
             _extract(b"".join(chunks), self.run_dir)
-        (self.run_dir / OUTPUT_LOG).write_bytes(container.logs(stdout=True, stderr=True))
-        (self.run_dir / STDERR_LOG).write_bytes(container.logs(stdout=False, stderr=True))
+        if self.resumed:  # output may have come while nobody listened: take Docker's own copy
+            (self.run_dir / OUTPUT_LOG).write_bytes(container.logs(stdout=True, stderr=True))
+            (self.run_dir / STDERR_LOG).write_bytes(container.logs(stdout=False, stderr=True))
 
     def cleanup(self, handle: str) -> None:
         import docker

@@ -21,7 +21,7 @@ from pathlib import Path
 from .environment import OFFLINE_BASE, build_in_container
 
 DEBIAN_PACKAGES = ["python3", "python3-venv", "ca-certificates", "procps"]
-BASE_FORMAT = 1
+BASE_FORMAT = 2
 
 
 def host_apt_mirror() -> str:

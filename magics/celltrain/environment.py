@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from .hostpip import HostPip
 
 OFFLINE_BASE = "celltrain/base:offline"
 ENV_REPO = "celltrain/env"
-BUILD_FORMAT = 1  # bump when the build steps change meaning
+BUILD_FORMAT = 2  # bump when the build steps change meaning
 
 
 @dataclass
@@ -83,36 +85,63 @@ def _quote(s: str) -> str:
 
 
 def default_base_image() -> str:
-    """The official PyTorch image that matches the torch of this kernel."""
+    """The official PyTorch image that matches the torch of this kernel.
+
+    Read from package metadata and ``torch/version.py`` rather than by importing torch, which
+    takes seconds.
+    """
     try:
         version = metadata.version("torch")
     except metadata.PackageNotFoundError:
         return "pytorch/pytorch:latest"
-    release, _, local = version.partition("+")
-    cuda, cudnn = "12.8", "9"
+    release = version.split("+")[0]
+    cuda = "12.8"
     try:
-        import torch
-        if torch.version.cuda:
-            cuda = torch.version.cuda
-        if torch.backends.cudnn.version():
-            cudnn = str(torch.backends.cudnn.version() // 10000 or 9)
-    except Exception:  # a broken torch must not stop a submission that may not need it
+        text = Path(str(metadata.distribution("torch").locate_file("torch/version.py"))
+                    ).read_text()
+        found = re.search(r"^cuda(?::[^=]*)?=\s*'([0-9.]+)'", text, re.M)
+        cuda = found.group(1) if found else cuda
+    except OSError:
         pass
+    cudnn = "9"
+    for dist in ("nvidia-cudnn-cu13", "nvidia-cudnn-cu12"):
+        try:
+            cudnn = metadata.version(dist).split(".")[0]
+            break
+        except metadata.PackageNotFoundError:
+            continue
     return f"pytorch/pytorch:{release}-cuda{cuda}-cudnn{cudnn}-runtime"
 
 
-def resolve_base(client, requested: str | None, notify: Callable[[str], None]) -> str:
-    """Make sure the base image is present; fall back to the offline base for the default."""
+PULL_RETRY_S = 3600
+
+
+def resolve_base(client, requested: str | None, notify: Callable[[str], None],
+                 pull_failures: Path | None = None) -> str:
+    """Make sure the base image is present; fall back to the offline base for the default.
+
+    A failed pull of the default image is remembered for an hour in ``pull_failures`` (a JSON
+    file in the workspace), so machines without a registry don't pay for it on every run.
+    """
     import docker
     name = requested or default_base_image()
     if _present(client, name):
         return name
+    failed = _read_json(pull_failures)
+    if (requested is None and time.time() - failed.get(name, 0) < PULL_RETRY_S
+            and _present(client, OFFLINE_BASE)):
+        notify(f"notice: {name} could not be pulled recently; using the offline base image "
+               f"{OFFLINE_BASE}")
+        return OFFLINE_BASE
     try:
         notify(f"pulling {name}")
         repo, _, tag = name.rpartition(":") if ":" in name.split("/")[-1] else (name, "", "latest")
         client.images.pull(repo, tag=tag)
         return name
     except docker.errors.APIError as e:
+        if pull_failures is not None:
+            failed[name] = time.time()
+            _write_json(pull_failures, failed)
         if requested is None and _present(client, OFFLINE_BASE):
             notify(f"notice: cannot pull {name} ({_first_line(e)}); using the offline base "
                    f"image {OFFLINE_BASE} instead")
@@ -122,6 +151,19 @@ def resolve_base(client, requested: str | None, notify: Callable[[str], None]) -
                if requested is None else "check the name, or `docker pull` it first")
         raise ImageBuildError(f"base image {name} is not present and cannot be pulled "
                               f"({_first_line(e)}): {fix}") from e
+
+
+def _read_json(path: Path | None) -> dict:
+    try:
+        return json.loads(path.read_text()) if path else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
 
 
 def _present(client, name: str) -> bool:
@@ -151,10 +193,13 @@ def build_in_container(client, base: str, script: str, tag: str, log_path: Path,
             open(log_path, "w") as log:
         log.write(f"# base {base} ({base_image.id})\n# {time.ctime()}\n{script}\n\n")
         log.flush()
-        volumes, env = HostPip.read().mounts_and_env(Path(tmp))
+        mounts, env = HostPip.read().mounts_and_env(Path(tmp))
+        # Settings go in through `env` on the command line and mounts, not the container's
+        # config: a commit keeps the container's Env and Volumes, so they would be baked in.
+        command = ["env", *(f"{k}={v}" for k, v in env.items()), "sh", "-c", script]
         container = client.containers.create(
-            base, ["sh", "-c", script], entrypoint=[], environment=env, volumes=volumes,
-            network_mode="host", labels={LABEL_ENV: tag, **(labels or {})}, user="0")
+            base, command, entrypoint=[], mounts=mounts, network_mode="host",
+            labels={LABEL_ENV: tag, **(labels or {})})
         try:
             container.start()
             for chunk in container.logs(stream=True, follow=True):
@@ -169,7 +214,7 @@ def build_in_container(client, base: str, script: str, tag: str, log_path: Path,
                 raise ImageBuildError(
                     f"image build failed (exit code {code}); build log: {log_path}\n"
                     + tail(log_path.read_text(), 25), build_log=log_path.read_text())
-            conf = {"Env": base_config.get("Env"), "Cmd": base_config.get("Cmd"),
+            conf = {"Env": base_config.get("Env"), "Cmd": base_config.get("Cmd") or ["sh"],
                     "Entrypoint": base_config.get("Entrypoint"),
                     "WorkingDir": base_config.get("WorkingDir") or "",
                     "User": base_config.get("User") or "",
@@ -188,9 +233,10 @@ def tail(text: str, lines: int) -> str:
 
 
 def ensure_image(client, env: Environment, log_path: Path,
-                 notify: Callable[[str], None] = lambda s: None) -> tuple[str, str, bool]:
+                 notify: Callable[[str], None] = lambda s: None,
+                 pull_failures: Path | None = None) -> tuple[str, str, bool]:
     """The image for ``env``: (tag, image id, whether it was built now)."""
-    base = resolve_base(client, env.base_image, notify)
+    base = resolve_base(client, env.base_image, notify, pull_failures)
     if not env.needs_build():
         image = client.images.get(base)
         log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import shutil
 import ssl
 import subprocess
 import sys
@@ -69,24 +70,29 @@ class HostPip:
             conf.write(f)
         return path
 
-    def mounts_and_env(self, folder: Path) -> tuple[dict, dict]:
-        """docker-py ``volumes`` and ``environment`` for a build container."""
+    def mounts_and_env(self, folder: Path) -> tuple[list, dict]:
+        """docker-py ``mounts`` (read-only binds) and the variables for a build container.
+
+        The pip.conf and a copy of the CA bundle share one folder, mounted at MOUNT_DIR; local
+        paths named by the settings are mounted where the settings expect them.
+        """
+        import docker
         folder.mkdir(parents=True, exist_ok=True)
         self.write_conf(folder)
-        volumes = {str(folder / "pip.conf"): {"bind": CONF_IN_CONTAINER, "mode": "ro"}}
         env = {"PIP_CONFIG_FILE": CONF_IN_CONTAINER, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
                "PIP_ROOT_USER_ACTION": "ignore", "PIP_BREAK_SYSTEM_PACKAGES": "1"}
         if self.ca_bundle:
-            volumes[self.ca_bundle] = {"bind": CA_IN_CONTAINER, "mode": "ro"}
+            shutil.copyfile(self.ca_bundle, folder / "ca-certificates.crt")
             env.update(PIP_CERT=CA_IN_CONTAINER, SSL_CERT_FILE=CA_IN_CONTAINER,
                        REQUESTS_CA_BUNDLE=CA_IN_CONTAINER, CURL_CA_BUNDLE=CA_IN_CONTAINER)
+        mounts = [docker.types.Mount(MOUNT_DIR, str(folder), type="bind", read_only=True)]
         for path in self.local_paths():
             if path != self.ca_bundle:
-                volumes[path] = {"bind": path, "mode": "ro"}
+                mounts.append(docker.types.Mount(path, path, type="bind", read_only=True))
         for var in PROXY_VARS:
             if os.environ.get(var):
                 env[var] = os.environ[var]
-        return volumes, env
+        return mounts, env
 
 
 def parse_config_list(text: str) -> dict[str, dict[str, str]]:

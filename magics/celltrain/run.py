@@ -139,7 +139,7 @@ class Run:
 
     # -- acting on it --------------------------------------------------------------------------
     def wait(self, show_output: bool = False, timeout: float | None = None,
-             raise_on_failure: bool = False, poll: float = 0.2,
+             raise_on_failure: bool = False, poll: float = 0.1,
              stream: TextIO | None = None) -> str:
         """Block until the run ends; returns its final status ("Completed", "Failed", ...).
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import states
 from .errors import CelltrainError, DockerUnavailable, ImageBuildError
-from .run import STDERR_LOG
+from .run import OUTPUT_LOG, STDERR_LOG
 from .store import Store
 from .telemetry import TELEMETRY_DIR, ingest
 
@@ -48,6 +48,12 @@ class Supervisor:
 
     def log(self, message: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+    def notify(self, message: str) -> None:
+        """A note for the person watching: into the run's output, ahead of the script's own."""
+        self.log(message)
+        with open(self.run_dir / OUTPUT_LOG, "a") as out:
+            out.write(f"[celltrain] {message}\n")
 
     def status(self, status: str, detail: str | None = None, **fields) -> None:
         self.log(f"{status}{': ' + detail if detail else ''}")
@@ -88,7 +94,7 @@ class Supervisor:
         return 0
 
     def carry(self, run: dict) -> None:
-        backend = make_backend(self.store, run, notify=lambda m: self.log(m))
+        backend = make_backend(self.store, run, notify=self.notify)
         handle = run["container_id"]
         resumed = handle is not None
         if handle is None:
@@ -130,7 +136,8 @@ class Supervisor:
         while True:
             self.ingest()
             now = self.clock()
-            if now >= next_state_check:
+            output_ended = pump is not None and not pump.is_alive()
+            if now >= next_state_check or output_ended:
                 next_state_check = now + STATE_POLL_S
                 if not backend.is_running(handle):
                     break
