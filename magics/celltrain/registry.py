@@ -619,7 +619,7 @@ class ModelVersion:
             info = onnx_export.export_module(module, example_input, tmp, opset=opset,
                                              tolerance=tolerance, exporter=exporter)
             info["path"] = f"{ARTIFACTS}/onnx/{info.pop('file')}"
-            info["sha256"] = content_hash(tmp / onnx_export.ONNX_FILE)
+            info["sha256"] = content_hash(tmp)  # model.onnx and its external data
             info["created"] = time.time()
             with store.write() as conn:
                 row = conn.execute("SELECT artifacts FROM models WHERE name=? AND version=?",
