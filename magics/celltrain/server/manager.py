@@ -1,0 +1,362 @@
+"""What the sidebar shows, as JSON-ready dicts read from the workspace store: no HTTP in here.
+
+The handlers in ``routes.py`` only parse a request, call one method here and write the answer, so
+everything the REST API does can be called (and benchmarked) as plain Python.  Errors are
+``ManagerError`` subclasses that carry the HTTP status they map to and a message that names the
+value at fault.
+
+The server is one more view of the store, like a kernel or the CLI: it keeps no state the store
+lacks (the only thing kept is a cache of downsampled series, keyed by the newest metric id, so a
+poll of a finished 1M-point run does not scan it again).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from pathlib import Path
+from typing import Any, Iterable
+
+from .. import states
+from ..run import BUILD_LOG, OUTPUT_LOG, STDERR_LOG, Run
+
+WORKSPACE_ENV = "CELLTRAIN_WORKSPACE"
+DEFAULT_DIR = ".celltrain"
+SORT_KEYS = ("created", "started", "ended", "number", "status", "id")
+MAX_PAGE = 10_000
+LOG_FILES = {"output": OUTPUT_LOG, "stderr": STDERR_LOG, "build": BUILD_LOG,
+             "supervisor": "supervisor.log"}
+DEFAULT_TAIL_BYTES = 64 * 1024
+MAX_LOG_BYTES = 4 * 1024 * 1024
+MAX_CHART_POINTS = 100_000
+# Up to this many points a series is read whole and downsampled exactly (celltrain.downsample);
+# longer ones are reduced to min/max per bucket inside SQLite, which never builds Python rows.
+READ_WHOLE_UP_TO = 20_000
+RUN_SUMMARY = ("id", "experiment", "number", "status", "target", "created", "started", "ended",
+               "script", "reason", "exit_code", "progress", "params", "tags", "cancel_requested")
+
+
+class ManagerError(Exception):
+    status = 500
+
+
+class NotFound(ManagerError):
+    status = 404
+
+
+class BadRequest(ManagerError):
+    status = 400
+
+
+class Forbidden(ManagerError):
+    status = 403
+
+
+class Conflict(ManagerError):
+    status = 409
+
+
+def find_workspace(configured: str | None, root_dir: str | os.PathLike) -> tuple[Path, str]:
+    """The workspace the kernels use: configuration, else $CELLTRAIN_WORKSPACE, else
+    ``<root_dir>/.celltrain`` (a notebook in the root folder opens ``./.celltrain``)."""
+    if configured:
+        return Path(configured).expanduser().resolve(), "config (CelltrainConfig.workspace)"
+    if os.environ.get(WORKSPACE_ENV):
+        return Path(os.environ[WORKSPACE_ENV]).expanduser().resolve(), \
+            f"environment (${WORKSPACE_ENV})"
+    return (Path(root_dir).expanduser() / DEFAULT_DIR).resolve(), \
+        "default (.celltrain in the server's root folder)"
+
+
+def _finite(values: Iterable) -> list:
+    """JSON has no NaN or infinity: a metric logged as None or NaN becomes null."""
+    return [v if v is not None and math.isfinite(v) else None for v in values]
+
+
+class CelltrainManager:
+    """Reads one workspace for the server.  Opens it only once its database exists, so pointing
+    the server at a folder creates nothing there."""
+
+    def __init__(self, path: str | os.PathLike, source: str = "given", reconcile: bool = True):
+        self.path = Path(path).expanduser().resolve()
+        self.source = source
+        self.reconcile_on_open = reconcile
+        self._workspace = None
+        self._lock = threading.Lock()
+        self._series_cache: dict[tuple, tuple[Any, dict]] = {}
+
+    # -- the workspace ---------------------------------------------------------------------------
+    @property
+    def exists(self) -> bool:
+        return (self.path / "celltrain.db").is_file()
+
+    def workspace(self):
+        """The Workspace, opened on first use.  Opening adopts runs whose supervisor died (as a
+        kernel opening it would), so runs left by a closed kernel still finish while only the
+        server is up; config ``CelltrainConfig.reconcile = False`` turns that off."""
+        if self._workspace is None:
+            with self._lock:
+                if self._workspace is None:
+                    from ..workspace import Workspace
+                    self._workspace = Workspace(self.path, reconcile=self.reconcile_on_open)
+        return self._workspace
+
+    @property
+    def store(self):
+        return self.workspace().store
+
+    def info(self) -> dict[str, Any]:
+        from .. import __version__
+        out = {"path": str(self.path), "source": self.source, "exists": self.exists,
+               "version": __version__, "states": list(states.ALL),
+               "active_states": [s for s in states.ALL if s in states.ACTIVE],
+               "runs": 0, "experiments": 0}
+        if self.exists:
+            conn = self.store.conn
+            out["runs"] = conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+            out["experiments"] = conn.execute("SELECT COUNT(*) FROM experiments").fetchone()[0]
+        else:
+            out["message"] = (f"no workspace at {self.path} yet: it appears with the first run "
+                              f"submitted there (set CelltrainConfig.workspace or "
+                              f"${WORKSPACE_ENV} to show another one)")
+        return out
+
+    # -- experiments and runs --------------------------------------------------------------------
+    def experiments(self) -> list[dict[str, Any]]:
+        return self.store.experiments() if self.exists else []
+
+    def list_runs(self, *, experiment: str | None = None, status: list[str] | None = None,
+                  sort: str = "created", descending: bool = True, limit: int = 100,
+                  offset: int = 0) -> dict[str, Any]:
+        """One page of runs, newest first by default, and how many match in all."""
+        if sort not in SORT_KEYS:
+            raise BadRequest(f"cannot sort runs by {sort!r}: use one of {', '.join(SORT_KEYS)}")
+        for s in status or ():
+            if s not in states.ALL:
+                raise BadRequest(f"unknown run status {s!r}: use one of {', '.join(states.ALL)}")
+        if not 1 <= limit <= MAX_PAGE:
+            raise BadRequest(f"limit must be between 1 and {MAX_PAGE}, not {limit!r}")
+        if offset < 0:
+            raise BadRequest(f"offset must be 0 or more, not {offset!r}")
+        page = {"runs": [], "total": 0, "limit": limit, "offset": offset, "sort": sort,
+                "order": "desc" if descending else "asc"}
+        if not self.exists:
+            return page
+        store = self.store
+        rows = store.list_runs(experiment=experiment, status=status, order_by=sort,
+                               descending=descending, limit=limit, offset=offset)
+        page["runs"] = [{k: r[k] for k in RUN_SUMMARY} for r in rows]
+        page["total"] = store.count_runs(experiment=experiment, status=status)
+        return page
+
+    def _record(self, run_id: str) -> dict[str, Any]:
+        record = self.store.get_run(run_id) if self.exists else None
+        if record is None:
+            raise NotFound(f"no run {run_id!r} in workspace {self.path}")
+        return record
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """Everything the run panel shows, except series and logs (fetched on their own)."""
+        record = self._record(run_id)
+        store = self.store
+        out = {k: record[k] for k in RUN_SUMMARY}
+        for key in ("args", "image", "image_digest", "container_id", "environment"):
+            out[key] = record[key]
+        out["options"] = {k: v for k, v in record["options"].items()
+                          if k in ("gpus", "memory", "cpus", "shm_size", "timeout", "network")}
+        out["terminal"] = states.is_terminal(record["status"])
+        out["history"] = store.status_history(run_id)
+        out["metrics"] = {k: (v if v is not None and math.isfinite(v) else None)
+                          for k, v in store.latest_metrics(run_id).items()}
+        out["metric_names"] = store.metric_names(run_id)
+        out["tables"] = store.table_names(run_id)
+        out["images"] = store.images(run_id)
+        out["folder"] = str(store.run_dir(run_id))
+        out["workspace"] = str(self.path)
+        return out
+
+    def cancel(self, run_id: str, grace: float = 10.0) -> dict[str, Any]:
+        """Ask the run's supervisor to stop it (SIGTERM, SIGKILL after ``grace``); returns at once."""
+        record = self._record(run_id)
+        if states.is_terminal(record["status"]):
+            raise Conflict(f"run {run_id} has already ended {record['status']}: "
+                           f"there is nothing to cancel")
+        if not 0 <= grace <= 3600:
+            raise BadRequest(f"grace must be between 0 and 3600 seconds, not {grace!r}")
+        status = Run(self.workspace(), run_id).cancel(grace=grace, wait=False)
+        return {"id": run_id, "status": status, "cancel_requested": True}
+
+    # -- metrics ---------------------------------------------------------------------------------
+    def metrics(self, run_id: str, names: list[str] | None = None,
+                max_points: int = 1000) -> dict[str, Any]:
+        """Each metric as x (step) and y (value) arrays, at most ``max_points`` points each."""
+        self._record(run_id)
+        if not 4 <= max_points <= MAX_CHART_POINTS:
+            raise BadRequest(f"max_points must be between 4 and {MAX_CHART_POINTS}, "
+                             f"not {max_points!r}")
+        known = self.store.metric_names(run_id)
+        for name in names or ():
+            if name not in known:
+                raise NotFound(f"run {run_id} has no metric {name!r}; its metrics: "
+                               f"{', '.join(known) or 'none yet'}")
+        series = [self.series(run_id, name, max_points) for name in (names or known)]
+        return {"id": run_id, "max_points": max_points, "series": series}
+
+    def series(self, run_id: str, name: str, max_points: int) -> dict[str, Any]:
+        conn = self.store.conn
+        lo, hi = (conn.execute(f"SELECT {f}(id) FROM metrics WHERE run_id=? AND name=?",
+                               (run_id, name)).fetchone()[0] for f in ("MIN", "MAX"))
+        key = (run_id, name, max_points)
+        cached = self._series_cache.get(key)
+        if cached is not None and cached[0] == hi:
+            return cached[1]
+        if lo is None:
+            out = {"name": name, "count": 0, "downsampled": False, "x": [], "y": [],
+                   "last_id": 0}
+        elif hi - lo < READ_WHOLE_UP_TO:
+            out = self._series_whole(run_id, name, max_points)
+        else:
+            out = self._series_buckets(run_id, name, lo, hi, max_points)
+        out["last_id"] = hi or 0
+        if len(self._series_cache) > 256:
+            self._series_cache.clear()
+        self._series_cache[key] = (hi, out)
+        return out
+
+    def _series_whole(self, run_id: str, name: str, max_points: int) -> dict[str, Any]:
+        from ..downsample import downsample
+        rows = self.store.conn.execute(
+            "SELECT step, value FROM metrics WHERE run_id=? AND name=? ORDER BY id",
+            (run_id, name)).fetchall()
+        xs = [r[0] for r in rows]
+        ys = [r[1] if r[1] is not None else math.nan for r in rows]
+        x, y = downsample(xs, ys, max_points)
+        return {"name": name, "count": len(rows), "downsampled": len(x) < len(rows),
+                "x": _finite(x.tolist()), "y": _finite(y.tolist())}
+
+    def _series_buckets(self, run_id: str, name: str, lo: int, hi: int,
+                        max_points: int) -> dict[str, Any]:
+        """Min and max of each of ``max_points // 2`` buckets of consecutive points, computed in
+        SQLite (two aggregates per row, no Python objects per point).  The bucket's x is the step
+        of its first point; its max is placed halfway to the next bucket."""
+        conn = self.store.conn
+        buckets = max_points // 2
+        span = hi - lo + 1
+        edges = [lo + (span * i) // buckets for i in range(buckets + 1)]
+        agg = ("SELECT MIN(value), MAX(value), COUNT(*) FROM metrics "
+               "WHERE run_id=? AND name=? AND id >= ? AND id < ?")
+        first = ("SELECT step FROM metrics WHERE run_id=? AND name=? AND id >= ? "
+                 "ORDER BY id LIMIT 1")
+        x, y, count, starts = [], [], 0, []
+        for a, b in zip(edges[:-1], edges[1:]):
+            vmin, vmax, n = conn.execute(agg, (run_id, name, a, b)).fetchone()
+            if not n:
+                continue
+            count += n
+            starts.append((conn.execute(first, (run_id, name, a)).fetchone()[0], vmin, vmax))
+        last_step = conn.execute("SELECT step FROM metrics WHERE id=?", (hi,)).fetchone()[0]
+        for i, (step, vmin, vmax) in enumerate(starts):
+            following = starts[i + 1][0] if i + 1 < len(starts) else last_step
+            x += [step, (step + following) / 2]
+            y += [vmin, vmax]
+        return {"name": name, "count": count, "downsampled": True, "x": x, "y": _finite(y)}
+
+    # -- logs and files --------------------------------------------------------------------------
+    def logs(self, run_id: str, file: str = "output", offset: int | None = None,
+             tail: int = DEFAULT_TAIL_BYTES) -> dict[str, Any]:
+        """Log text from byte ``offset`` on (or the last ``tail`` bytes); ``offset`` in the
+        answer is where the next call starts.  A log rewritten shorter starts again at 0."""
+        self._record(run_id)
+        if file not in LOG_FILES:
+            raise BadRequest(f"unknown log {file!r}: use one of {', '.join(LOG_FILES)}")
+        if offset is not None and offset < 0:
+            raise BadRequest(f"offset must be 0 or more, not {offset!r}")
+        if not 0 < tail <= MAX_LOG_BYTES:
+            raise BadRequest(f"tail must be between 1 and {MAX_LOG_BYTES} bytes, not {tail!r}")
+        path = self.store.run_dir(run_id) / LOG_FILES[file]
+        size = path.stat().st_size if path.is_file() else 0
+        reset = offset is not None and offset > size
+        start = max(0, size - tail) if offset is None or reset else offset
+        data = b""
+        if size > start:
+            with open(path, "rb") as f:
+                f.seek(start)
+                data = f.read(min(size - start, MAX_LOG_BYTES))
+        data = data[:_complete_utf8(data)]
+        return {"id": run_id, "file": file, "start": start, "offset": start + len(data),
+                "size": size, "reset": reset, "truncated": start > 0 and offset is None,
+                "text": data.decode("utf-8", errors="replace")}
+
+    def files(self, run_id: str) -> dict[str, Any]:
+        self._record(run_id)
+        run = Run(self.workspace(), run_id)
+        out = []
+        for rel in run.files():
+            stat = (run.folder / rel).stat()
+            out.append({"path": rel, "size": stat.st_size, "modified": stat.st_mtime})
+        return {"id": run_id, "files": out}
+
+    def file_path(self, run_id: str, rel: str) -> Path:
+        """The file ``rel`` of the run's folder; anything that resolves outside it is refused."""
+        self._record(run_id)
+        folder = self.store.run_dir(run_id).resolve()
+        target = (folder / rel).resolve()
+        if not target.is_relative_to(folder) or target == folder:
+            raise Forbidden(f"{rel!r} is outside the folder of run {run_id}: only the run's own "
+                            f"files can be downloaded")
+        if not target.is_file():
+            what = "a folder, not a file" if target.is_dir() else "not there"
+            raise NotFound(f"run {run_id} has no file {rel!r} ({what}); "
+                           f"GET /celltrain/runs/{run_id}/files lists its files")
+        return target
+
+    # -- models ----------------------------------------------------------------------------------
+    def models(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Registered models with their versions (newest first) and aliases, read straight from
+        the registry's tables."""
+        if not self.exists:
+            return []
+        conn = self.store.conn
+        where, args = ("WHERE name = ? ", (name,)) if name is not None else ("", ())
+        rows = conn.execute("SELECT name, version, run_id, created, path, sha256, description, "
+                            "tags, metrics, image_digest, archived, artifacts FROM models "
+                            + where + "ORDER BY name, version DESC", args).fetchall()
+        aliases: dict[str, dict[str, int]] = {}
+        for r in conn.execute("SELECT name, alias, version FROM model_aliases " + where
+                              + "ORDER BY alias", args):
+            aliases.setdefault(r[0], {})[r[1]] = r[2]
+        models: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            model = models.setdefault(r["name"], {
+                "name": r["name"], "latest": r["version"], "aliases": aliases.get(r["name"], {}),
+                "versions": []})
+            version = dict(r)
+            for key in ("tags", "metrics", "artifacts"):
+                version[key] = json.loads(version[key] or "{}")
+            version["archived"] = bool(version["archived"])
+            version["aliases"] = [a for a, v in model["aliases"].items() if v == r["version"]]
+            version.pop("name")
+            model["versions"].append(version)
+        return list(models.values())
+
+    def model(self, name: str) -> dict[str, Any]:
+        found = self.models(name)
+        if not found:
+            known = [m["name"] for m in self.models()]
+            raise NotFound(f"no model {name!r} in workspace {self.path}; registered models: "
+                           f"{', '.join(known) or 'none yet'}")
+        return found[0]
+
+
+def _complete_utf8(data: bytes) -> int:
+    """Length of ``data`` without a UTF-8 character cut in half at its end (read it next time)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 == 0x80:
+            continue                      # a continuation byte: look further back
+        if byte & 0x80 == 0:
+            return len(data)              # ASCII ends the data cleanly
+        need = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4
+        return len(data) if back >= need else len(data) - back
+    return len(data)

@@ -1,0 +1,301 @@
+"""The REST API of the server extension, through a real Jupyter Server (pytest-jupyter's jp_fetch)
+over a real workspace: real local runs for logs, files, metrics and cancel; rows written through
+the store for the many-runs cases; model rows written into the registry's tables."""
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import pytest
+import tornado.httpclient
+
+from celltrain import Workspace, states
+from celltrain.server.manager import CelltrainManager, find_workspace
+from celltrain.workspace import new_run_id
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+TRAIN = """
+import sys, time
+from celltrain import log
+for i in range(30):
+    log("loss", 1.0 / (i + 1), step=i)
+    log("acc", i / 30, step=i)
+log("loss", None, step=30)          # a NaN must come out as null, not break the JSON
+print("épochs done ✓")
+import os
+os.makedirs("outputs/sub", exist_ok=True)
+open("outputs/model.txt", "w").write("weights")
+open("outputs/sub/notes.txt", "w").write("notes")
+"""
+SLEEPER = """
+import time
+print("sleeping", flush=True)
+time.sleep(120)
+"""
+
+
+def wait_status(run, wanted, timeout=60):
+    deadline = time.monotonic() + timeout
+    while run.status not in wanted:
+        assert time.monotonic() < deadline, f"{run.id} still {run.status}, wanted {wanted}"
+        time.sleep(0.1)
+    return run.status
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory):
+    """A workspace with one real finished local run, 12 stored runs and two models."""
+    root = tmp_path_factory.mktemp("server")
+    ws = Workspace(root / "ws")
+    src = root / "src"
+    src.mkdir()
+    (src / "train.py").write_text(TRAIN)
+    run = ws.experiment("real").submit("train.py", src, target="local", params={"lr": 0.1},
+                                       tags={"kind": "demo"})
+    assert run.wait(timeout=120) == states.COMPLETED, run.logs()
+    store = ws.store
+    statuses = [states.COMPLETED, states.FAILED, states.CANCELED]
+    for i in range(12):
+        rec = store.create_run("alpha" if i % 2 else "beta", run_id_for=new_run_id,
+                               status=states.QUEUED, target="local", params={"i": i})
+        store.set_status(rec["id"], statuses[i % 3], reason="made for the test" if i % 3 else None)
+    with store.write() as conn:
+        for version in (1, 2):
+            conn.execute("INSERT INTO models (name, version, run_id, created, path, sha256, "
+                         "description, tags, metrics) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         ("birds", version, run.id, time.time(), f"models/birds/{version}",
+                          "0" * 64, f"version {version}", "{}", json.dumps({"acc": 0.9})))
+        conn.execute("INSERT INTO model_aliases VALUES ('birds', 'production', 1)")
+    return {"ws": ws, "run": run, "src": src}
+
+
+@pytest.fixture
+def jp_server_config(filled):
+    return {"ServerApp": {"jpserver_extensions": {"celltrain": True}},
+            "CelltrainConfig": {"workspace": str(filled["ws"].path)}}
+
+
+async def get(jp_fetch, *parts, **params):
+    response = await jp_fetch("celltrain", *parts, params=params)
+    return json.loads(response.body)
+
+
+async def refused(jp_fetch, *parts, method="GET", body=None, **params):
+    """The HTTPError of a request that must fail."""
+    with pytest.raises(tornado.httpclient.HTTPClientError) as info:
+        await jp_fetch("celltrain", *parts, params=params, method=method, body=body)
+    return info.value
+
+
+# -- workspace discovery -----------------------------------------------------------------------
+def test_workspace_comes_from_config_then_environment_then_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLTRAIN_WORKSPACE", str(tmp_path / "from-env"))
+    assert find_workspace(str(tmp_path / "cfg"), tmp_path)[0] == tmp_path / "cfg"
+    path, source = find_workspace(None, tmp_path)
+    assert path == tmp_path / "from-env" and "CELLTRAIN_WORKSPACE" in source
+    monkeypatch.delenv("CELLTRAIN_WORKSPACE")
+    path, source = find_workspace(None, tmp_path / "root")
+    assert path == tmp_path / "root" / ".celltrain" and "default" in source
+
+
+async def test_server_says_which_workspace_it_shows(jp_fetch, filled):
+    info = await get(jp_fetch, "workspace")
+    assert info["path"] == str(filled["ws"].path)
+    assert "config" in info["source"] and info["exists"] is True
+    assert info["runs"] == 13 and info["experiments"] == 3
+
+
+class TestDefaultWorkspace:
+    @pytest.fixture
+    def jp_server_config(self, monkeypatch):
+        monkeypatch.delenv("CELLTRAIN_WORKSPACE", raising=False)
+        return {"ServerApp": {"jpserver_extensions": {"celltrain": True}}}
+
+    async def test_missing_default_workspace_is_reported_and_not_created(self, jp_fetch,
+                                                                           jp_root_dir):
+        info = await get(jp_fetch, "workspace")
+        assert info["path"] == str((jp_root_dir / ".celltrain").resolve())
+        assert info["exists"] is False and "first run" in info["message"]
+        assert (await get(jp_fetch, "runs"))["runs"] == []
+        assert (await get(jp_fetch, "models"))["models"] == []
+        assert not (jp_root_dir / ".celltrain").exists()
+
+
+# -- experiments and runs ----------------------------------------------------------------------
+async def test_experiments_with_run_counts(jp_fetch):
+    experiments = {e["name"]: e["runs"] for e in (await get(jp_fetch, "experiments"))
+                   ["experiments"]}
+    assert experiments == {"alpha": 6, "beta": 6, "real": 1}
+
+
+async def test_runs_filter_sort_and_pages(jp_fetch, filled):
+    page = await get(jp_fetch, "runs", experiment="alpha", limit="4")
+    assert page["total"] == 6 and len(page["runs"]) == 4
+    assert {r["experiment"] for r in page["runs"]} == {"alpha"}
+    created = [r["created"] for r in page["runs"]]
+    assert created == sorted(created, reverse=True)
+    rest = await get(jp_fetch, "runs", experiment="alpha", limit="4", offset="4")
+    assert len(rest["runs"]) == 2
+    assert not {r["id"] for r in rest["runs"]} & {r["id"] for r in page["runs"]}
+
+    failed = await get(jp_fetch, "runs", status="Failed,Canceled", sort="number", order="asc")
+    assert failed["total"] == 8
+    assert {r["status"] for r in failed["runs"]} == {"Failed", "Canceled"}
+    one = (await get(jp_fetch, "runs", experiment="real"))["runs"][0]
+    assert one["id"] == filled["run"].id and one["params"] == {"lr": 0.1}
+    assert one["progress"] is None or isinstance(one["progress"], dict)
+
+
+@pytest.mark.parametrize("param, value", [("sort", "colour"), ("order", "sideways"),
+                                          ("status", "Sleeping"), ("limit", "lots"),
+                                          ("limit", "0"), ("offset", "-3")])
+async def test_bad_list_parameters_are_400_echoing_the_value(jp_fetch, param, value):
+    error = await refused(jp_fetch, "runs", **{param: value})
+    assert error.code == 400
+    assert value in json.loads(error.response.body)["message"]
+
+
+async def test_one_run_has_params_tags_history_and_latest_metrics(jp_fetch, filled):
+    run = filled["run"]
+    detail = await get(jp_fetch, "runs", run.id)
+    assert detail["params"] == {"lr": 0.1} and detail["tags"] == {"kind": "demo"}
+    assert [h["status"] for h in detail["history"]][0] == "Queued"
+    assert detail["history"][-1]["status"] == "Completed"
+    assert detail["metric_names"] == ["acc", "loss"]
+    assert detail["metrics"]["loss"] is None            # the last loss logged was None
+    assert detail["terminal"] is True
+
+
+async def test_unknown_run_is_404_naming_it(jp_fetch):
+    for parts in [("runs", "no-such-run"), ("runs", "no-such-run", "metrics"),
+                  ("runs", "no-such-run", "logs"), ("runs", "no-such-run", "files"),
+                  ("runs", "no-such-run", "files", "output.log")]:
+        error = await refused(jp_fetch, *parts)
+        assert error.code == 404, parts
+        assert "no-such-run" in json.loads(error.response.body)["message"]
+    error = await refused(jp_fetch, "runs", "no-such-run", "cancel", method="POST", body="{}")
+    assert error.code == 404
+
+
+# -- series, logs, files -----------------------------------------------------------------------
+async def test_metric_series_with_nan_as_null(jp_fetch, filled):
+    body = await get(jp_fetch, "runs", filled["run"].id, "metrics", name="loss")
+    (loss,) = body["series"]
+    assert loss["count"] == 31 and loss["downsampled"] is False
+    assert loss["x"][:3] == [0, 1, 2] and loss["y"][:2] == [1.0, 0.5] and loss["y"][-1] is None
+    both = await get(jp_fetch, "runs", filled["run"].id, "metrics")
+    assert [s["name"] for s in both["series"]] == ["acc", "loss"]
+    small = await get(jp_fetch, "runs", filled["run"].id, "metrics", name="acc",
+                      max_points="10")
+    assert small["series"][0]["downsampled"] and len(small["series"][0]["x"]) <= 10
+    error = await refused(jp_fetch, "runs", filled["run"].id, "metrics", name="speed")
+    assert error.code == 404 and "speed" in json.loads(error.response.body)["message"]
+    error = await refused(jp_fetch, "runs", filled["run"].id, "metrics", max_points="2")
+    assert error.code == 400 and "2" in json.loads(error.response.body)["message"]
+
+
+def test_long_series_is_reduced_in_sqlite_and_keeps_its_spike(tmp_path):
+    ws = Workspace(tmp_path / "ws", reconcile=False)
+    rec = ws.store.create_run("big", run_id_for=new_run_id, status=states.COMPLETED)
+    n = 50_000
+    ws.store.add_metrics(rec["id"], [("loss", i, 100.0 if i == 31_337 else math.sin(i / 500),
+                                      0.0) for i in range(n)])
+    series = CelltrainManager(ws.path).metrics(rec["id"], max_points=500)["series"][0]
+    assert series["count"] == n and series["downsampled"] and len(series["x"]) <= 500
+    assert max(series["y"]) == 100.0 and min(series["y"]) == pytest.approx(-1, abs=1e-3)
+    assert series["x"] == sorted(series["x"]) and series["x"][0] == 0
+
+
+async def test_logs_from_an_offset(jp_fetch, filled):
+    run = filled["run"]
+    whole = await get(jp_fetch, "runs", run.id, "logs")
+    assert "épochs done ✓" in whole["text"] and whole["offset"] == whole["size"]
+    later = await get(jp_fetch, "runs", run.id, "logs", offset=str(whole["offset"]))
+    assert later["text"] == "" and later["offset"] == whole["offset"]
+    middle = await get(jp_fetch, "runs", run.id, "logs", offset="3")
+    assert whole["text"].encode()[3:].decode() == middle["text"]
+    error = await refused(jp_fetch, "runs", run.id, "logs", file="secrets")
+    assert error.code == 400 and "secrets" in json.loads(error.response.body)["message"]
+    error = await refused(jp_fetch, "runs", run.id, "logs", offset="abc")
+    assert error.code == 400 and "abc" in json.loads(error.response.body)["message"]
+
+
+async def test_files_list_and_download(jp_fetch, filled):
+    run = filled["run"]
+    files = {f["path"]: f["size"] for f in (await get(jp_fetch, "runs", run.id, "files"))
+             ["files"]}
+    assert files["outputs/model.txt"] == len("weights") and "outputs/sub/notes.txt" in files
+    assert not any(p.startswith("snapshot/") for p in files)
+    response = await jp_fetch("celltrain", "runs", run.id, "files", "outputs", "sub", "notes.txt")
+    assert response.body == b"notes"
+    assert "attachment" in response.headers["Content-Disposition"]
+    error = await refused(jp_fetch, "runs", run.id, "files", "outputs", "nothing.bin")
+    assert error.code == 404 and "nothing.bin" in json.loads(error.response.body)["message"]
+
+
+async def test_paths_leaving_the_run_folder_are_refused(jp_fetch, filled, http_server_client,
+                                                        jp_base_url, jp_auth_header):
+    run = filled["run"]
+    (filled["ws"].path / "secret.txt").write_text("do not serve")
+    (run.folder / "outputs" / "link").symlink_to(filled["ws"].path / "secret.txt")
+    for rel in ["../../secret.txt", "..%2F..%2Fsecret.txt", "%2Fetc%2Fpasswd",
+                "outputs/link", "outputs/../../../secret.txt"]:
+        url = f"{jp_base_url}celltrain/runs/{run.id}/files/{rel}"
+        with pytest.raises(tornado.httpclient.HTTPClientError) as info:
+            await http_server_client.fetch(url, headers=jp_auth_header)
+        assert info.value.code == 403, rel
+        assert b"do not serve" not in info.value.response.body
+        assert "outside the folder" in json.loads(info.value.response.body)["message"]
+    error = await refused(jp_fetch, "runs", run.id, "files", "outputs")
+    assert error.code == 404 and "a folder" in json.loads(error.response.body)["message"]
+
+
+# -- cancel ------------------------------------------------------------------------------------
+async def test_cancel_a_live_run_then_409_once_it_ended(jp_fetch, filled):
+    ws = filled["ws"]
+    (filled["src"] / "sleep.py").write_text(SLEEPER)
+    run = ws.experiment("sleepy").submit("sleep.py", filled["src"], target="local")
+    wait_status(run, {states.RUNNING})
+    response = await jp_fetch("celltrain", "runs", run.id, "cancel", method="POST",
+                              body=json.dumps({"grace": 2}))
+    assert response.code == 202 and json.loads(response.body)["cancel_requested"] is True
+    assert run.wait(timeout=60) == states.CANCELED
+    error = await refused(jp_fetch, "runs", run.id, "cancel", method="POST", body="{}")
+    assert error.code == 409 and "Canceled" in json.loads(error.response.body)["message"]
+    error = await refused(jp_fetch, "runs", run.id, "cancel", method="POST", body="[soon]")
+    assert error.code == 400 and "[soon]" in json.loads(error.response.body)["message"]
+
+
+# -- models ------------------------------------------------------------------------------------
+async def test_models_with_versions_and_aliases(jp_fetch):
+    (model,) = (await get(jp_fetch, "models"))["models"]
+    assert model["name"] == "birds" and model["latest"] == 2
+    assert model["aliases"] == {"production": 1}
+    assert [v["version"] for v in model["versions"]] == [2, 1]
+    assert model["versions"][1]["aliases"] == ["production"]
+    assert model["versions"][0]["metrics"] == {"acc": 0.9}
+    assert (await get(jp_fetch, "models", "birds"))["name"] == "birds"
+    error = await refused(jp_fetch, "models", "cats")
+    assert error.code == 404 and "cats" in json.loads(error.response.body)["message"]
+
+
+# -- authentication ----------------------------------------------------------------------------
+ENDPOINTS = [("GET", "workspace"), ("GET", "experiments"), ("GET", "runs"),
+             ("GET", "runs/{run}"), ("GET", "runs/{run}/metrics"), ("GET", "runs/{run}/logs"),
+             ("GET", "runs/{run}/files"), ("GET", "runs/{run}/files/output.log"),
+             ("POST", "runs/{run}/cancel"), ("GET", "models"), ("GET", "models/birds")]
+
+
+@pytest.mark.parametrize("method, path", ENDPOINTS)
+async def test_every_endpoint_refuses_requests_without_credentials(jp_fetch, filled, method,
+                                                                   path):
+    parts = path.format(run=filled["run"].id).split("/")
+    with pytest.raises(tornado.httpclient.HTTPClientError) as info:
+        await jp_fetch("celltrain", *parts, method=method, headers={"Authorization": ""},
+                       body="{}" if method == "POST" else None)
+    assert info.value.code == 403
+    # ... and answers the same request with the token.
+    if method == "GET":
+        assert (await jp_fetch("celltrain", *parts)).code == 200
