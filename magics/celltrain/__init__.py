@@ -40,3 +40,19 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(set(globals()) | set(__all__))
+
+
+def _jupyter_labextension_paths():
+    """The prebuilt JupyterLab sidebar shipped in the package (no build step for users)."""
+    return [{"src": "labextension", "dest": "celltrain"}]
+
+
+def _jupyter_server_extension_points():
+    """The REST API for the sidebar; ``celltrain.server`` is imported only by Jupyter Server."""
+    return [{"module": "celltrain.server"}]
+
+
+def load_ipython_extension(ipython):
+    """``%load_ext celltrain``: the ``%%train`` and ``%train`` magics."""
+    from .magics import load_ipython_extension as load
+    load(ipython)
