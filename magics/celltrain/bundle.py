@@ -293,6 +293,9 @@ class _RecordingPickler:
 
         class Recorder(cloudpickle.Pickler):
             def reducer_override(self, obj):
+                if isinstance(obj, io.IOBase):  # cloudpickle would send a file's content
+                    raise pickle.PicklingError(
+                        f"cannot pickle an open file ({getattr(obj, 'name', type(obj).__name__)})")
                 try:
                     if isinstance(obj, types.ModuleType):
                         self.modules.add(obj.__name__)

@@ -30,9 +30,10 @@ class Failure(Exception):
     """A failure with a reason a person understands: written to failure.txt, exit code 1."""
 
 
-def fail(reason):
+def fail(reason, echo=None):
+    """Explain the failure in failure.txt (the run's reason); ``echo`` goes to stderr."""
     text = reason.rstrip() + "\n"
-    sys.stderr.write(text)
+    sys.stderr.write(text if echo is None else echo.rstrip() + "\n")
     sys.stderr.flush()
     folder = os.environ.get("CELLTRAIN_TELEMETRY_DIR")
     if folder:
@@ -267,7 +268,8 @@ def main():
         if last is not None:
             value = eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
     except Exception as e:
-        return fail(format_failure(meta, e))
+        reason = format_failure(meta, e)
+        return fail(reason, echo=reason.splitlines()[0] + " (the traceback is the run's reason)")
     try:
         save_results(meta, namespace, value, last is not None and value is not None)
     except Failure as e:

@@ -1,0 +1,574 @@
+"""``%%train`` and ``%train``: the notebook's way to send a cell to a run and bring results back.
+
+A thin layer (design rule 4): packaging is ``bundle.build_bundle``, starting is
+``Experiment.submit``, watching is the run widget (or ``Run`` text streaming), and results come
+back with ``bundle.load_results``.  Load with ``%load_ext celltrain``.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import linecache
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import (MagicArgumentParser, argument, magic_arguments,
+                                          parse_argstring)
+
+from . import bundle as bundling
+from . import states
+from .cellrunner import BUNDLE_DIR, META_FILE, RESULTS_DIR, RESULTS_FILE
+from .errors import CelltrainError
+
+DEFAULT_EXPERIMENT = "notebook"
+CONFIG_KEYS = {
+    "image": "base image for runs (default: the PyTorch image matching this kernel's torch)",
+    "gpus": "'all', 'none', a count or comma-separated ids (default: auto)",
+    "experiment": f"experiment name (default: {DEFAULT_EXPERIMENT!r})",
+    "target": "docker or local",
+    "workspace": "workspace folder (default: $CELLTRAIN_WORKSPACE or ./.celltrain)",
+    "memory": "memory limit, e.g. 8g",
+    "cpus": "CPU limit, e.g. 2",
+    "timeout": "seconds before a run is stopped",
+}
+SUBCOMMANDS = ("list", "show", "logs", "attach", "cancel", "rerun", "config")
+
+
+class CellRunFailed(CelltrainError):
+    """A %%train run ended Failed or Canceled; shown as the run's own reason, not our stack."""
+
+    def __init__(self, run, status: str, reason: str | None):
+        self.run, self.status, self.reason = run, status, reason
+        super().__init__(f"run {run.id} ended {status}: {reason or 'no reason recorded'}")
+
+    def _render_traceback_(self) -> list[str]:
+        lines = [f"\x1b[31mrun {self.run.id} ended {self.status}\x1b[0m"]
+        lines += (self.reason or "no reason recorded").splitlines()
+        lines.append(f"(%train logs {self.run.id} shows the whole output; "
+                     f"%train show {self.run.id} the details)")
+        return lines
+
+
+class StoppedWaiting(CelltrainError):
+    """Waiting was interrupted; the run goes on (or was canceled, as asked)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return str(self).splitlines()
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``lr=0.01`` -> ("lr", 0.01): ints, floats, bools, None, strings and lists."""
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise UsageError(f"--param {text!r} is not NAME=VALUE: write e.g. --param lr=0.01 "
+                         f"epochs=30 name=resnet layers=[64,128]")
+    if not name.isidentifier() or name in ("log", "progress", "Run") or \
+            name in __import__("keyword").kwlist:
+        raise UsageError(f"--param {text!r}: {name!r} cannot be a variable name in the cell; "
+                         f"use a plain identifier such as lr or num_epochs")
+    return name, parse_value(raw.strip(), text)
+
+
+def parse_value(raw: str, context: str = "") -> Any:
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        if "," in raw and not raw.startswith(("[", "(")):
+            return [parse_value(part.strip(), context) for part in raw.split(",")]
+        if raw.startswith(("[", "(", "{")):
+            raise UsageError(f"--param {context!r}: {raw!r} is not a valid list; write "
+                             f"e.g. layers=[64,128] (no spaces) or layers=64,128") from None
+        return raw
+    if isinstance(value, tuple):
+        value = list(value)
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"--param {context!r}: {raw} is not a finite number")
+        return value
+    if isinstance(value, list) and all(isinstance(v, (bool, int, float, str)) or v is None
+                                       for v in value):
+        return value
+    raise UsageError(f"--param {context!r}: {type(value).__name__} values are not supported; "
+                     f"use ints, floats, bools, strings or lists of them")
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    out = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{option} {item!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _flatten(values) -> list[str]:
+    out: list[str] = []
+    for item in values or []:
+        out.extend(item if isinstance(item, list) else [item])
+    return out
+
+
+class _LinecacheSources:
+    """Cell sources by code filename, read from linecache only when asked (IPython keeps them)."""
+
+    def __contains__(self, filename) -> bool:
+        return filename in linecache.cache
+
+    def __getitem__(self, filename) -> str:
+        return "".join(linecache.cache[filename][2])
+
+
+@magics_class
+class TrainMagics(Magics):
+    """``%%train`` runs a cell in a container; ``%train`` lists, follows and manages runs."""
+
+    def __init__(self, shell):
+        super().__init__(shell)
+        self.config_values: dict[str, Any] = {}
+        self._workspaces: dict[str, Any] = {}
+
+    # -- shared helpers --------------------------------------------------------------------
+    def workspace(self, path: str | None = None):
+        from .workspace import Workspace, default_path
+        key = str(Path(path or self.config_values.get("workspace") or default_path())
+                  .expanduser().resolve())
+        if key not in self._workspaces:
+            self._workspaces[key] = Workspace(key)
+        return self._workspaces[key]
+
+    def setting(self, args, name: str, default=None):
+        value = getattr(args, name, None)
+        if value is None:
+            value = self.config_values.get(name, default)
+        return value
+
+    @magic_arguments()
+    @argument("--experiment", "-e", help="experiment to record the run under")
+    @argument("--target", choices=("docker", "local"),
+              help="docker (default) or local: a subprocess on this machine, no Docker")
+    @argument("--gpus", help="'all', 'none', a count or comma-separated device ids "
+                             "(default: all when the engine has a GPU runtime)")
+    @argument("--image", help="base image (default: PyTorch image matching this kernel)")
+    @argument("--pip", nargs="+", action="append", metavar="PKG",
+              help="extra pip packages for the image")
+    @argument("--requirements", metavar="FILE", help="a requirements file for the image")
+    @argument("--no-pin", action="store_true",
+              help="do not pin the packages the cell uses to this kernel's versions")
+    @argument("--param", nargs="+", action="append", metavar="NAME=VALUE",
+              help="typed values bound in the cell: lr=0.01 epochs=30 aug=true sizes=[1,2]")
+    @argument("--out", nargs="+", action="append", metavar="NAME",
+              help="variables put back into the notebook after success")
+    @argument("-o", dest="handle", metavar="NAME", help="store the Run handle in NAME")
+    @argument("--no-wait", action="store_true", help="return the Run handle at once")
+    @argument("--cancel-on-interrupt", action="store_true",
+              help="interrupting the kernel cancels the run (default: stop waiting only)")
+    @argument("--mount", nargs="+", action="append", metavar="HOST:CONTAINER",
+              help="read-only data mounts, e.g. --mount ./data:/data")
+    @argument("--memory", help="memory limit, e.g. 8g")
+    @argument("--cpus", type=float, help="CPU limit")
+    @argument("--timeout", type=float, help="seconds before the run is stopped")
+    @argument("--env", nargs="+", action="append", metavar="KEY=VALUE",
+              help="environment variables for the run")
+    @argument("--tag", nargs="+", action="append", metavar="KEY=VALUE", help="run tags")
+    @argument("--max-bundle-mb", type=float, default=bundling.DEFAULT_MAX_MB,
+              help=f"size limit of the variables that travel (default "
+                   f"{bundling.DEFAULT_MAX_MB:g} MB); mount bigger data")
+    @argument("--workspace", help="workspace folder")
+    @line_cell_magic
+    def train(self, line: str, cell: str | None = None):
+        """Run the cell in a container (``%%train``), or manage runs (``%train``).
+
+        The cell is written as if it ran here: it may read the notebook's variables, functions,
+        classes and imports, and ``log``, ``progress`` and ``Run`` need no import.  It runs with
+        this notebook's package versions; it blocks and shows the run live, and ``--out``
+        variables come back into the notebook when it succeeds.  The cell's last expression is
+        displayed.  Interrupting the kernel stops the waiting, not the run.
+
+        In [1]: %load_ext celltrain
+
+        In [2]: %%train --experiment birds --param lr=0.01 epochs=30 --out model
+           ...: model = make_model()              # defined in an earlier cell
+           ...: for epoch in progress(range(epochs)):
+           ...:     loss = train_one_epoch(model, loader, lr)
+           ...:     log("loss", loss, step=epoch)
+
+        In [3]: %%train --target local --out total -o run
+           ...: total = sum(range(10))            # a local subprocess: fast, no Docker
+
+        In [4]: %%train --gpus all --pip timm --mount ./data:/data --no-wait
+           ...: ...                               # returns the Run handle at once
+
+        Line magic:
+
+        In [5]: %train list                        # runs of the workspace
+        In [6]: %train show birds-3                # status, reason, metrics, files
+        In [7]: %train logs birds-3                # the run's output
+        In [8]: %train attach birds-3              # follow again; bring --out values back
+        In [9]: %train cancel birds-3
+        In [10]: %train rerun birds-3 --param lr=0.001
+        In [11]: %train config image=my/image:tag gpus=all experiment=birds
+        """
+        if cell is None:
+            return self.line(line)
+        return self.cell(line, cell)
+
+    # -- %%train ----------------------------------------------------------------------------
+    def cell(self, line: str, cell: str):
+        try:
+            args = parse_argstring(self.train, line)
+        except UsageError as e:
+            raise UsageError(f"%%train: {e}. `%%train?` lists the options with examples.") \
+                from None
+        if not cell.strip():
+            raise UsageError("%%train: the cell is empty; write the training code under the "
+                             "%%train line")
+        params: dict[str, Any] = {}
+        for item in _flatten(args.param):
+            name, value = parse_param(item)
+            params[name] = value
+        out = _flatten(args.out)
+        mounts = {}
+        for item in _flatten(args.mount):
+            host, sep, inside = item.rpartition(":")
+            if not sep or not host or not inside.startswith("/"):
+                raise UsageError(f"--mount {item!r} is not HOST:CONTAINER with an absolute "
+                                 f"container path: write e.g. --mount ./data:/data")
+            if not Path(host).expanduser().exists():
+                raise UsageError(f"--mount {item!r}: {host} does not exist on this machine")
+            mounts[str(Path(host).expanduser().resolve())] = inside
+        gpus = self.setting(args, "gpus", "auto")
+        if isinstance(gpus, str) and gpus not in ("auto",):
+            gpus = _config_value("gpus", gpus)
+        target = self.setting(args, "target", "docker")
+        experiment = self.setting(args, "experiment", DEFAULT_EXPERIMENT)
+        image = self.setting(args, "image")
+        pip = _flatten(args.pip)
+        try:
+            if args.requirements:
+                pip += bundling.read_requirements(args.requirements)
+            ws = self.workspace(args.workspace)
+            bundle = self._bundle(cell, line, out, params, args.max_bundle_mb)
+        except (CelltrainError, OSError) as e:
+            raise UsageError(str(e)) from None
+        try:
+            environment = self._environment(ws, target, image, pip, bundle, args.no_pin)
+            run = ws.experiment(experiment).submit(
+                bundle.script, bundle.folder, environment=environment,
+                gpus=gpus, params=params,
+                tags={"source": "%%train", **_pairs(_flatten(args.tag), "--tag")},
+                memory=self.setting(args, "memory"), cpus=self.setting(args, "cpus"),
+                env_vars=_pairs(_flatten(args.env), "--env"), mounts=mounts,
+                timeout=self.setting(args, "timeout"), target=target,
+                snapshot_limit_mb=math.inf, lib_packages=["cloudpickle"])
+        except (CelltrainError, FileNotFoundError, ValueError) as e:
+            raise UsageError(f"%%train: {e}") from None
+        finally:
+            bundle.cleanup()
+        if args.handle:
+            self.shell.user_ns[args.handle] = run
+        if args.no_wait:
+            print(f"run {run.id} started ({target}); `%train attach {run.id}` follows it and "
+                  f"brings --out values back, `%train cancel {run.id}` stops it")
+            return run
+        return self.follow(run, out, args.cancel_on_interrupt)
+
+    def _bundle(self, cell: str, line: str, out, params, max_mb):
+        shell = self.shell
+        number = getattr(shell, "execution_count", 0)
+        filename_map = getattr(getattr(shell, "compile", None), "_filename_map", {}) or {}
+        labels = {name: f"Cell In[{n}]" for name, n in filename_map.items()}
+        return bundling.build_bundle(
+            cell, shell.user_ns, out=out, params=params, first_line=2,
+            cell_text=f"%%train {line}\n{cell}", label=f"Cell In[{number}]",
+            hidden=set(getattr(shell, "user_ns_hidden", {})), folder=os.getcwd(),
+            max_mb=max_mb, labels=labels, sources=_LinecacheSources())
+
+    def _environment(self, ws, target: str, image: str | None, pip: list[str], bundle,
+                     no_pin: bool):
+        """The cell's environment; for Docker, checked against the image before launch."""
+        from .environment import Environment
+        if target != "docker":
+            return Environment(pip=pip, base_image=image)
+        facts = None
+        candidate = _candidate_image(ws, image)
+        if candidate is not None:
+            from . import dockerutil
+            facts = bundling.image_facts(dockerutil.client(), candidate,
+                                         ws.path / "cache" / "images")
+            if bundle.meta.get("code_by_value"):
+                bundling.check_python(candidate, facts)
+        pins = [] if no_pin else bundling.auto_pins(
+            bundle.distributions, facts["packages"] if facts else None, explicit=pip)
+        if pins:
+            print(f"pinning to this kernel's versions: {' '.join(pins)} (--no-pin to skip)")
+        return Environment(pip=pip + pins, base_image=image)
+
+    # -- waiting and results ------------------------------------------------------------------
+    def follow(self, run, out: list[str] | None = None, cancel_on_interrupt: bool = False):
+        """Show the run until it ends, then bring its results back (or show why it failed)."""
+        try:
+            status = self._wait(run)
+        except KeyboardInterrupt:
+            if cancel_on_interrupt:
+                try:
+                    status = run.cancel(grace=10)
+                except KeyboardInterrupt:
+                    status = run.status
+                raise StoppedWaiting(f"interrupted: run {run.id} was canceled ({status})") \
+                    from None
+            raise StoppedWaiting(
+                f"stopped waiting: run {run.id} goes on ({run.status}).\n"
+                f"  %train attach {run.id}   follows it again and brings --out values back\n"
+                f"  %train cancel {run.id}   stops it") from None
+        if status != states.COMPLETED:
+            raise CellRunFailed(run, status, run.reason)
+        return self.bring_back(run, out)
+
+    def _wait(self, run) -> str:
+        widget = self._widget(run)
+        if widget is not None:
+            while not widget.wait(0.2):
+                pass
+            return run.status
+        return _stream(run)
+
+    def _widget(self, run):
+        if getattr(self.shell, "kernel", None) is None:
+            return None   # a terminal IPython: stream text
+        try:
+            from .widget import show_run
+        except ImportError:
+            return None
+        return show_run(run)
+
+    def bring_back(self, run, out: list[str] | None = None):
+        path = run.folder / RESULTS_DIR / RESULTS_FILE
+        if not path.exists():
+            if out:
+                raise UsageError(f"run {run.id} has no results file ({path}): was it started "
+                                 f"by %%train?")
+            return None
+        values, value, has_value = bundling.load_results(path)
+        names = out if out is not None else list(values)
+        for name in names:
+            if name in values:
+                self.shell.user_ns[name] = values[name]
+        if names:
+            print(f"run {run.id}: {', '.join(n for n in names if n in values)} now in the "
+                  f"notebook")
+        return value if has_value else None
+
+    # -- %train -------------------------------------------------------------------------------
+    def line(self, line: str):
+        words = shlex.split(line)
+        if not words or words[0] not in SUBCOMMANDS:
+            given = f" {words[0]!r}" if words else ""
+            raise UsageError(f"%train{given}: use one of {', '.join(SUBCOMMANDS)}, e.g. "
+                             f"`%train list`; `%%train` (two %) runs a cell. `%train?` has "
+                             f"examples.")
+        command, rest = words[0], words[1:]
+        try:
+            return getattr(self, f"_cmd_{command}")(rest)
+        except CelltrainError as e:
+            if isinstance(e, (CellRunFailed, StoppedWaiting)):
+                raise
+            raise UsageError(f"%train {command}: {e}") from None
+
+    @staticmethod
+    def _parser(command: str, *arguments) -> MagicArgumentParser:
+        parser = MagicArgumentParser(prog=f"%train {command}", add_help=False)
+        for names, kwargs in arguments:
+            parser.add_argument(*names, **kwargs)
+        return parser
+
+    def _parse(self, command, rest, *arguments):
+        try:
+            return self._parser(command, *arguments).parse_args(rest)
+        except UsageError as e:
+            raise UsageError(f"%train {command}: {e}") from None
+
+    RUN_ARG = (("run",), {"help": "run id (or its unique start)"})
+
+    def _cmd_list(self, rest):
+        args = self._parse("list", rest, (("--experiment", "-e"), {}),
+                           (("--limit", "-n"), {"type": int, "default": 50}))
+        ws = self.workspace()
+        if getattr(self.shell, "kernel", None) is not None:
+            try:
+                return ws.runs_table(experiment=args.experiment, limit=args.limit)
+            except ImportError:
+                pass
+        from .cli import cmd_runs
+        cmd_runs(ws, _ns(experiment=args.experiment, status=None, limit=args.limit))
+
+    def _cmd_show(self, rest):
+        from .cli import cmd_show
+        args = self._parse("show", rest, self.RUN_ARG)
+        cmd_show(self.workspace(), args)
+
+    def _cmd_logs(self, rest):
+        args = self._parse("logs", rest, self.RUN_ARG)
+        sys.stdout.write(self.workspace().run(args.run).logs())
+
+    def _cmd_cancel(self, rest):
+        args = self._parse("cancel", rest, self.RUN_ARG,
+                           (("--grace",), {"type": float, "default": 10.0}))
+        run = self.workspace().run(args.run)
+        status = run.cancel(grace=args.grace)
+        print(f"run {run.id}: {status}")
+
+    def _cmd_attach(self, rest):
+        args = self._parse("attach", rest, self.RUN_ARG,
+                           (("--cancel-on-interrupt",), {"action": "store_true"}))
+        run = self.workspace().run(args.run)
+        return self.follow(run, _cell_meta(run).get("out", []), args.cancel_on_interrupt)
+
+    def _cmd_rerun(self, rest):
+        args = self._parse("rerun", rest, self.RUN_ARG,
+                           (("--param",), {"nargs": "+", "action": "append"}),
+                           (("--no-wait",), {"action": "store_true"}),
+                           (("-o",), {"dest": "handle"}))
+        ws = self.workspace()
+        old = ws.run(args.run)
+        record = old.record
+        params = dict(record["params"])
+        for item in _flatten(args.param):
+            name, value = parse_param(item)
+            params[name] = value
+        run = rerun(ws, old, params)
+        if args.handle:
+            self.shell.user_ns[args.handle] = run
+        print(f"run {run.id}: rerun of {old.id} with {json.dumps(params)}")
+        if args.no_wait:
+            return run
+        return self.follow(run, _cell_meta(run).get("out", []))
+
+    def _cmd_config(self, rest):
+        if not rest:
+            width = max(map(len, CONFIG_KEYS))
+            for key, help_text in CONFIG_KEYS.items():
+                value = self.config_values.get(key)
+                shown = "-" if value is None else str(value)
+                print(f"{key.ljust(width)}  {shown.ljust(20)}  {help_text}")
+            return None
+        for item in rest:
+            key, sep, value = item.partition("=")
+            if not sep or key not in CONFIG_KEYS:
+                raise UsageError(f"%train config {item!r}: write KEY=VALUE with KEY one of "
+                                 f"{', '.join(CONFIG_KEYS)} (KEY= unsets it)")
+            if value == "":
+                self.config_values.pop(key, None)
+                continue
+            self.config_values[key] = _config_value(key, value)
+        return None
+
+
+def _config_value(key: str, value: str):
+    from .dockerutil import parse_gpus
+    if key == "target" and value not in ("docker", "local"):
+        raise UsageError(f"%train config target={value}: use docker or local")
+    if key == "gpus":
+        if value in ("all", "none", "auto"):
+            return value
+        else:
+            parts = value.split(",")
+            try:
+                return parse_gpus(int(value)) if len(parts) == 1 else parts
+            except ValueError:
+                raise UsageError(f"%train config gpus={value}: use all, none, a count or "
+                                 f"comma-separated device ids") from None
+    if key in ("cpus", "timeout"):
+        try:
+            number = float(value)
+        except ValueError:
+            raise UsageError(f"%train config {key}={value}: give a number") from None
+        if number <= 0:
+            raise UsageError(f"%train config {key}={value}: give a positive number")
+        return number
+    return value
+
+
+def _ns(**kwargs):
+    import argparse
+    return argparse.Namespace(**kwargs)
+
+
+def _candidate_image(ws, image: str | None) -> str | None:
+    """The base image a Docker run will most likely use, if it is here already (no pulls)."""
+    from . import dockerutil
+    from .environment import OFFLINE_BASE, default_base_image
+    import docker
+    client = dockerutil.client()
+    names = [image] if image else [default_base_image(), OFFLINE_BASE]
+    for name in names:
+        try:
+            client.images.get(name)
+            return name
+        except docker.errors.ImageNotFound:
+            continue
+    return None
+
+
+def _cell_meta(run) -> dict:
+    path = run.folder / "snapshot" / BUNDLE_DIR / META_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def rerun(ws, old, params: dict):
+    """Submit a run again from its own snapshot, with the same options and new params."""
+    from .environment import Environment
+    record = old.record
+    options = record["options"]
+    return ws.experiment(record["experiment"]).submit(
+        record["script"], old.folder / "snapshot", args=record["args"],
+        environment=Environment.from_dict(record["environment"]),
+        gpus=options.get("gpus", "auto"), params=params,
+        tags={**record["tags"], "rerun_of": old.id}, memory=options.get("memory"),
+        cpus=options.get("cpus"), shm_size=options.get("shm_size") or "2g",
+        env_vars=options.get("env_vars"), mounts=options.get("mounts"),
+        timeout=options.get("timeout"), target=record["target"],
+        network=options.get("network"), snapshot_limit_mb=math.inf,
+        lib_packages=[p for p in options.get("lib_packages", []) if p != "celltrain"])
+
+
+def _stream(run, poll: float = 0.1) -> str:
+    """Print the run's output as it comes; returns the final status."""
+    from .run import OUTPUT_LOG
+    import codecs
+    log_path = run.folder / OUTPUT_LOG
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    offset = 0
+    while True:
+        status = run.status
+        if log_path.exists():
+            with open(log_path, "rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+            if chunk:
+                offset += len(chunk)
+                sys.stdout.write(decoder.decode(chunk))
+                sys.stdout.flush()
+        if states.is_terminal(status):
+            return status
+        time.sleep(poll)
+
+
+def load_ipython_extension(ipython) -> None:
+    ipython.register_magics(TrainMagics)
