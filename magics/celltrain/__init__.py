@@ -56,9 +56,3 @@ def load_ipython_extension(ipython):
     """``%load_ext celltrain``: the ``%%train`` and ``%train`` magics."""
     from .magics import load_ipython_extension as load
     load(ipython)
-
-
-def load_ipython_extension(ipython):
-    """``%load_ext celltrain``: the ``%%train`` and ``%train`` magics."""
-    from .magics import load_ipython_extension as load
-    load(ipython)
