@@ -1,0 +1,361 @@
+"""The live run widget and the runs table, driven by real runs (local processes, one container).
+
+The widget's state is what a user sees: the header (status badge, phase, elapsed, ETA), the
+progress bar, the SVG charts, the log tail and the final summary.  Throttling is tested with an
+injected clock; the real-time behaviour (latency, CPU) is measured in bench/bench_widget.py.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+
+import nbformat
+import pytest
+
+from celltrain import Environment, Workspace
+from celltrain.widget import MAX_DISPLAY_POINTS, RunWidget, best_value, last_traceback, \
+    panel_key, show_run
+
+TRAIN = """
+import os, time
+from celltrain import log, progress
+for i in progress(range({steps}), desc="epoch 1"):
+    log("loss", 1.0 / (i + 1)); log("val_loss", 1.2 / (i + 1)); log("acc", i / {steps})
+    print("step", i, flush=True)
+    time.sleep({sleep})
+os.makedirs("outputs", exist_ok=True)
+open("outputs/model.pt", "w").write("weights")
+print("done", flush=True)
+"""
+
+FOREVER = """
+import time
+from celltrain import log
+i = 0
+while True:
+    log("loss", 1.0 / (i + 1)); i += 1
+    print("tick", i, flush=True)
+    time.sleep(0.02)
+"""
+
+
+class FakeClock:
+    """The throttle's clock, moved by hand."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def wait_for(predicate, timeout=30.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    raise AssertionError("condition not met in time")
+
+
+def polyline_points(svg: str) -> dict[str, int]:
+    """Points per drawn series in the chart HTML."""
+    out = {}
+    for label, points in re.findall(r'data-label="([^"]+)" points="([^"]*)"', svg):
+        out[label] = out.get(label, 0) + len(points.split())
+    return out
+
+
+def submit(workspace, make_source, code, **kwargs):
+    src = make_source(code)
+    return workspace.experiment("widget").submit("train.py", src, target="local", **kwargs)
+
+
+def test_widget_follows_a_run_to_its_summary(workspace, make_source):
+    run = submit(workspace, make_source, TRAIN.format(steps=30, sleep=0.03))
+    w = RunWidget(run, poll_s=0.05).start()
+    assert w.wait(60), "the final state is drawn when the run ends"
+    w.close()
+    assert "Completed" in w.header.value and run.id in w.header.value
+    assert "elapsed" in w.header.value
+    assert w.bar.value == 1.0 and w.bar.bar_style == "success"
+    assert "30/30" in w.bar_text.value and "epoch 1" in w.bar_text.value
+    # train and val of one quantity share a panel; every point is drawn (few enough).
+    assert polyline_points(w.chart.value) == {"loss": 30, "val_loss": 30, "acc": 30}
+    assert w.chart.value.count("<svg") == 2
+    assert "done" in w.log_short.value
+    # The summary: final and best values, output files.
+    assert "outputs/model.pt" in w.summary.value
+    summary = w.model.summary()
+    assert summary["metrics"]["loss"]["final"] == pytest.approx(1 / 30)
+    assert summary["metrics"]["acc"]["best"] == pytest.approx(29 / 30)
+    assert summary["files"] == ["outputs/model.pt"]
+    assert w.cancel_button.layout.display == "none"
+    # The model keeps the exact values of the store.
+    assert w.model.series["loss"].values.tolist() == [v for _, v, _ in run.metric("loss")]
+
+
+def test_redraws_are_throttled_by_the_clock_and_nothing_is_lost(workspace, make_source):
+    run = submit(workspace, make_source, FOREVER)
+    clock = FakeClock()
+    w = RunWidget(run, live=False, get_time=clock, max_fps=5)
+    try:
+        wait_for(lambda: run.status == "Running" and run.metric("loss"))
+        assert w.refresh(), "the first state is drawn at once"
+        drawn = w.model.redraws
+        points_before = w.model.series["loss"].n
+        # The clock stands still: new points keep arriving and are read, but not drawn.
+        for _ in range(10):
+            time.sleep(0.05)
+            assert w.refresh() == set()
+        assert w.model.redraws == drawn
+        assert w.model.series["loss"].n > points_before
+        assert "metrics" in w.model.changed
+        # 0.1 s later: still too early for 5 redraws a second.
+        clock.now += 0.1
+        assert w.refresh() == set()
+        # 0.2 s after the last redraw: everything pending is drawn in one go.
+        clock.now += 0.1
+        parts = w.refresh()
+        assert {"metrics", "log"} <= parts
+        assert w.model.redraws == drawn + 1
+        assert polyline_points(w.chart.value)["loss"] == w.model.series["loss"].n
+        # Redraws per second of clock never exceed max_fps, however often it polls.
+        start, redraws = clock.now, w.model.redraws
+        for _ in range(40):
+            clock.now += 0.05
+            time.sleep(0.02)
+            w.refresh()
+        assert w.model.redraws - redraws <= (clock.now - start) * 5 + 1
+        # The chart's toggles redraw it: x by time, log scale.
+        clock.now += 1
+        w.x_axis.value = "time"
+        w.refresh()
+        assert "seconds since start" in w.chart.value
+        clock.now += 1
+        w.log_y.value = True
+        w.refresh()
+        assert "loss (log)" in w.chart.value
+    finally:
+        run.cancel(grace=1)
+        w.close()
+
+
+def test_cancel_button_cancels_the_run(workspace, make_source):
+    run = submit(workspace, make_source, FOREVER)
+    w = RunWidget(run, poll_s=0.05).start()
+    try:
+        wait_for(lambda: w.model.status == "Running" and w.model.series)
+        w.cancel_button.click()
+        assert w.cancel_button.disabled
+        assert w.wait(60)
+        assert run.status == "Canceled"
+        assert "Canceled" in w.header.value and "canceled by the user" in w.header.value
+    finally:
+        w.close()
+
+
+def test_failed_run_shows_reason_and_traceback(workspace, make_source):
+    run = submit(workspace, make_source, """
+        from celltrain import log
+        log("loss", 0.5)
+        def configure(lr):
+            raise ValueError(f"learning rate {lr} is negative")
+        configure(-1)
+    """)
+    w = RunWidget(run, poll_s=0.05).start()
+    assert w.wait(60)
+    w.close()
+    assert run.status == "Failed"
+    assert "Failed" in w.header.value and w.bar.bar_style == "danger"
+    assert "ValueError: learning rate -1 is negative" in w.summary.value
+    assert "Traceback (most recent call last)" in w.summary.value
+    assert "configure" in w.model.summary()["traceback"]
+    static = w.static_bundle(w.model.summary())
+    assert "ValueError: learning rate -1 is negative" in static["text/plain"]
+
+
+def test_reattach_shows_the_whole_history_then_live(workspace, make_source):
+    run = submit(workspace, make_source, TRAIN.format(steps=60, sleep=0.05))
+    wait_for(lambda: len(run.metric("loss")) >= 20)
+    # As after a kernel restart: a new Workspace object, a new handle, a new widget.
+    again = Workspace(workspace.path).run(run.id)
+    w = RunWidget(again, poll_s=0.05)
+    w.refresh(force=True)
+    first = w.model.series["loss"].n
+    assert first >= 20, "the history so far is there at once"
+    w.start()
+    assert w.wait(60)
+    w.close()
+    assert w.model.series["loss"].n == 60 > first
+    assert w.model.series["loss"].steps.tolist() == list(range(60))
+
+
+def test_100k_points_are_kept_exactly_and_drawn_downsampled(workspace, make_source):
+    run = submit(workspace, make_source, """
+        import math
+        from celltrain import log
+        for i in range(100_000):
+            log("loss", 1.0 + math.sin(i / 1000) + (50.0 if i == 54321 else 0.0))
+    """)
+    assert run.wait(timeout=120) == "Completed"
+    w = RunWidget(run, live=False)
+    tic = time.perf_counter()
+    w.refresh(force=True)
+    first_draw = time.perf_counter() - tic
+    assert w.model.series["loss"].n == 100_000
+    assert w.model.series["loss"].values.max() == pytest.approx(51.0 + math.sin(54.321))
+    drawn = polyline_points(w.chart.value)["loss"]
+    assert drawn <= MAX_DISPLAY_POINTS
+    assert len(w.chart.value) < 100_000, "the chart sent to the browser stays small"
+    # A redraw of 100k points (read once) costs the kernel milliseconds, not seconds.
+    tic = time.perf_counter()
+    w.model.mark("metrics")
+    w.model._last_redraw = float("-inf")
+    w.refresh()
+    print(f"first draw {first_draw:.3f}s, redraw {time.perf_counter() - tic:.4f}s")
+    w.close()
+
+
+def test_registered_model_shows_in_the_summary(workspace, make_source):
+    run = submit(workspace, make_source, TRAIN.format(steps=3, sleep=0))
+    assert run.wait(timeout=60) == "Completed"
+    clock = FakeClock()
+    w = RunWidget(run, live=False, get_time=clock)
+    w.refresh()
+    assert "Registered model" not in w.summary.value
+    # The registry's table (issue 5 owns the registry API; the contract is this table).
+    with workspace.store.write() as conn:
+        conn.execute("INSERT INTO models (name, version, run_id, created, path, sha256) "
+                     "VALUES ('birds', 1, ?, ?, 'outputs/model.pt', 'abc')",
+                     (run.id, time.time()))
+    clock.now += 1
+    w.refresh()
+    assert "Registered model:</b> birds v1" in w.summary.value
+    w.close()
+
+
+def test_helpers_name_panels_best_values_and_tracebacks():
+    assert panel_key("val_loss") == panel_key("train/loss") == panel_key("loss_val") == "loss"
+    assert panel_key("gpu/mem") == "gpu/mem"
+    assert best_value("val_loss", [3, 1, 2]) == 1
+    assert best_value("accuracy", [0.1, 0.9, 0.5]) == 0.9
+    assert best_value("lr", [0.1, 0.01]) is None
+    log = "x\nTraceback (most recent call last):\n  File \"a.py\"\n    f()\nKeyError: 'k'\nafter"
+    assert last_traceback(log).endswith("KeyError: 'k'")
+    assert last_traceback("no errors") is None
+
+
+def test_static_copy_survives_in_the_saved_notebook(workspace, make_source, tmp_path):
+    """A real kernel runs run.show(); the saved notebook holds the final charts and summary."""
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+
+    src = make_source(TRAIN.format(steps=20, sleep=0.02))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            f"from celltrain import Workspace\nws = Workspace({str(workspace.path)!r})\n"
+            f"run = ws.experiment('nb').submit('train.py', {str(src)!r}, target='local')\n"
+            "w = run.show()\nprint('cell output stays')"),
+        nbformat.v4.new_code_cell("assert w.wait(120)\nrun.status"),
+    ]
+    NotebookClient(nb, timeout=180, kernel_name="python3", resources={
+        "metadata": {"path": str(tmp_path)}}).execute()
+    outputs = nb.cells[0].outputs
+    kinds = [o.output_type for o in outputs]
+    assert "stream" in kinds and outputs[[o.output_type for o in outputs].index("stream")] \
+        .text == "cell output stays\n"
+    widget_out = [o for o in outputs if "application/vnd.jupyter.widget-view+json"
+                  in o.get("data", {})]
+    static_out = [o for o in outputs if o.output_type == "display_data"
+                  and "text/html" in o.data and "celltrain-static" in o.data["text/html"]]
+    assert len(widget_out) == 1 and len(static_out) == 1
+    static = static_out[0].data
+    assert "Completed" in static["text/html"] and "data:image/png;base64," in static["text/html"]
+    assert "image/png" in static and "loss: final 0.05" in static["text/plain"]
+    nb_path = tmp_path / "saved.ipynb"
+    nbformat.write(nb, nb_path)
+    # nbconvert (as nbviewer and GitHub show it): no kernel, no widget state.
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(nb_path, as_version=4))
+    assert "data:image/png;base64," in body and "Completed" in body
+    assert "outputs/model.pt" in body
+
+
+def test_a_container_run_streams_into_the_widget(docker_workspace, make_source):
+    """One real container: phases, live points while it runs, the summary at the end."""
+    src = make_source(TRAIN.format(steps=40, sleep=0.05))
+    run = docker_workspace.experiment("widget-docker").submit(
+        "train.py", src, environment=Environment(base_image="celltrain/base:offline"),
+        gpus="none")
+    w = RunWidget(run, poll_s=0.05).start()
+    seen_live = []
+
+    def live_points():
+        if w.model.status == "Running" and w.model.series:
+            seen_live.append(w.model.series["loss"].n)
+        return len(seen_live) >= 1
+    wait_for(live_points, timeout=120)
+    assert w.wait(180)
+    w.close()
+    assert run.status == "Completed", run.reason
+    assert seen_live[0] < 40, "points showed while the container was running"
+    details = [h["detail"] or "" for h in run.history()]
+    assert any("image cached" in d or "image built" in d for d in details)
+    assert polyline_points(w.chart.value)["loss"] == 40
+    assert "outputs/model.pt" in w.summary.value
+
+
+# -- the runs table -------------------------------------------------------------------------------
+def test_runs_table_sorts_and_overlays_selected_runs(workspace, make_source):
+    runs = []
+    for steps in (5, 10, 20):
+        runs.append(submit(workspace, make_source, TRAIN.format(steps=steps, sleep=0),
+                           params={"steps": steps}))
+    for run in runs:
+        assert run.wait(timeout=60) == "Completed"
+    table = workspace.runs_table()
+    assert "param:steps" in table.columns and "metric:val_loss" in table.columns
+    table.sort("metric:loss")                      # ascending: lowest final loss first
+    assert [r["run"] for r in table.sorted_rows()] == [runs[2].id, runs[1].id, runs[0].id]
+    table.sort("metric:loss")                      # again: reversed
+    assert [r["run"] for r in table.sorted_rows()][0] == runs[0].id
+    widget = table.widget
+    assert table._headers["metric:loss"].description.endswith("▼")
+    # Ticking two runs overlays their curves, one line per run per metric.
+    table._checkboxes[runs[0].id].value = True
+    table._checkboxes[runs[2].id].value = True
+    drawn = polyline_points(table.compare.value)
+    assert drawn[f"{runs[0].id} loss"] == 5 and drawn[f"{runs[2].id} val_loss"] == 20
+    assert drawn[runs[2].id] == 20           # acc: alone in its panel, labelled by run
+    table._checkboxes[runs[0].id].value = False
+    assert f"{runs[0].id} loss" not in polyline_points(table.compare.value)
+    # Static fallback: an HTML table with every run.
+    page = table.to_html()
+    assert all(r.id in page for r in runs) and "Completed" in page
+    # A new run shows after Refresh.
+    newer = submit(workspace, make_source, TRAIN.format(steps=2, sleep=0))
+    newer.wait(timeout=60)
+    table.refresh()
+    assert newer.id in {r["run"] for r in table.rows}
+    assert table.selected == [runs[2].id]
+    widget.close()
+
+
+def test_runs_table_rejects_bad_input_clearly(workspace):
+    with pytest.raises(ValueError, match="cannot sort by 'speed'.*the columns are run"):
+        workspace.runs_table(sort_by="speed")
+    with pytest.raises(ValueError, match="limit takes a positive number"):
+        workspace.runs_table(limit=0)
+
+
+def test_show_run_returns_the_widget_and_lingers_only_while_open(workspace, make_source):
+    run = submit(workspace, make_source, TRAIN.format(steps=3, sleep=0))
+    run.wait(timeout=60)
+    w = show_run(run)
+    assert isinstance(w, RunWidget) and w.wait(10)
+    assert w._thread.is_alive(), "it keeps looking for a registered model"
+    w.close()
+    assert not w._thread.is_alive()
+
