@@ -53,10 +53,14 @@ def offline_image(docker_client) -> str:
 @pytest.fixture
 def docker_workspace(workspace, docker_client, offline_image):
     """A workspace whose containers are removed after the test, whatever happened."""
+    import docker
     yield workspace
     for c in docker_client.containers.list(all=True,
                                            filters={"label": f"{LABEL_WORKSPACE}={workspace.path}"}):
-        c.remove(force=True)
+        try:
+            c.remove(force=True)
+        except docker.errors.APIError:  # already gone, or its supervisor is removing it
+            pass
 
 
 @pytest.fixture

@@ -151,7 +151,7 @@ class DockerBackend:
         import docker
         try:
             self._get(handle).remove(force=True)
-        except docker.errors.NotFound:
+        except docker.errors.APIError:  # gone already, or being removed by someone else
             pass
 
 
