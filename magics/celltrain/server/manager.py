@@ -172,6 +172,9 @@ class CelltrainManager:
         out["metric_names"] = store.metric_names(run_id)
         out["tables"] = store.table_names(run_id)
         out["images"] = store.images(run_id)
+        out["models"] = [dict(r) for r in store.conn.execute(
+            "SELECT name, version FROM models WHERE run_id=? ORDER BY name, version",
+            (run_id,))]
         out["folder"] = str(store.run_dir(run_id))
         out["workspace"] = str(self.path)
         return out
@@ -329,8 +332,10 @@ class CelltrainManager:
         models: dict[str, dict[str, Any]] = {}
         for r in rows:
             model = models.setdefault(r["name"], {
-                "name": r["name"], "latest": r["version"], "aliases": aliases.get(r["name"], {}),
+                "name": r["name"], "latest": None, "aliases": aliases.get(r["name"], {}),
                 "versions": []})
+            if model["latest"] is None and not r["archived"]:
+                model["latest"] = r["version"]  # the newest version that is not archived
             version = dict(r)
             for key in ("tags", "metrics", "artifacts"):
                 version[key] = json.loads(version[key] or "{}")

@@ -1,0 +1,265 @@
+/** Main-area panels: one run (charts, log tail, params, files, Cancel, insert code) and a
+ * comparison of several runs (their curves overlaid). */
+import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
+import { Poll } from '@lumino/polling';
+import { Widget } from '@lumino/widgets';
+
+import { COLORS, formatNumber, ILine, renderChart } from './chart';
+import { age, duration, h, statusBadge } from './dom';
+import { apiUrl, requestAPI } from './request';
+import { progressLine } from './sidebar';
+import { modelSnippet, runSnippet } from './snippets';
+import { ILogChunk, IMetrics, IRunDetail, IRunFile, TERMINAL } from './types';
+
+const MAX_LOG_CHARS = 200_000;
+const CHART_POINTS = 600;
+
+export interface IPanelActions {
+  insertCode(code: string): void;
+}
+
+export class RunPanel extends Widget {
+  constructor(readonly runId: string, private actions: IPanelActions) {
+    super();
+    this.id = `celltrain-run-${runId}`;
+    this.addClass('ct-panel');
+    this.title.label = runId;
+    this.title.closable = true;
+    this.cancelButton.onclick = () => void this.cancel();
+    this.insertButton.onclick = () => {
+      if (this.detail) {
+        this.actions.insertCode(runSnippet(this.detail.workspace, this.runId));
+      }
+    };
+    this.insertModelButton.onclick = () => {
+      const m = this.detail?.models[this.detail.models.length - 1];
+      if (m && this.detail) {
+        this.actions.insertCode(modelSnippet(this.detail.workspace, m.name, m.version));
+      }
+    };
+    this.node.append(
+      h('div', { class: 'ct-panel-header' }, this.heading,
+        h('div', { class: 'ct-panel-buttons' }, this.cancelButton, this.insertButton,
+          this.insertModelButton)),
+      this.summary,
+      h('h3', { text: 'Metrics' }), this.charts,
+      h('h3', { text: 'Log' }), this.log,
+      h('div', { class: 'ct-columns' },
+        h('div', {}, h('h3', { text: 'Params and tags' }), this.params),
+        h('div', {}, h('h3', { text: 'History' }), this.history)),
+      h('h3', { text: 'Files' }), this.files);
+    this.poll = new Poll({
+      auto: true,
+      factory: () => this.refresh(),
+      frequency: { interval: 1500, backoff: true, max: 30 * 1000 },
+      name: `celltrain:run:${runId}`,
+      standby: () => !this.isVisible || 'when-hidden'
+    });
+  }
+
+  dispose(): void {
+    this.poll.dispose();
+    super.dispose();
+  }
+
+  protected onAfterShow(): void {
+    void this.poll.refresh();
+  }
+
+  async refresh(): Promise<void> {
+    let detail: IRunDetail;
+    try {
+      detail = await requestAPI<IRunDetail>(`runs/${encodeURIComponent(this.runId)}`);
+    } catch (error) {
+      this.summary.textContent = error instanceof Error ? error.message : String(error);
+      throw error;
+    }
+    const wasTerminal = this.detail?.terminal;
+    this.detail = detail;
+    this.renderHeader(detail);
+    await Promise.all([this.refreshMetrics(), this.refreshLog(), this.refreshFiles()]);
+    if (detail.terminal && wasTerminal) {
+      this.poll.stop(); // ended, and the last refresh after the end is done: nothing changes now
+    }
+  }
+
+  private renderHeader(d: IRunDetail): void {
+    this.node.dataset.status = d.status;
+    this.title.label = `${d.experiment} #${d.number}`;
+    this.title.caption = d.id;
+    this.heading.textContent = '';
+    this.heading.append(statusBadge(d.status),
+      h('span', { class: 'ct-panel-title', text: `${d.experiment} #${d.number}` }),
+      h('code', { text: d.id }));
+    this.cancelButton.disabled = d.terminal || !!d.cancel_requested;
+    this.cancelButton.textContent = d.cancel_requested && !d.terminal ? 'Canceling…' : 'Cancel';
+    this.insertModelButton.hidden = !d.models.length;
+    this.summary.textContent = '';
+    this.summary.append(...[
+      h('span', { text: `${d.target} · ${d.script ?? ''} ${(d.args || []).join(' ')}` }),
+      h('span', { text: `created ${age(d.created)}` }),
+      d.started ? h('span', { text: `ran ${duration(d.started, d.ended)}` }) : null,
+      d.exit_code !== null ? h('span', { text: `exit code ${d.exit_code}` }) : null,
+      d.image ? h('span', { class: 'ct-image', text: d.image, title: d.image_digest ?? '' }) : null,
+      progressLine(d),
+      d.reason ? h('div', { class: 'ct-reason', text: d.reason }) : null]
+      .filter((x): x is HTMLElement => x !== null));
+    this.params.textContent = '';
+    const rows = [...Object.entries(d.params).map(([k, v]) => ['param', k, JSON.stringify(v)]),
+      ...Object.entries(d.tags).map(([k, v]) => ['tag', k, v]),
+      ...Object.entries(d.metrics).map(([k, v]) => ['metric', k, formatNumber(v)])];
+    this.params.append(table(['', 'name', 'value'], rows));
+    this.history.textContent = '';
+    this.history.append(table(['status', 'time', 'detail'], d.history.map(e =>
+      [e.status, new Date(e.time * 1000).toLocaleTimeString(), e.detail ?? ''])));
+  }
+
+  private async refreshMetrics(): Promise<void> {
+    const m = await requestAPI<IMetrics>(
+      `runs/${encodeURIComponent(this.runId)}/metrics?max_points=${CHART_POINTS}`);
+    this.charts.textContent = '';
+    if (!m.series.length) {
+      this.charts.append(h('div', { class: 'ct-empty', text: 'No metrics logged yet.' }));
+    }
+    for (const s of m.series) {
+      const box = h('div', { class: 'ct-chart-box', 'data-metric': s.name });
+      renderChart(box, `${s.name}${s.downsampled ? ` (${s.count} points, shown ${s.x.length})` : ''}`,
+        [{ label: s.name, color: COLORS[0], x: s.x, y: s.y }]);
+      this.charts.append(box);
+    }
+  }
+
+  private async refreshLog(): Promise<void> {
+    const query = this.logOffset === null ? '' : `?offset=${this.logOffset}`;
+    const chunk = await requestAPI<ILogChunk>(
+      `runs/${encodeURIComponent(this.runId)}/logs${query}`);
+    if (this.logOffset === null || chunk.reset) {
+      this.log.textContent = chunk.truncated ? '… (earlier output omitted)\n' : '';
+    }
+    if (chunk.text) {
+      const atBottom = this.log.scrollTop + this.log.clientHeight >= this.log.scrollHeight - 4;
+      let text = (this.log.textContent ?? '') + chunk.text;
+      if (text.length > MAX_LOG_CHARS) {
+        text = '… ' + text.slice(-MAX_LOG_CHARS);
+      }
+      this.log.textContent = text;
+      if (atBottom) {
+        this.log.scrollTop = this.log.scrollHeight;
+      }
+    }
+    this.logOffset = chunk.offset;
+  }
+
+  private async refreshFiles(): Promise<void> {
+    const { files } = await requestAPI<{ files: IRunFile[] }>(
+      `runs/${encodeURIComponent(this.runId)}/files`);
+    this.files.textContent = '';
+    if (!files.length) {
+      this.files.append(h('li', { class: 'ct-empty', text: 'No files yet.' }));
+    }
+    for (const f of files) {
+      const href = apiUrl('runs', encodeURIComponent(this.runId), 'files',
+        ...f.path.split('/').map(encodeURIComponent));
+      this.files.append(h('li', {}, h('a', { href, download: f.path.split('/').pop(),
+        text: f.path }), h('span', { class: 'ct-version-meta', text: ` ${size(f.size)}` })));
+    }
+  }
+
+  private async cancel(): Promise<void> {
+    const answer = await showDialog({
+      title: 'Cancel run',
+      body: `Stop ${this.runId}? It gets SIGTERM, then SIGKILL after 10 seconds.`,
+      buttons: [Dialog.cancelButton({ label: 'Keep running' }),
+        Dialog.warnButton({ label: 'Cancel run' })]
+    });
+    if (!answer.button.accept) {
+      return;
+    }
+    try {
+      await requestAPI(`runs/${encodeURIComponent(this.runId)}/cancel`,
+        { method: 'POST', body: JSON.stringify({ grace: 10 }) });
+    } catch (error) {
+      await showErrorMessage('Could not cancel the run', error as Error);
+    }
+    void this.poll.refresh();
+  }
+
+  private poll: Poll;
+  private detail: IRunDetail | null = null;
+  private logOffset: number | null = null;
+  private heading = h('div', { class: 'ct-panel-heading' });
+  private cancelButton = h('button', { class: 'ct-cancel jp-mod-styled jp-mod-warn', text: 'Cancel' });
+  private insertButton = h('button', { class: 'ct-insert jp-mod-styled jp-mod-accept',
+    text: 'Insert code', title: 'Add a cell that loads this run to the active notebook' });
+  private insertModelButton = h('button', { class: 'ct-insert-model jp-mod-styled',
+    text: 'Insert model code', title: 'Add a cell that loads the model registered from this run' });
+  private summary = h('div', { class: 'ct-summary' });
+  private charts = h('div', { class: 'ct-charts' });
+  private log = h('pre', { class: 'ct-log' });
+  private params = h('div', { class: 'ct-params' });
+  private history = h('div', { class: 'ct-history' });
+  private files = h('ul', { class: 'ct-files' });
+}
+
+export class ComparePanel extends Widget {
+  constructor(readonly runIds: string[]) {
+    super();
+    this.id = `celltrain-compare-${runIds.join('-')}`;
+    this.addClass('ct-panel');
+    this.title.label = `Compare ${runIds.length} runs`;
+    this.title.closable = true;
+    this.node.append(h('div', { class: 'ct-panel-header' },
+      h('span', { class: 'ct-panel-title', text: `Comparing ${runIds.join(', ')}` })),
+    this.charts);
+    this.poll = new Poll({
+      auto: true,
+      factory: () => this.refresh(),
+      frequency: { interval: 3000, backoff: true, max: 30 * 1000 },
+      name: 'celltrain:compare',
+      standby: () => !this.isVisible || 'when-hidden'
+    });
+  }
+
+  dispose(): void {
+    this.poll.dispose();
+    super.dispose();
+  }
+
+  async refresh(): Promise<void> {
+    const all = await Promise.all(this.runIds.map(id => Promise.all([
+      requestAPI<IRunDetail>(`runs/${encodeURIComponent(id)}`),
+      requestAPI<IMetrics>(`runs/${encodeURIComponent(id)}/metrics?max_points=${CHART_POINTS}`)])));
+    const names = [...new Set(all.flatMap(([, m]) => m.series.map(s => s.name)))].sort();
+    this.charts.textContent = '';
+    for (const name of names) {
+      const lines: ILine[] = [];
+      all.forEach(([run, m], i) => {
+        const s = m.series.find(x => x.name === name);
+        if (s) {
+          lines.push({ label: `${run.experiment} #${run.number} (${run.status})`,
+            color: COLORS[i % COLORS.length], x: s.x, y: s.y });
+        }
+      });
+      const box = h('div', { class: 'ct-chart-box', 'data-metric': name });
+      renderChart(box, name, lines, 480, 240);
+      this.charts.append(box);
+    }
+    if (all.every(([run]) => TERMINAL.includes(run.status))) {
+      this.poll.stop();
+    }
+  }
+
+  private poll: Poll;
+  private charts = h('div', { class: 'ct-charts' });
+}
+
+function table(header: string[], rows: string[][]): HTMLElement {
+  return h('table', { class: 'ct-table' },
+    h('thead', {}, h('tr', {}, ...header.map(x => h('th', { text: x })))),
+    h('tbody', {}, ...rows.map(r => h('tr', {}, ...r.map(x => h('td', { text: x }))))));
+}
+
+function size(n: number): string {
+  return n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} KiB`
+    : `${(n / (1 << 20)).toFixed(1)} MiB`;
+}

@@ -1,0 +1,118 @@
+/** What the REST API answers (see magics/celltrain/server/routes.py). */
+
+export interface IWorkspaceInfo {
+  path: string;
+  source: string;
+  exists: boolean;
+  version: string;
+  states: string[];
+  active_states: string[];
+  runs: number;
+  experiments: number;
+  message?: string;
+}
+
+export interface IExperiment {
+  id: number;
+  name: string;
+  created: number;
+  runs: number;
+  last_run: number | null;
+}
+
+export interface IProgress {
+  n?: number;
+  total?: number | null;
+  desc?: string | null;
+  rate?: number | null;
+  elapsed?: number | null;
+  eta?: number | null;
+  done?: boolean;
+}
+
+export interface IRunSummary {
+  id: string;
+  experiment: string;
+  number: number;
+  status: string;
+  target: string;
+  created: number;
+  started: number | null;
+  ended: number | null;
+  script: string | null;
+  reason: string | null;
+  exit_code: number | null;
+  progress: IProgress | null;
+  params: Record<string, unknown>;
+  tags: Record<string, string>;
+  cancel_requested: number;
+}
+
+export interface IRunPage {
+  runs: IRunSummary[];
+  total: number;
+  limit: number;
+  offset: number;
+}
+
+export interface IRunDetail extends IRunSummary {
+  args: string[];
+  image: string | null;
+  image_digest: string | null;
+  terminal: boolean;
+  history: { status: string; time: number; detail: string | null }[];
+  metrics: Record<string, number | null>;
+  metric_names: string[];
+  models: { name: string; version: number }[];
+  folder: string;
+  workspace: string;
+}
+
+export interface ISeries {
+  name: string;
+  count: number;
+  downsampled: boolean;
+  x: number[];
+  y: (number | null)[];
+}
+
+export interface IMetrics {
+  id: string;
+  series: ISeries[];
+}
+
+export interface ILogChunk {
+  text: string;
+  start: number;
+  offset: number;
+  size: number;
+  reset: boolean;
+  truncated: boolean;
+}
+
+export interface IRunFile {
+  path: string;
+  size: number;
+  modified: number;
+}
+
+export interface IModelVersion {
+  version: number;
+  run_id: string | null;
+  created: number;
+  description: string | null;
+  tags: Record<string, string>;
+  metrics: Record<string, number>;
+  archived: boolean;
+  aliases: string[];
+  sha256: string;
+}
+
+export interface IModel {
+  name: string;
+  latest: number | null;
+  aliases: Record<string, number>;
+  versions: IModelVersion[];
+}
+
+export const TERMINAL = ['Completed', 'Failed', 'Canceled'];
