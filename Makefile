@@ -9,7 +9,7 @@ PIP := $(VENV)/bin/pip
 # The kernel's torch; the offline base image installs the same versions.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv docker images demo test bench clean-containers
+.PHONY: venv docker images extension demo test bench clean-containers
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +21,22 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The JupyterLab sidebar, prebuilt into the package (pip users never build it); in the venv the
+# lab extension is a link to the build and the server extension's config file is copied.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+magics/celltrain/labextension/package.json: node_modules/.installed $(VENV)/.installed \
+		extension/tsconfig.json $(wildcard extension/src/*.ts extension/style/*)
+	PATH="$(abspath $(VENV))/bin:$$PATH" npm run build
+
+extension: magics/celltrain/labextension/package.json
+	mkdir -p $(VENV)/share/jupyter/labextensions $(VENV)/etc/jupyter/jupyter_server_config.d
+	rm -rf $(VENV)/share/jupyter/labextensions/celltrain
+	ln -s "$(abspath magics/celltrain/labextension)" $(VENV)/share/jupyter/labextensions/celltrain
+	cp jupyter-config/jupyter_server_config.d/celltrain.json $(VENV)/etc/jupyter/jupyter_server_config.d/
+
 # The Docker engine: installed with apt and started as root where none answers.
 docker:
 	@bash .ci/ensure-docker
@@ -29,10 +45,10 @@ docker:
 images: venv docker
 	$(VENV)/bin/celltrain base-image
 
-demo: images
+demo: images extension
 	$(PY) -m celltrain.demo
 
-test: images
+test: images extension
 	$(VENV)/bin/pytest -q
 
 bench: images
