@@ -146,3 +146,32 @@ def test_default_base_falls_back_to_the_offline_image_with_a_notice(docker_works
     assert run.wait(timeout=300) == states.COMPLETED
     assert run.record["image"] == "celltrain/base:offline"
     assert "offline base image celltrain/base:offline" in run.logs()
+
+
+def test_container_run_outlives_its_supervisor(docker_workspace, make_source):
+    """The supervisor dies mid-run; the container goes on; the next opener re-attaches."""
+    import signal
+
+    from celltrain import Workspace
+    from celltrain.workspace import supervisor_alive
+    from test_runs_local import _supervisor_pid
+    src = make_source("""
+        import time
+        from celltrain import log
+        for i in range(20):
+            log("x", i)
+            time.sleep(0.1)
+        print("finished")
+    """)
+    run = docker_workspace.experiment("orphan").submit("train.py", src, gpus="none")
+    deadline = time.time() + 120
+    while run.status != states.RUNNING and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(_supervisor_pid(run.folder), signal.SIGKILL)
+    while supervisor_alive(run.folder):       # until the kernel has reaped it
+        time.sleep(0.05)
+    reopened = Workspace(docker_workspace.path)
+    again = reopened.run(run.id)
+    assert again.wait(timeout=120) == states.COMPLETED
+    assert again.metrics()["x"] == list(range(20))
+    assert "finished" in again.logs()
