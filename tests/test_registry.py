@@ -324,3 +324,38 @@ def test_docker_run_lineage_has_the_image_digest(docker_workspace, tmp_path):
     assert json.loads(json.dumps(m.environment)) == run.record["environment"]
     assert m.sha256 == sha256_of(run.folder / "outputs/model.pt")
     assert "accuracy" in m.metrics
+
+
+def test_train_magic_registers_and_the_run_summary_shows_it(tmp_path):
+    """`%%train --register` in a real IPython shell (local target): the version appears, with
+    its lineage, in the run widget's summary; a bad path is a clear error after the run."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from celltrain.widget import RunView, summary_html
+    shell = InteractiveShell()
+    shell.run_line_magic("load_ext", "celltrain")
+    shell.run_cell("import os, torch")
+    ws_path = tmp_path / "magic-ws"
+    result = shell.run_cell(
+        f"%%train --target local --workspace {ws_path} --register magic-birds -o run\n"
+        "net = torch.nn.Linear(3, 2)\n"
+        "os.makedirs('outputs', exist_ok=True)\n"
+        "torch.save(net.state_dict(), 'outputs/model.pt')\n")
+    assert result.error_in_exec is None, result.error_in_exec
+    run = shell.user_ns["run"]
+    ws = Workspace(ws_path)
+    m = ws.model("magic-birds")
+    assert m.version == 1 and m.run_id == run.id
+    assert set(m.load()) == {"weight", "bias"}
+    view = RunView(ws.store, run.id)
+    view.poll()
+    summary = view.summary()
+    assert summary["models"] == [("magic-birds", 1)]
+    assert "magic-birds v1" in summary_html(summary)
+
+    result = shell.run_cell(f"%%train --target local --workspace {ws_path} --register "
+                            "magic-birds --model-path outputs/missing.pt\nx = 1\n")
+    assert "could not find 'outputs/missing.pt'" in str(result.error_in_exec)
+    assert ws.model("magic-birds").version == 1
+    result = shell.run_cell(f"%%train --target local --workspace {ws_path} --register "
+                            "'bad/name'\nx = 1\n")
+    assert "is not allowed" in str(result.error_in_exec)

@@ -188,6 +188,10 @@ class TrainMagics(Magics):
               help=f"size limit of the variables that travel (default "
                    f"{bundling.DEFAULT_MAX_MB:g} MB); mount bigger data")
     @argument("--workspace", help="workspace folder")
+    @argument("--register", metavar="MODEL",
+              help="after success, register --model-path as the next version of MODEL")
+    @argument("--model-path", default="outputs/model.pt",
+              help="the run's file or folder to register (default outputs/model.pt)")
     @line_cell_magic
     def train(self, line: str, cell: str | None = None):
         """Run the cell in a container (``%%train``), or manage runs (``%train``).
@@ -212,15 +216,18 @@ class TrainMagics(Magics):
         In [4]: %%train --gpus all --pip timm --mount ./data:/data --no-wait
            ...: ...                               # returns the Run handle at once
 
+        In [5]: %%train --register pytorch-birds --model-path outputs/model.pt
+           ...: torch.save(model.state_dict(), "outputs/model.pt")   # a new model version
+
         Line magic:
 
-        In [5]: %train list                        # runs of the workspace
-        In [6]: %train show birds-3                # status, reason, metrics, files
-        In [7]: %train logs birds-3                # the run's output
-        In [8]: %train attach birds-3              # follow again; bring --out values back
-        In [9]: %train cancel birds-3
-        In [10]: %train rerun birds-3 --param lr=0.001
-        In [11]: %train config image=my/image:tag gpus=all experiment=birds
+        In [6]: %train list                        # runs of the workspace
+        In [7]: %train show birds-3                # status, reason, metrics, files
+        In [8]: %train logs birds-3                # the run's output
+        In [9]: %train attach birds-3              # follow again; bring --out values back
+        In [10]: %train cancel birds-3
+        In [11]: %train rerun birds-3 --param lr=0.001
+        In [12]: %train config image=my/image:tag gpus=all experiment=birds
         """
         if cell is None:
             return self.line(line)
@@ -250,6 +257,15 @@ class TrainMagics(Magics):
             if not Path(host).expanduser().exists():
                 raise UsageError(f"--mount {item!r}: {host} does not exist on this machine")
             mounts[str(Path(host).expanduser().resolve())] = inside
+        if args.register is not None:
+            from .registry import check_name
+            try:
+                check_name(args.register)
+            except ValueError as e:
+                raise UsageError(f"%%train --register: {e}") from None
+            if args.no_wait:
+                raise UsageError("%%train --register waits for the run to register its model: "
+                                 "drop --no-wait, or later call run.register_model(name, path)")
         gpus = self.setting(args, "gpus", "auto")
         if isinstance(gpus, str) and gpus not in ("auto",):
             gpus = _config_value("gpus", gpus)
@@ -284,7 +300,23 @@ class TrainMagics(Magics):
             print(f"run {run.id} started ({target}); `%train attach {run.id}` follows it and "
                   f"brings --out values back, `%train cancel {run.id}` stops it")
             return run
-        return self.follow(run, out, args.cancel_on_interrupt)
+        result = self.follow(run, out, args.cancel_on_interrupt)
+        if args.register is not None:
+            self.register(run, args.register, args.model_path)
+        return result
+
+    def register(self, run, name: str, path: str):
+        """``--register``: the run's file becomes the next version of model ``name``."""
+        from .registry import register_model
+        try:
+            model = register_model(run, name, path)
+        except (CelltrainError, ValueError, OSError) as e:
+            raise UsageError(f"%%train --register: run {run.id} completed but its model was "
+                             f"not registered: {e}\n(retry with ws.run({run.id!r})"
+                             f".register_model({name!r}, 'PATH'))") from None
+        print(f"registered {model.name} version {model.version} from run {run.id}; load it "
+              f"with {model.load_hint()}")
+        return model
 
     def _bundle(self, cell: str, line: str, out, params, max_mb):
         shell = self.shell

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -76,7 +77,8 @@ def _summary(error: BaseException) -> str:
         "No ONNX function found", "Unsupported", "unsupported", "not supported",
         "unrecognized namespace", "Error:", "error:"))]
     picked = (useful or lines or [type(error).__name__])[:3]
-    return " | ".join(ln[:400] for ln in picked)
+    picked = [re.sub(r"<class '[\w.]+'>: ", "", ln)[:400] for ln in picked]
+    return " | ".join(picked).rstrip(".")
 
 
 def export_module(module, example_input: Any, folder: str | Path, *,

@@ -41,7 +41,9 @@ FILES = "files"          # <version>/files/<the registered file or folder>
 ARTIFACTS = "artifacts"  # <version>/artifacts/<format>/ (e.g. onnx/model.onnx)
 TMP_PREFIX = ".tmp-"
 NEXT_VERSION_KEY = "model_next_version:"  # meta row: version numbers are never reused
-MODEL_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")  # what load() picks in a folder
+MODEL_SUFFIXES = TORCH_SUFFIXES + (".safetensors", ".onnx")
+RUN_BOOKKEEPING = {"exit_code", "output.log", "stderr.log", "build.log", "supervisor.log"}
 
 
 class ModelNotFound(CelltrainError, LookupError):
@@ -120,9 +122,12 @@ def _resolve_run_path(run: "Run", path: str | os.PathLike) -> Path:
     if source.exists():
         return source
     files = run.files()
-    hints = [f for f in files if PurePosixPath(f).name == rel.name]
-    hints += [f for f in difflib.get_close_matches(str(rel), files, n=3, cutoff=0.5)
-              if f not in hints]
+    # suggest the user's own files, not celltrain's bookkeeping
+    own = [f for f in files if f not in RUN_BOOKKEEPING
+           and not any(part.startswith(".") for part in PurePosixPath(f).parts)]
+    hints = [f for f in own if PurePosixPath(f).name == rel.name]
+    hints = hints or difflib.get_close_matches(str(rel), own, n=3, cutoff=0.6)
+    hints = hints or [f for f in own if f.endswith(MODEL_SUFFIXES)]
     listing = "\n  ".join(files[:40]) or "(none: did the script save into ./outputs?)"
     more = f"\n  ... and {len(files) - 40} more" if len(files) > 40 else ""
     hint = f" Did you mean {' or '.join(repr(h) for h in hints[:3])}?" if hints else ""
@@ -518,7 +523,7 @@ class ModelVersion:
         path = self.path
         if path.is_file():
             return path
-        candidates = [f for f in self.files() if f.endswith(MODEL_SUFFIXES)]
+        candidates = [f for f in self.files() if f.endswith(TORCH_SUFFIXES)]
         if file is not None:
             chosen = self.folder / FILES / file
             if not chosen.is_file():
