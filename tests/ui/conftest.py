@@ -45,7 +45,7 @@ def lab_server(tmp_path):
          f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
          "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-         "--LabApp.news_url=None"],
+         "--LabApp.news_url=None", *(["--allow-root"] if os.geteuid() == 0 else [])],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -89,3 +89,10 @@ def page():
         finally:
             context.close()
             browser.close()
+
+
+@pytest.fixture
+def screenshots() -> Path:
+    """The git-ignored folder for screenshots (``screenshots/`` at the repo root)."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+    return SCREENSHOTS

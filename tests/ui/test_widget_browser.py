@@ -1,0 +1,104 @@
+"""The run widget in a real JupyterLab, in a real Chromium, following a real container run.
+
+It renders (core widgets only, no front-end code of ours), its chart gains points while the
+container runs, the static copy for saved notebooks stays hidden next to the live widget, and
+clicking Cancel ends the run Canceled.
+"""
+from __future__ import annotations
+
+import re
+import textwrap
+
+import nbformat
+
+from celltrain import Workspace
+
+TRAIN = """
+import time
+from celltrain import log, progress
+for i in progress(range(3000), desc="epoch 1"):
+    log("loss", 1.0 / (i + 1))
+    log("val_loss", 1.2 / (i + 1))
+    if i % 10 == 0:
+        print("step", i, flush=True)
+    time.sleep(0.1)
+"""
+
+
+def _points(page) -> int:
+    """Points drawn in the widget's loss chart right now."""
+    return page.evaluate("""() => {
+        let n = 0;
+        for (const p of document.querySelectorAll('.celltrain-run polyline.series'))
+            n += p.getAttribute('points').trim().split(/\\s+/).length;
+        return n;
+    }""")
+
+
+def test_widget_renders_updates_live_and_cancels(docker_workspace, lab_server, page,
+                                                 make_source, screenshots):
+    base, token, root = lab_server
+    src = make_source(TRAIN)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(textwrap.dedent(f"""\
+        from celltrain import Workspace, Environment
+        ws = Workspace({str(docker_workspace.path)!r})
+        run = ws.experiment("browser").submit(
+            "train.py", {str(src)!r}, gpus="none",
+            environment=Environment(base_image="celltrain/base:offline"))
+        w = run.show()
+        print("submitted", run.id)"""))]
+    nbformat.write(nb, root / "widget.ipynb")
+
+    page.goto(f"{base}/lab/tree/widget.ipynb?token={token}")
+    try:
+        _drive(page, docker_workspace, screenshots)
+    except Exception:
+        page.screenshot(path=str(screenshots / "widget-failure.png"), full_page=True)
+        raise
+
+
+def _drive(page, docker_workspace, screenshots):
+    editor = page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first
+    editor.wait_for(timeout=90_000)
+    page.locator(".jp-StatusBar-Widget", has_text="Idle").first.wait_for(timeout=90_000)
+    prompt = page.locator(".jp-Cell .jp-InputPrompt").first
+    for _ in range(5):           # a keypress while the kernel still connects can be lost
+        editor.click()
+        page.keyboard.press("Shift+Enter")
+        try:
+            page.wait_for_function(
+                "() => /\\[(\\*|\\d+)\\]/.test(document.querySelector('.jp-Cell "
+                ".jp-InputPrompt').textContent)", timeout=10_000)
+            break
+        except Exception:
+            continue
+    assert re.search(r"\[(\*|\d+)\]", prompt.inner_text()), "the cell never ran"
+
+    widget = page.locator(".celltrain-run")
+    widget.wait_for(timeout=90_000)
+    page.locator(".celltrain-run polyline.series").first.wait_for(state="attached",
+                                                                  timeout=180_000)
+    run_id = page.locator(".celltrain-run code").first.inner_text().strip()
+    assert re.fullmatch(r"browser-\d+-[0-9a-f]{6}", run_id), run_id
+    first = _points(page)
+    page.wait_for_function(f"() => {{ let n = 0; for (const p of document.querySelectorAll("
+                           f"'.celltrain-run polyline.series')) n += p.getAttribute('points')"
+                           f".trim().split(/\\s+/).length; return n > {first} + 10; }}",
+                           timeout=20_000)
+    assert "Running" in widget.inner_text()
+    page.screenshot(path=str(screenshots / "widget-running.png"), full_page=True)
+    # The static copy for saved notebooks is in the page but hidden next to the live widget.
+    static = page.locator("[class^='celltrain-static-']").first
+    static.wait_for(state="attached", timeout=10_000)
+    assert static.is_hidden()
+
+    page.locator(".celltrain-run button", has_text="Cancel").click()
+    page.locator(".celltrain-run", has_text="Canceled").first.wait_for(timeout=90_000)
+    page.screenshot(path=str(screenshots / "widget-canceled.png"), full_page=True)
+    run = Workspace(docker_workspace.path, reconcile=False).run(run_id)
+    assert run.status == "Canceled"
+    assert run.reason == "canceled by the user"
+    assert _points(page) >= first
