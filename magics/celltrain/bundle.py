@@ -22,6 +22,7 @@ import sys
 import sysconfig
 import tempfile
 import types
+from collections import ChainMap
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -292,6 +293,11 @@ class _RecordingPickler:
         import cloudpickle
 
         class Recorder(cloudpickle.Pickler):
+            # Keep code's own file names (cloudpickle blanks them to "<dynamic-code>"), so a
+            # notebook function's frames in the run's traceback name the cell it came from.
+            dispatch_table = ChainMap({types.CodeType: _code_reduce_keeping_filename},
+                                      cloudpickle.Pickler.dispatch_table)
+
             def reducer_override(self, obj):
                 if isinstance(obj, io.IOBase):  # cloudpickle would send a file's content
                     raise pickle.PicklingError(
@@ -317,6 +323,13 @@ class _RecordingPickler:
         pickler = Recorder(file, protocol=5)
         pickler.modules, pickler.filenames, pickler.code_by_value = set(), set(), False
         return pickler
+
+
+def _code_reduce_keeping_filename(code: types.CodeType):
+    from cloudpickle.cloudpickle import _code_reduce
+    constructor, args = _code_reduce(code)
+    args = tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+    return constructor, args
 
 
 def _by_reference(obj) -> bool:

@@ -320,8 +320,10 @@ class TrainMagics(Magics):
 
     def _bundle(self, cell: str, line: str, out, params, max_mb):
         shell = self.shell
-        number = getattr(shell, "execution_count", 0)
         filename_map = getattr(getattr(shell, "compile", None), "_filename_map", {}) or {}
+        # This cell was compiled (as a run_cell_magic call) just before it ran: the newest
+        # entry is its number, which execution_count may already have moved past.
+        number = max(filename_map.values(), default=getattr(shell, "execution_count", 0))
         labels = {name: f"Cell In[{n}]" for name, n in filename_map.items()}
         return bundling.build_bundle(
             cell, shell.user_ns, out=out, params=params, first_line=2,
