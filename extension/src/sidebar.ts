@@ -49,6 +49,7 @@ export class CelltrainSidebar extends Widget {
     } catch (error) {
       this.showError(error);
       if (error instanceof MissingServerExtension) {
+        this.runsView.hidden = this.modelsView.hidden = true;
         return; // nothing will change until JupyterLab restarts: no point retrying fast
       }
       throw error;
@@ -159,13 +160,28 @@ export class CelltrainSidebar extends Widget {
       ? `${page.offset + 1}–${last} of ${page.total}` : '';
     this.prevButton.disabled = page.offset === 0;
     this.nextButton.disabled = last >= page.total;
-    this.runList.textContent = '';
+    // Rows are kept while their run is unchanged, so a click never lands on a replaced row.
+    const rows = new Map<string, { key: string; row: HTMLElement }>();
+    const children: HTMLElement[] = [];
+    for (const run of page.runs) {
+      const key = JSON.stringify(run);
+      let entry = this.rows.get(run.id);
+      if (!entry || entry.key !== key) {
+        entry = { key, row: this.runRow(run) };
+      } else {
+        entry.row.querySelector('.ct-run-age')!.textContent = age(run.created);
+      }
+      rows.set(run.id, entry);
+      children.push(entry.row);
+    }
+    this.rows = rows;
     if (!page.runs.length) {
-      this.runList.append(h('li', { class: 'ct-empty', text: this.info?.exists
+      children.push(h('li', { class: 'ct-empty', text: this.info?.exists
         ? 'No runs match.' : 'No runs yet: %%train or Experiment.submit starts one.' }));
     }
-    for (const run of page.runs) {
-      this.runList.append(this.runRow(run));
+    const current = [...this.runList.children];
+    if (current.length !== children.length || current.some((c, i) => c !== children[i])) {
+      this.runList.replaceChildren(...children);
     }
     this.updateCompare();
   }
@@ -260,6 +276,7 @@ export class CelltrainSidebar extends Widget {
   private offset = 0;
   private selected = new Set<string>();
   private experimentKey = '';
+  private rows = new Map<string, { key: string; row: HTMLElement }>();
   private modelsKey = '';
   private workspaceLine = h('div', { class: 'ct-workspace' });
   private error = h('div', { class: 'ct-error' });

@@ -1,0 +1,201 @@
+"""The celltrain sidebar in a real JupyterLab, driven in a real Chromium.
+
+The workspace is real: local runs that finished, a model registered from them, and one run in a
+real container from the offline base image, which the test watches go from starting to Running
+in the sidebar and then cancels from its panel.  Screenshots go to ``screenshots/``.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import nbformat
+import pytest
+
+from celltrain import Environment, states
+
+pytestmark = pytest.mark.browser
+
+LOCAL = """
+from celltrain import log
+import os, sys
+lr = float(sys.argv[1])
+for i in range(40):
+    log("loss", 2.0 / (1 + lr * i), step=i)
+    log("accuracy", 1 - 1.0 / (2 + lr * i), step=i)
+print(f"trained with lr={lr}")
+os.makedirs("outputs", exist_ok=True)
+open("outputs/model.pt", "wb").write(b"not really weights")
+"""
+CONTAINER = """
+import time
+from celltrain import log, progress
+print("container up", flush=True)
+for i in progress(range(400), desc="train"):
+    log("loss", 1.0 / (i + 1), step=i)
+    print(f"step {i}", flush=True)
+    time.sleep(0.5)
+"""
+UI_TIMEOUT_MS = 30_000
+
+
+def local_runs(ws, src, lrs=(0.1, 0.5)):
+    (src / "train.py").write_text(LOCAL)
+    runs = [ws.experiment("birds").submit("train.py", src, args=[lr], target="local",
+                                          params={"lr": lr}) for lr in lrs]
+    for run in runs:
+        assert run.wait(timeout=120) == states.COMPLETED, run.logs()
+    return runs
+
+
+@pytest.fixture
+def lab(docker_workspace, monkeypatch, request, tmp_path):
+    """JupyterLab whose server extension shows ``docker_workspace`` (via $CELLTRAIN_WORKSPACE)."""
+    monkeypatch.setenv("CELLTRAIN_WORKSPACE", str(docker_workspace.path))
+    base, token, root = request.getfixturevalue("lab_server")
+    return base, token, root, docker_workspace
+
+
+def open_lab(page, base, token, path=""):
+    page.goto(f"{base}/lab{path}?token={token}")
+    page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
+    tab = page.locator('.jp-SideBar .lm-TabBar-tab[data-id="celltrain-sidebar"]')
+    tab.wait_for(timeout=UI_TIMEOUT_MS)
+    return tab
+
+
+def show_sidebar(page, tab):
+    if page.locator("#celltrain-sidebar").is_hidden():
+        tab.click()
+    page.locator("#celltrain-sidebar").wait_for(state="visible", timeout=UI_TIMEOUT_MS)
+
+
+def run_row(page, run_id):
+    return page.locator(f'#celltrain-sidebar .ct-run[data-run-id="{run_id}"]')
+
+
+def test_sidebar_lists_runs_watches_a_container_run_live_and_cancels_it(lab, page, tmp_path,
+                                                                         screenshots):
+    base, token, root, ws = lab
+    src = tmp_path / "src"
+    src.mkdir()
+    done = local_runs(ws, src)
+    notebook = nbformat.v4.new_notebook(metadata={"kernelspec": {
+        "name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(notebook, root / "scratch.ipynb")
+    tab = open_lab(page, base, token, "/tree/scratch.ipynb")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    show_sidebar(page, tab)
+
+    # The sidebar lists the workspace's runs and says which workspace it shows.
+    for run in done:
+        run_row(page, run.id).wait_for(timeout=UI_TIMEOUT_MS)
+        assert run_row(page, run.id).locator(".ct-status").inner_text() == "Completed"
+    assert page.locator("#celltrain-sidebar .ct-workspace").inner_text() == str(ws.path)
+
+    # A real container run appears and its status changes while we watch.
+    (src / "long.py").write_text(CONTAINER)
+    live = ws.experiment("birds").submit(
+        "long.py", src, target="docker", gpus="none",
+        environment=Environment(base_image="celltrain/base:offline"))
+    row = run_row(page, live.id)
+    row.wait_for(timeout=UI_TIMEOUT_MS)
+    seen = []
+    deadline = time.monotonic() + 180
+    while "Running" not in seen:
+        assert time.monotonic() < deadline, f"sidebar showed {seen}, never Running: {live.logs()}"
+        status = row.locator(".ct-status").get_attribute("data-status")
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        time.sleep(0.2)
+    assert all(s in states.ACTIVE for s in seen), seen
+    # ... and its progress moves on without a reload (the status changes live at Cancel below).
+    progress = row.locator(".ct-progress span")
+    progress.wait_for(timeout=UI_TIMEOUT_MS)
+    first = progress.inner_text()
+    page.wait_for_function(
+        "([id, first]) => { const p = document.querySelector("
+        "`#celltrain-sidebar .ct-run[data-run-id='${id}'] .ct-progress span`);"
+        " return p && p.textContent !== first; }", arg=[live.id, first], timeout=UI_TIMEOUT_MS)
+    page.locator("#celltrain-sidebar").screenshot(path=str(screenshots / "sidebar-runs.png"))
+
+    # Its panel: live chart, log tail, params, files.
+    row.locator(".ct-run-name").click()
+    panel = page.locator(f"#celltrain-run-{live.id} .ct-panel")
+    panel.wait_for(timeout=UI_TIMEOUT_MS)
+    page.wait_for_selector(f'#celltrain-run-{live.id} .ct-chart-box[data-metric="loss"] '
+                           f'path.ct-line', timeout=60_000)
+    page.wait_for_function(
+        "id => document.querySelector(`#celltrain-run-${id} .ct-log`)?.textContent"
+        ".includes('step 3')", arg=live.id, timeout=60_000)
+    assert panel.get_attribute("data-status") == "Running"
+    page.screenshot(path=str(screenshots / "run-panel.png"))
+
+    # "Insert code" puts a cell that loads this run into the notebook.
+    panel.locator(".ct-insert").click()
+    page.wait_for_function(
+        "id => [...document.querySelectorAll('.jp-Notebook .jp-Cell .cm-content')]"
+        ".some(c => c.textContent.includes(id))", arg=live.id, timeout=UI_TIMEOUT_MS)
+    code = page.locator(".jp-Notebook .jp-Cell .cm-content").nth(1).inner_text()
+    assert f'.run("{live.id}")' in code and str(ws.path) in code
+
+    # Cancel in the panel cancels the container run.
+    page.locator(f'.lm-DockPanel-tabBar .lm-TabBar-tab[data-id="celltrain-run-{live.id}"]').click()
+    panel.locator(".ct-cancel").click()
+    page.locator(".jp-Dialog .jp-mod-warn").click()
+    page.wait_for_selector(f'#celltrain-run-{live.id} .ct-panel[data-status="Canceled"]',
+                           timeout=90_000)
+    assert live.status == states.CANCELED
+    row.locator('.ct-status[data-status="Canceled"]').wait_for(timeout=UI_TIMEOUT_MS)
+    page.screenshot(path=str(screenshots / "run-panel-canceled.png"))
+
+
+def test_models_tab_lists_versions_and_compare_overlays_curves(lab, page, tmp_path,
+                                                                screenshots):
+    base, token, root, ws = lab
+    src = tmp_path / "src"
+    src.mkdir()
+    first, second = local_runs(ws, src)
+    first.register_model("birds-net", "outputs/model.pt")
+    second.register_model("birds-net", "outputs/model.pt", aliases=["production"])
+    tab = open_lab(page, base, token)
+    show_sidebar(page, tab)
+
+    page.locator("#celltrain-sidebar .ct-tab[data-tab='models']").click()
+    model = page.locator('#celltrain-sidebar .ct-model[data-model="birds-net"]')
+    model.wait_for(timeout=UI_TIMEOUT_MS)
+    versions = model.locator(".ct-version")
+    assert versions.count() == 2
+    assert versions.nth(0).get_attribute("data-version") == "2"
+    assert "production" in versions.nth(0).inner_text()
+    snippet = model.locator(".ct-snippet").inner_text()
+    assert 'model("birds-net", version=2)' in snippet and str(ws.path) in snippet
+    page.locator("#celltrain-sidebar").screenshot(path=str(screenshots / "sidebar-models.png"))
+
+    # Runs tab: select both, compare: both curves in one chart.
+    page.locator("#celltrain-sidebar .ct-tab[data-tab='runs']").click()
+    for run in (first, second):
+        run_row(page, run.id).locator(".ct-select").check()
+    page.locator("#celltrain-sidebar .ct-compare").click()
+    chart = page.locator('.ct-chart-box[data-metric="loss"]').last
+    chart.wait_for(timeout=UI_TIMEOUT_MS)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.ct-chart-box[data-metric=loss]')]"
+        ".some(b => b.querySelectorAll('path.ct-line').length === 2)", timeout=UI_TIMEOUT_MS)
+    page.screenshot(path=str(screenshots / "compare.png"))
+
+
+def test_sidebar_explains_a_missing_server_extension(tmp_path, monkeypatch, request, page,
+                                                     screenshots):
+    config = tmp_path / "jupyter-config"
+    config.mkdir()
+    (config / "jupyter_server_config.json").write_text(
+        json.dumps({"ServerApp": {"jpserver_extensions": {"celltrain": False}}}))
+    base, token, root = request.getfixturevalue("lab_server")
+    show_sidebar(page, open_lab(page, base, token))
+    error = page.locator("#celltrain-sidebar .ct-error")
+    error.wait_for(state="visible", timeout=UI_TIMEOUT_MS)
+    assert "server extension" in error.inner_text()
+    assert "jupyter server extension enable celltrain" in error.inner_text()
+    page.locator("#celltrain-sidebar").screenshot(
+        path=str(screenshots / "sidebar-missing-server.png"))
