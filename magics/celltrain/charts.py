@@ -120,7 +120,9 @@ def svg_panel(title: str, lines, *, xlabel: str = "step", log_y: bool = False,
             if seg_x.size == 1:
                 out.append(f'<circle cx="{seg_x[0]}" cy="{seg_y[0]}" r="2.5" fill="{color}"/>')
                 continue
-            points = " ".join(f"{a},{b}" for a, b in zip(seg_x.tolist(), seg_y.tolist()))
+            xy = np.empty(2 * seg_x.size)
+            xy[0::2], xy[1::2] = seg_x, seg_y
+            points = ("%.1f,%.1f " * seg_x.size % tuple(xy.tolist()))[:-1]   # fastest in C
             out.append(f'<polyline class="series" data-label="{html.escape(label)}" '
                        f'points="{points}" fill="none" stroke="{color}" stroke-width="1.4">'
                        f"<title>{html.escape(label)}</title></polyline>")
