@@ -5,7 +5,8 @@ checked), then both run the same inputs at batch 1 and batch 32.  Printed: media
 each, and the ratio onnxruntime / torch eager (below 1: ONNX Runtime is faster), timed in
 alternation.  Both use every core (torch's and ONNX Runtime's default thread pools).
 
-    .venv/bin/python bench/bench_onnx.py [--repeat-1 30] [--repeat-32 5] [--json out.json]
+    .venv/bin/python bench/bench_onnx.py [--repeat-1 30] [--repeat-32 5] [--threads N]
+                                         [--json bench/results/onnx.json]
 """
 from __future__ import annotations
 
@@ -46,9 +47,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat-1", type=int, default=30, help="timed runs at batch 1")
     p.add_argument("--repeat-32", type=int, default=5, help="timed runs at batch 32")
+    p.add_argument("--threads", type=int, default=0,
+                   help="threads for both (default 0: each library's default, all cores)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=2).eval()  # no downloads
     example = torch.randn(1, 3, 224, 224)
@@ -56,10 +61,11 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         info = export_module(model, example, Path(tmp) / "onnx")
         export_s = time.perf_counter() - start
-        session = _session(Path(tmp) / "onnx" / "model.onnx")
+        session = _session(Path(tmp) / "onnx" / "model.onnx", threads=args.threads)
         name = session.get_inputs()[0].name
         results = {"model": "resnet18 (random init, 2 classes)", "input": "3x224x224",
-                   "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                   "cpus": os.cpu_count(), "threads": args.threads or "default",
+                   "torch_threads": torch.get_num_threads(),
                    "torch": torch.__version__, "onnxruntime": info["onnxruntime"],
                    "opset": info["opset"], "exporter": info["exporter"],
                    "export_and_check_s": round(export_s, 2),

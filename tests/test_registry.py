@@ -192,6 +192,19 @@ def test_registration_is_atomic(trained, monkeypatch):
     assert run1.register_model("atomic", "outputs/model.pt").version == 2
 
 
+def test_concurrent_registrations_get_distinct_versions(trained):
+    """Four registrations of one name at once (threads, each with its own connection)."""
+    from concurrent.futures import ThreadPoolExecutor
+    ws, (run1, run2) = trained
+    with ThreadPoolExecutor(4) as pool:
+        versions = list(pool.map(
+            lambda i: (run1, run2)[i % 2].register_model("racing", "outputs/model.pt").version,
+            range(4)))
+    assert sorted(versions) == [1, 2, 3, 4]
+    for v in versions:
+        assert ws.model("racing", version=v).verify()
+
+
 def test_bad_names_and_unknown_versions(trained):
     ws, (run1, _) = trained
     with pytest.raises(ValueError, match="model name 'my model' is not allowed"):

@@ -152,10 +152,11 @@ def export_module(module, example_input: Any, folder: str | Path, *,
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
 
 
-def _session(path: Path):
+def _session(path: Path, threads: int = 0):
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: warnings go to stderr otherwise
+    options.intra_op_num_threads = threads  # 0: ONNX Runtime's default (all cores)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
