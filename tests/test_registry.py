@@ -372,3 +372,33 @@ def test_train_magic_registers_and_the_run_summary_shows_it(tmp_path):
     result = shell.run_cell(f"%%train --target local --workspace {ws_path} --register "
                             "'bad/name'\nx = 1\n")
     assert "is not allowed" in str(result.error_in_exec)
+
+
+def test_register_and_card_in_a_real_kernel(tmp_path):
+    """A notebook run by a real kernel: `%%train --register`, then the version's card."""
+    import nbformat
+    from nbclient import NotebookClient
+    code = nbformat.v4.new_code_cell
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        code(f"%load_ext celltrain\n%train config workspace={tmp_path / 'ws'} target=local\n"
+             "import os, torch\nfrom celltrain import Workspace"),
+        code("%%train --register kernel-birds --model-path outputs/model.pt\n"
+             "log('accuracy', 0.75)\nos.makedirs('outputs', exist_ok=True)\n"
+             "torch.save(torch.nn.Linear(3, 2).state_dict(), 'outputs/model.pt')"),
+        code(f"ws = Workspace({str(tmp_path / 'ws')!r})\nm = ws.model('kernel-birds')\n"
+             "m.set_alias('production')\nm"),
+        code("ws.models()"),
+    ]
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    printed = "".join(o.get("text", "") for o in nb.cells[1].outputs
+                      if o["output_type"] == "stream")
+    assert "registered kernel-birds version 1 from run" in printed
+    card = next(o["data"]["text/html"] for o in nb.cells[2].outputs
+                if o["output_type"] == "execute_result")
+    for part in ("kernel-birds", "v1", "production", "accuracy = 0.75", "model.pt"):
+        assert part in card, part
+    table = next(o["data"]["text/html"] for o in nb.cells[3].outputs
+                 if o["output_type"] == "execute_result")
+    assert "production-&gt;v1" in table
