@@ -15,6 +15,8 @@ from celltrain import Workspace
 from celltrain.dockerutil import LABEL_WORKSPACE
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Spare supervisors (see celltrain.supervisor.spare) leave soon after each test's workspace idles.
+os.environ.setdefault("CELLTRAIN_SPARE_IDLE", "15")
 OFFLINE_BASE = "celltrain/base:offline"
 
 
@@ -55,10 +57,10 @@ def docker_workspace(workspace, docker_client, offline_image):
     """A workspace whose containers are removed after the test, whatever happened."""
     import docker
     yield workspace
-    for c in docker_client.containers.list(all=True,
-                                           filters={"label": f"{LABEL_WORKSPACE}={workspace.path}"}):
+    label = {"label": f"{LABEL_WORKSPACE}={workspace.path}"}
+    for container_id in docker_client.api.containers(all=True, quiet=True, filters=label):
         try:
-            c.remove(force=True)
+            docker_client.api.remove_container(container_id["Id"], force=True)
         except docker.errors.APIError:  # already gone, or its supervisor is removing it
             pass
 

@@ -1,6 +1,7 @@
 """Running a run in a detached Docker container.
 
-The container gets the code snapshot copied in (not mounted, so the snapshot stays what ran),
+The container gets the code snapshot mounted read-only and copied into its workdir (so the
+snapshot stays what ran),
 the telemetry folder mounted read-write, data mounts read-only, ``no-new-privileges``, a 2 GB
 ``/dev/shm`` for DataLoader workers, and never the Docker socket.  ``./outputs`` and ``./logs``
 are copied back at the end, from a stopped container too, so a failed run keeps its checkpoints.
@@ -11,6 +12,7 @@ import io
 import json
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 from . import dockerutil
@@ -23,7 +25,11 @@ WORKDIR = "/celltrain-run/src"
 TELEMETRY_IN_CONTAINER = "/celltrain-run/telemetry"
 LIB_IN_CONTAINER = "/celltrain-lib"
 COPY_BACK = ("outputs", "logs")
-PYTHON = 'exec "$(command -v python3 || command -v python)" -u "$@"'
+SNAPSHOT_IN_CONTAINER = "/celltrain-run/snapshot"
+# Copy the read-only snapshot into the writable workdir, then run the script with the image's
+# Python.  (A bind mount plus cp is several times faster than put_archive into the rootfs.)
+PYTHON = (f'cp -a {SNAPSHOT_IN_CONTAINER}/. . && '
+          'exec "$(command -v python3 || command -v python)" -u "$@"')
 
 
 class DockerBackend:
@@ -49,7 +55,8 @@ class DockerBackend:
         telemetry = self.run_dir / TELEMETRY_DIR
         telemetry.mkdir(parents=True, exist_ok=True)
         telemetry.chmod(0o777)  # the container's user may not be ours
-        volumes = {str(telemetry): {"bind": TELEMETRY_IN_CONTAINER, "mode": "rw"}}
+        volumes = {str(telemetry): {"bind": TELEMETRY_IN_CONTAINER, "mode": "rw"},
+                   str(self.run_dir / "snapshot"): {"bind": SNAPSHOT_IN_CONTAINER, "mode": "ro"}}
         for name in opts.get("lib_packages", ["celltrain"]):
             folder = Path(__import__(name).__file__).resolve().parent
             volumes[str(folder)] = {"bind": f"{LIB_IN_CONTAINER}/{name}", "mode": "ro"}
@@ -78,8 +85,6 @@ class DockerBackend:
         if opts.get("network"):
             kwargs["network_mode"] = opts["network"]
         self.container = self.client.containers.create(image, **kwargs)
-        self.container.put_archive("/", _tar_folder(self.run_dir / "snapshot",
-                                                    WORKDIR.lstrip("/")))
         return self.container.id
 
     def launch(self, handle: str) -> None:
@@ -100,23 +105,30 @@ class DockerBackend:
             return False
 
     def stream_output(self, handle: str, resumed: bool) -> threading.Thread:
-        """Append the container's output to output.log (and stderr.log) as it comes."""
-        self.resumed = resumed
+        """Follow the container's log into output.log (both streams) and stderr.log.
 
-        def pump():
-            stream = self.client.api.attach(handle, stdout=True, stderr=True, stream=True,
-                                            logs=not resumed, demux=True)
-            with open(self.run_dir / OUTPUT_LOG, "ab") as out, \
-                    open(self.run_dir / STDERR_LOG, "ab") as err:
-                for stdout, stderr in stream:
-                    if stdout:
-                        out.write(stdout)
-                    if stderr:
-                        out.write(stderr)
-                        err.write(stderr)
-                    out.flush()
-                    err.flush()
-        thread = threading.Thread(target=pump, daemon=True, name="celltrain-output")
+        Docker's own log is followed rather than attaching: attach can drop output written
+        between its replay and the live stream.  A resumed supervisor takes only what is new
+        (``since``); at the end collect() rewrites both files from the complete log.
+        """
+        self.resumed = resumed
+        since = int(time.time()) if resumed else None
+
+        def follow(name: str, stdout: bool):
+            stream = self._get(handle).logs(stdout=stdout, stderr=True, stream=True,
+                                            follow=True, since=since)
+            with open(self.run_dir / name, "ab") as f:
+                for chunk in stream:
+                    f.write(chunk)
+                    f.flush()
+
+        def both():
+            err = threading.Thread(target=follow, args=(STDERR_LOG, False), daemon=True)
+            err.start()
+            follow(OUTPUT_LOG, True)
+            err.join(timeout=5)
+
+        thread = threading.Thread(target=both, daemon=True, name="celltrain-output")
         thread.start()
         return thread
 
@@ -153,13 +165,6 @@ class DockerBackend:
             self._get(handle).remove(force=True)
         except docker.errors.APIError:  # gone already, or being removed by someone else
             pass
-
-
-def _tar_folder(folder: Path, prefix: str) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(folder, arcname=prefix)
-    return buf.getvalue()
 
 
 def _extract(data: bytes, dest: Path) -> None:

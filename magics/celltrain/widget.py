@@ -42,6 +42,7 @@ LOG_LINES_LONG = 400         # in the expanded log
 MAX_PANELS = 12
 LINGER_S = 600.0             # after the end, keep looking for a registered model this long
 LINGER_POLL_S = 1.0
+UI_POLL_S = 0.05             # while a cell waits: how often widget clicks are handled
 
 STATUS_COLORS = {
     states.QUEUED: "#6b7280", states.PREPARING: "#b45309", states.STARTING: "#b45309",
@@ -538,8 +539,38 @@ class RunWidget:
             child.close()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the run ended and its final state is drawn; False on timeout."""
-        return self._final_drawn.wait(timeout)
+        """Block until the run ended and its final state is drawn; False on timeout.
+
+        Waiting in a cell blocks the kernel, and with it every widget click (they arrive as
+        messages the kernel handles between cells).  So in a kernel this wait keeps handling
+        widget messages (``jupyter_ui_poll``): Cancel works while ``%%train`` waits.  Code
+        sent meanwhile runs after the cell, in order, as usual.
+        """
+        if not self._polls_ui():
+            return self._final_drawn.wait(timeout)
+        from jupyter_ui_poll import ui_events
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with ui_events() as handle_ui_messages:
+            while not self._final_drawn.is_set():
+                handle_ui_messages(10)
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                self._final_drawn.wait(UI_POLL_S if deadline is None
+                                       else max(0.0, min(UI_POLL_S,
+                                                         deadline - time.monotonic())))
+        return self._final_drawn.is_set()
+
+    def _polls_ui(self) -> bool:
+        """In a kernel's main thread, with a view that clicks can come from."""
+        if threading.current_thread() is not threading.main_thread() or not self._displayed:
+            return False
+        try:
+            from IPython import get_ipython
+            import jupyter_ui_poll  # noqa: F401
+        except ImportError:
+            return False
+        shell = get_ipython()
+        return getattr(shell, "kernel", None) is not None
 
     def cancel(self) -> str:
         """Cancel the run without waiting for it to stop (the Cancel button)."""

@@ -12,6 +12,7 @@ import re
 import secrets
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -26,6 +27,8 @@ WORKSPACE_ENV = "CELLTRAIN_WORKSPACE"
 DEFAULT_DIR = ".celltrain"
 TARGETS = ("docker", "local")
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+# A spare supervisor per workspace makes the next submission start ~0.5 s sooner.
+SPARES = os.environ.get("CELLTRAIN_SPARE", "1") != "0"
 
 
 def default_path() -> Path:
@@ -90,15 +93,30 @@ class Workspace:
         return adopted
 
     def spawn_supervisor(self, run_id: str) -> None:
+        """Give the run a supervisor: the waiting spare if there is one, else a new process."""
+        from .supervisor import hand_to_spare
         run_dir = self.store.run_dir(run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
+        taken = False
+        if hand_to_spare(self.path, run_id):
+            deadline = time.monotonic() + 2.0
+            while not taken and time.monotonic() < deadline:
+                taken = supervisor_alive(run_dir)
+                time.sleep(0 if taken else 0.01)
+        if not taken:
+            self._spawn(["celltrain.supervisor", str(self.path), run_id],
+                        run_dir / "supervisor.log")
+        if SPARES:
+            self._spawn(["celltrain.supervisor", "--spare", str(self.path)], os.devnull)
+
+    def _spawn(self, args: list[str], stderr_path) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH"))
                                             if p)
-        with open(run_dir / "supervisor.log", "a") as err:
-            subprocess.Popen([sys.executable, "-m", "celltrain.supervisor", str(self.path),
-                              run_id], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=err, env=env, start_new_session=True, close_fds=True)
+        with open(stderr_path, "a") as err:
+            subprocess.Popen([sys.executable, "-m", *args], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=err, env=env,
+                             start_new_session=True, close_fds=True, cwd=str(self.path))
 
     # -- views -------------------------------------------------------------------------------
     def runs_table(self, **kwargs):

@@ -44,9 +44,10 @@ class CelltrainHandler(APIHandler):
             raise tornado.web.HTTPError(e.status, str(e), reason=type(e).__name__) from None
 
     def send(self, data, status: int = 200) -> None:
+        """Write ``data`` as JSON (a ``str`` is JSON text already)."""
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(data))
+        self.finish(data if isinstance(data, str) else json.dumps(data))
 
     # -- query arguments: a bad one is a 400 that echoes it ---------------------------------------
     def int_arg(self, name: str, default: int | None) -> int | None:
@@ -84,7 +85,7 @@ class RunsHandler(CelltrainHandler):
             raise tornado.web.HTTPError(400, f"order takes asc or desc, not {order!r}",
                                         reason="BadRequest")
         page = await self.call(
-            self.manager.list_runs, experiment=self.get_query_argument("experiment", None) or None,
+            self.manager.list_runs_json, experiment=self.get_query_argument("experiment", None) or None,
             status=self.list_arg("status"), sort=self.get_query_argument("sort", "created"),
             descending=order == "desc", limit=self.int_arg("limit", 100),
             offset=self.int_arg("offset", 0))
