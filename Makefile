@@ -9,7 +9,7 @@ PIP := $(VENV)/bin/pip
 # The kernel's torch; the offline base image installs the same versions.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv docker images extension demo test bench clean-containers
+.PHONY: venv docker images extension browser demo test bench clean-containers
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -41,6 +41,12 @@ extension: magics/celltrain/labextension/package.json
 docker:
 	@bash .ci/ensure-docker
 
+# Debian's Chromium, for the browser tests (Playwright drives the system browser).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "Chromium is missing: apt-get install chromium (the browser tests need it)"
+
 # The offline base image (Debian packages + the kernel's torch), cached by content hash.
 images: venv docker
 	$(VENV)/bin/celltrain base-image
@@ -48,7 +54,7 @@ images: venv docker
 demo: images extension
 	$(PY) -m celltrain.demo
 
-test: images extension
+test: images extension browser
 	$(VENV)/bin/pytest -q
 
 bench: images
