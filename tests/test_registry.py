@@ -154,6 +154,8 @@ def test_wrong_path_lists_the_files_that_exist_and_writes_nothing(trained):
     assert "could not find 'model.pt'" in message
     assert "Did you mean 'outputs/model.pt'" in message
     assert "outputs/full.pt" in message and "outputs/checkpoint/weights.pth" in message
+    with pytest.raises(ModelRegistrationError, match="Did you mean 'outputs/model.pt'"):
+        run1.register_model("pathless", path="/celltrain-run/src/outputs/model.pt")
     for bad in ("/etc/passwd", "../../celltrain.db", ""):
         with pytest.raises(ModelRegistrationError, match="relative to the run's folder"):
             run1.register_model("pathless", path=bad)

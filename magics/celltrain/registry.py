@@ -116,9 +116,12 @@ def _resolve_run_path(run: "Run", path: str | os.PathLike) -> Path:
     root = run.folder.resolve()
     source = (root / rel).resolve() if text else root
     if rel.is_absolute() or not text or not source.is_relative_to(root) or source == root:
+        # e.g. the container's /celltrain-run/src/outputs/model.pt: say what it is called here
+        same = [f for f in run.files() if text.endswith("/" + f)] if text else []
+        hint = f" Did you mean {same[-1]!r}?" if same else ""
         raise ModelRegistrationError(
             f"model path {text!r} must be relative to the run's folder, e.g. "
-            "'outputs/model.pt' (what the script saved in ./outputs)")
+            f"'outputs/model.pt' (what the script saved in ./outputs).{hint}")
     if source.exists():
         return source
     files = run.files()
