@@ -208,6 +208,13 @@ def _docker_reason(e: BaseException) -> str:
                 "NVIDIA Container Toolkit and restart dockerd, or run with gpus='none'")
     if isinstance(e, CelltrainError):
         return text
+    try:
+        import requests
+        if isinstance(e, requests.exceptions.ConnectionError):
+            return (f"Docker became unreachable ({text[:200]}): start the engine again; the "
+                    "run's container may still exist (docker ps -a --filter label=celltrain.run)")
+    except ImportError:
+        pass
     return f"{type(e).__name__}: {text}"
 
 
