@@ -77,9 +77,10 @@ def check_size(source: Path, files: list[tuple[Path, str, int]], limit_mb: float
         f"submit(..., mounts={{'/host/data': '/data'}}), or raise snapshot_limit_mb.")
 
 
-def snapshot(source: Path, dest: Path, limit_mb: float = DEFAULT_LIMIT_MB) -> int:
-    """Copy the source folder into ``dest``; returns the number of files."""
-    files = collect(source)
+def snapshot(source: Path, dest: Path, limit_mb: float = DEFAULT_LIMIT_MB,
+             files: list[tuple[Path, str, int]] | None = None) -> int:
+    """Copy the source folder (or the already collected ``files``) into ``dest``."""
+    files = collect(source) if files is None else files
     check_size(source, files, limit_mb)
     for full, rel, _ in files:
         target = dest / rel

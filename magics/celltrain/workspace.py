@@ -215,14 +215,15 @@ class Experiment:
         store = self.workspace.store
         # Check the snapshot size before the run exists: a refused submission leaves nothing.
         from .snapshot import check_size, collect
-        check_size(source, collect(source), snapshot_limit_mb)
+        files = collect(source)
+        check_size(source, files, snapshot_limit_mb)
         record = store.create_run(
             self.name, run_id_for=new_run_id, status=states.QUEUED, target=target,
             script=script, args=[str(a) for a in args], params=dict(params or {}),
             tags=dict(tags or {}), environment=environment.to_dict(), options=options)
         run_id = record["id"]
         try:
-            snapshot(source, store.run_dir(run_id) / "snapshot", limit_mb=float("inf"))
+            snapshot(source, store.run_dir(run_id) / "snapshot", snapshot_limit_mb, files)
         except Exception as e:
             store.set_status(run_id, states.FAILED, reason=f"could not snapshot {source}: {e}")
             raise
