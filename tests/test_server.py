@@ -148,6 +148,15 @@ async def test_runs_filter_sort_and_pages(jp_fetch, filled):
     assert one["progress"] is None or isinstance(one["progress"], dict)
 
 
+def test_nan_in_params_comes_out_as_null(tmp_path):
+    ws = Workspace(tmp_path / "ws", reconcile=False)
+    ws.store.create_run("odd", run_id_for=new_run_id, status=states.COMPLETED,
+                        params={"lr": float("nan"), "note": "fine"})
+    text = CelltrainManager(ws.path).list_runs_json()
+    assert json.loads(text)["runs"][0]["params"] == {"lr": None, "note": "fine"}
+    assert "NaN" not in text
+
+
 @pytest.mark.parametrize("param, value", [("sort", "colour"), ("order", "sideways"),
                                           ("status", "Sleeping"), ("limit", "lots"),
                                           ("limit", "0"), ("offset", "-3")])

@@ -319,29 +319,36 @@ class CelltrainManager:
     def _series_buckets(self, run_id: str, name: str, lo: int, hi: int,
                         max_points: int) -> dict[str, Any]:
         """Min and max of each of ``max_points // 2`` buckets of consecutive points, computed in
-        SQLite (two aggregates per row, no Python objects per point).  The bucket's x is the step
-        of its first point; its max is placed halfway to the next bucket."""
-        conn = self.store.conn
+        SQLite (two aggregates per row, no Python objects per point).  A bucket's x is the step
+        of its first point; its max is placed halfway to the next."""
         buckets = max_points // 2
         span = hi - lo + 1
         edges = [lo + (span * i) // buckets for i in range(buckets + 1)]
+        stats = self._bucket_stats(run_id, name, list(zip(edges[:-1], edges[1:])))
+        conn = self.store.conn
+        last_step = conn.execute("SELECT step FROM metrics WHERE id=?", (hi,)).fetchone()[0]
+        x: list = []
+        y: list = []
+        for i, (_, step, vmin, vmax, _n) in enumerate(stats):
+            following = stats[i + 1][1] if i + 1 < len(stats) else last_step
+            x += [step, (step + following) / 2]
+            y += [vmin, vmax]
+        return {"name": name, "count": sum(r[4] for r in stats), "downsampled": True,
+                "x": x, "y": _finite(y)}
+
+    def _bucket_stats(self, run_id: str, name: str, ranges: list[tuple[int, int]]) -> list:
+        conn = self.store.conn
         agg = ("SELECT MIN(value), MAX(value), COUNT(*) FROM metrics "
                "WHERE run_id=? AND name=? AND id >= ? AND id < ?")
         first = ("SELECT step FROM metrics WHERE run_id=? AND name=? AND id >= ? "
                  "ORDER BY id LIMIT 1")
-        x, y, count, starts = [], [], 0, []
-        for a, b in zip(edges[:-1], edges[1:]):
+        out = []
+        for a, b in ranges:
             vmin, vmax, n = conn.execute(agg, (run_id, name, a, b)).fetchone()
-            if not n:
-                continue
-            count += n
-            starts.append((conn.execute(first, (run_id, name, a)).fetchone()[0], vmin, vmax))
-        last_step = conn.execute("SELECT step FROM metrics WHERE id=?", (hi,)).fetchone()[0]
-        for i, (step, vmin, vmax) in enumerate(starts):
-            following = starts[i + 1][0] if i + 1 < len(starts) else last_step
-            x += [step, (step + following) / 2]
-            y += [vmin, vmax]
-        return {"name": name, "count": count, "downsampled": True, "x": x, "y": _finite(y)}
+            if n:
+                out.append((a, conn.execute(first, (run_id, name, a)).fetchone()[0],
+                            vmin, vmax, n))
+        return out
 
     # -- logs and files --------------------------------------------------------------------------
     def logs(self, run_id: str, file: str = "output", offset: int | None = None,
