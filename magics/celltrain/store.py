@@ -121,6 +121,12 @@ assert len(MIGRATIONS) == SCHEMA_VERSION
 JSON_COLUMNS = ("args", "params", "tags", "environment", "options", "progress")
 
 
+def _encode(fields: dict[str, Any]) -> dict[str, Any]:
+    """JSON columns as text, the rest as given."""
+    return {k: json.dumps(v) if k in JSON_COLUMNS and v is not None else v
+            for k, v in fields.items()}
+
+
 def _decode_run(row: sqlite3.Row) -> dict[str, Any]:
     out = dict(row)
     for key in JSON_COLUMNS:
@@ -213,9 +219,7 @@ class Store:
         """Insert a run with the next per-experiment number; ``run_id_for(name, n)`` makes its id."""
         exp_id = self.experiment_id(experiment)
         now = time.time()
-        for key in JSON_COLUMNS:
-            if key in fields:
-                fields[key] = json.dumps(fields[key])
+        fields = _encode(fields)
         with self.write() as conn:
             number = conn.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM runs "
                                   "WHERE experiment_id=?", (exp_id,)).fetchone()[0]
@@ -276,9 +280,7 @@ class Store:
         return self.conn.execute(sql, args).fetchone()[0]
 
     def update_run(self, run_id: str, **fields: Any) -> None:
-        for key in JSON_COLUMNS:
-            if key in fields and fields[key] is not None:
-                fields[key] = json.dumps(fields[key])
+        fields = _encode(fields)
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self.write() as conn:
             conn.execute(f"UPDATE runs SET {sets} WHERE id = ?", (*fields.values(), run_id))
@@ -287,9 +289,7 @@ class Store:
                    **fields: Any) -> None:
         """Record a state change and its time; the history is append-only."""
         now = time.time()
-        for key in JSON_COLUMNS:
-            if key in fields and fields[key] is not None:
-                fields[key] = json.dumps(fields[key])
+        fields = _encode(fields)
         fields["status"] = status
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self.write() as conn:
