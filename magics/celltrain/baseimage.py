@@ -18,7 +18,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from .environment import OFFLINE_BASE, _present, build_in_container
+from .environment import OFFLINE_BASE, build_in_container, image_present
 
 DEBIAN_PACKAGES = ["python3", "python3-venv", "ca-certificates", "procps"]
 BASE_FORMAT = 2
@@ -57,7 +57,7 @@ def base_tag(suite: str, pip: list[str]) -> str:
 
 def debian_image(client, suite: str, log) -> str:
     tag = f"celltrain/debian:{suite}"
-    if _present(client, tag):
+    if image_present(client, tag):
         log(f"{tag} is present")
         return tag
     if shutil.which("debootstrap") is None:
@@ -86,7 +86,7 @@ def build_offline_base(client, suite: str = "bookworm", pip: list[str] | None = 
     """Build (or reuse) the offline base image and point celltrain/base:offline at it."""
     pip = list(pip) if pip is not None else torch_requirements() + ["numpy", "pillow"]
     tag = base_tag(suite, pip)
-    if _present(client, tag):
+    if image_present(client, tag):
         log(f"{tag} is present (cached by content hash)")
     else:
         debian = debian_image(client, suite, log)

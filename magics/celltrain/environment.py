@@ -125,11 +125,11 @@ def resolve_base(client, requested: str | None, notify: Callable[[str], None],
     """
     import docker
     name = requested or default_base_image()
-    if _present(client, name):
+    if image_present(client, name):
         return name
     failed = _read_json(pull_failures)
     if (requested is None and time.time() - failed.get(name, 0) < PULL_RETRY_S
-            and _present(client, OFFLINE_BASE)):
+            and image_present(client, OFFLINE_BASE)):
         notify(f"notice: {name} could not be pulled recently; using the offline base image "
                f"{OFFLINE_BASE}")
         return OFFLINE_BASE
@@ -142,7 +142,7 @@ def resolve_base(client, requested: str | None, notify: Callable[[str], None],
         if pull_failures is not None:
             failed[name] = time.time()
             _write_json(pull_failures, failed)
-        if requested is None and _present(client, OFFLINE_BASE):
+        if requested is None and image_present(client, OFFLINE_BASE):
             notify(f"notice: cannot pull {name} ({_first_line(e)}); using the offline base "
                    f"image {OFFLINE_BASE} instead")
             return OFFLINE_BASE
@@ -166,7 +166,7 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _present(client, name: str) -> bool:
+def image_present(client, name: str) -> bool:
     import docker
     try:
         client.images.get(name)
@@ -244,7 +244,7 @@ def ensure_image(client, env: Environment, log_path: Path,
         return base, image.id, False
     base_id = client.images.get(base).id
     tag = f"{ENV_REPO}:{env.content_hash(base_id)[:20]}"
-    if _present(client, tag):
+    if image_present(client, tag):
         notify(f"image cached: {tag}")
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text(f"# image cached: {tag} (content hash of base, pip, apt, setup)\n")
