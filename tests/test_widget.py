@@ -13,7 +13,7 @@ import time
 import nbformat
 import pytest
 
-from celltrain import Environment, Workspace
+from celltrain import Environment, Workspace, states
 from celltrain.widget import MAX_DISPLAY_POINTS, RunWidget, best_value, last_traceback, \
     panel_key, show_run
 
@@ -48,6 +48,15 @@ class FakeClock:
 
     def __call__(self):
         return self.now
+
+
+@pytest.fixture(autouse=True)
+def no_run_left_behind(request):
+    """Runs that loop forever are canceled whatever the test's outcome."""
+    ws = request.getfixturevalue("workspace") if "workspace" in request.fixturenames else None
+    yield
+    for run in ws.runs(status=states.ACTIVE) if ws is not None else ():
+        run.cancel(grace=1, wait=False)
 
 
 def wait_for(predicate, timeout=30.0, step=0.05):
@@ -154,6 +163,50 @@ def test_cancel_button_cancels_the_run(workspace, make_source):
         assert "Canceled" in w.header.value and "canceled by the user" in w.header.value
     finally:
         w.close()
+
+
+def test_cancel_click_is_handled_while_a_cell_waits(workspace, make_source, tmp_path):
+    """In a real kernel a cell blocks in w.wait() (as %%train does); the front end's click
+    message for Cancel still cancels the run, and code sent meanwhile runs after the cell."""
+    from jupyter_client.manager import start_new_kernel
+    src = make_source(FOREVER)
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+
+    def execute(code, during=None):
+        msg_id, outputs, acted, started = kc.execute(code), [], False, time.monotonic()
+        while True:
+            if during and not acted and time.monotonic() - started > 2:
+                during()
+                acted = True
+            try:
+                msg = kc.get_iopub_msg(timeout=0.5)
+            except Exception:
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream":
+                outputs.append(msg["content"]["text"].strip())
+            elif msg["msg_type"] == "error":
+                raise AssertionError(msg["content"]["evalue"])
+            elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return outputs
+    try:
+        execute(f"from celltrain import Workspace\nws = Workspace({str(workspace.path)!r})\n"
+                f"run = ws.experiment('k').submit('train.py', {str(src)!r}, target='local')\n"
+                "w = run.show()")
+        button = execute("print(w.cancel_button.model_id)")[0]
+
+        def click():   # exactly what ipywidgets' front end sends for a Button click
+            kc.shell_channel.send(kc.session.msg("comm_msg", {
+                "comm_id": button, "data": {"method": "custom", "content": {"event": "click"}}}))
+        started = time.monotonic()
+        out = execute("print('waited', w.wait(120), run.status)", during=click)
+        assert out == ["waited True Canceled"]
+        assert time.monotonic() - started < 60, "canceled long before the wait's timeout"
+        assert execute("print(1 + 1)") == ["2"], "the kernel goes on as usual"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
 
 
 def test_failed_run_shows_reason_and_traceback(workspace, make_source):

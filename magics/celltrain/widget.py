@@ -25,6 +25,7 @@ import re
 import secrets
 import threading
 import time
+from concurrent.futures import Future
 from typing import Any, Callable
 
 import numpy as np
@@ -42,7 +43,6 @@ LOG_LINES_LONG = 400         # in the expanded log
 MAX_PANELS = 12
 LINGER_S = 600.0             # after the end, keep looking for a registered model this long
 LINGER_POLL_S = 1.0
-UI_POLL_S = 0.05             # while a cell waits: how often widget clicks are handled
 
 STATUS_COLORS = {
     states.QUEUED: "#6b7280", states.PREPARING: "#b45309", states.STARTING: "#b45309",
@@ -156,6 +156,55 @@ class _Series:
     @property
     def times(self) -> np.ndarray:
         return self._data[2, :self.n]
+
+
+_subshell: list[str] = []     # this kernel's subshell for widget messages, made once
+
+
+def kernel_subshell() -> str | None:
+    """A kernel subshell (ipykernel 7) that handles the widget's clicks; None without one.
+
+    A cell that waits for a run (``%%train``, ``w.wait()``) blocks the kernel's main shell, and
+    widget clicks are messages the main shell would only handle after the cell.  A subshell is
+    a second shell thread; the kernel routes a comm's messages to the subshell the comm names,
+    so Cancel and the chart toggles work while a cell waits.
+    """
+    if _subshell:
+        return _subshell[0]
+    try:
+        from IPython import get_ipython
+        kernel = get_ipython().kernel
+        channel = kernel.shell_channel_thread
+        create = channel.manager._create_subshell
+    except AttributeError:
+        return None
+    if channel is None:
+        return None
+    made: Future = Future()
+
+    def make():          # must run on the shell channel thread
+        try:
+            made.set_result(create())
+        except BaseException as e:
+            made.set_exception(e)
+    channel.io_loop.add_callback(make)
+    try:
+        _subshell.append(made.result(timeout=10))
+    except Exception:
+        return None
+    return _subshell[0]
+
+
+def route_to_subshell(widgets) -> bool:
+    """Have the kernel hand these widgets' messages to the subshell (where there is one)."""
+    subshell = kernel_subshell()
+    if subshell is None:
+        return False
+    for widget in widgets:
+        comm = getattr(widget, "comm", None)
+        if comm is not None and hasattr(comm, "_reply_subshell_for"):
+            comm._reply_subshell_for = lambda data, default, _id=subshell: _id
+    return True
 
 
 # -- the model ---------------------------------------------------------------------------------
@@ -401,7 +450,7 @@ def summary_html(summary: dict) -> str:
         parts.append("<div><b>Output files:</b> " + ", ".join(
             f"<code>{html.escape(f)}</code>" for f in shown)
             + (f" and {more} more" if more > 0 else "") + "</div>")
-    if summary["reason"] and summary["status"] != states.COMPLETED:
+    if summary["reason"] and summary["status"] == states.FAILED:
         parts.append(f"<div><b>Reason:</b><pre style='white-space:pre-wrap;margin:2px 0'>"
                      f"{html.escape(summary['reason'])}</pre></div>")
     if summary["traceback"]:
@@ -508,6 +557,7 @@ class RunWidget:
         self._displayed = True
         if get_ipython() is None:       # plain Python: nothing to show it in
             return self
+        route_to_subshell([self.cancel_button, self.x_axis, self.log_y, self.log_box])
         display({"application/vnd.jupyter.widget-view+json": {
                     "version_major": 2, "version_minor": 0, "model_id": self.widget.model_id},
                  "text/plain": f"celltrain run {self.run.id}: live view (needs the kernel); "
@@ -539,38 +589,8 @@ class RunWidget:
             child.close()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the run ended and its final state is drawn; False on timeout.
-
-        Waiting in a cell blocks the kernel, and with it every widget click (they arrive as
-        messages the kernel handles between cells).  So in a kernel this wait keeps handling
-        widget messages (``jupyter_ui_poll``): Cancel works while ``%%train`` waits.  Code
-        sent meanwhile runs after the cell, in order, as usual.
-        """
-        if not self._polls_ui():
-            return self._final_drawn.wait(timeout)
-        from jupyter_ui_poll import ui_events
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with ui_events() as handle_ui_messages:
-            while not self._final_drawn.is_set():
-                handle_ui_messages(10)
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-                self._final_drawn.wait(UI_POLL_S if deadline is None
-                                       else max(0.0, min(UI_POLL_S,
-                                                         deadline - time.monotonic())))
-        return self._final_drawn.is_set()
-
-    def _polls_ui(self) -> bool:
-        """In a kernel's main thread, with a view that clicks can come from."""
-        if threading.current_thread() is not threading.main_thread() or not self._displayed:
-            return False
-        try:
-            from IPython import get_ipython
-            import jupyter_ui_poll  # noqa: F401
-        except ImportError:
-            return False
-        shell = get_ipython()
-        return getattr(shell, "kernel", None) is not None
+        """Block until the run ended and its final state is drawn; False on timeout."""
+        return self._final_drawn.wait(timeout)
 
     def cancel(self) -> str:
         """Cancel the run without waiting for it to stop (the Cancel button)."""

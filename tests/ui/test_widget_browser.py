@@ -2,7 +2,8 @@
 
 It renders (core widgets only, no front-end code of ours), its chart gains points while the
 container runs, the static copy for saved notebooks stays hidden next to the live widget, and
-clicking Cancel ends the run Canceled.
+clicking Cancel ends the run Canceled, also while the cell still waits for the run (the
+widget's clicks go to a kernel subshell).
 """
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def test_widget_renders_updates_live_and_cancels(docker_workspace, lab_server, p
             "train.py", {str(src)!r}, gpus="none",
             environment=Environment(base_image="celltrain/base:offline"))
         w = run.show()
-        print("submitted", run.id)"""))]
+        w.wait()   # the cell blocks, as %%train does: Cancel must still work
+        print("cell finished:", run.status)"""))]
     nbformat.write(nb, root / "widget.ipynb")
 
     page.goto(f"{base}/lab/tree/widget.ipynb?token={token}")
@@ -95,8 +97,11 @@ def _drive(page, docker_workspace, screenshots):
     static.wait_for(state="attached", timeout=10_000)
     assert static.is_hidden()
 
+    assert "[*]" in prompt.inner_text(), "the cell is still waiting for the run"
     page.locator(".celltrain-run button", has_text="Cancel").click()
     page.locator(".celltrain-run", has_text="Canceled").first.wait_for(timeout=90_000)
+    page.locator(".jp-OutputArea-output", has_text="cell finished: Canceled").wait_for(
+        timeout=30_000)
     page.screenshot(path=str(screenshots / "widget-canceled.png"), full_page=True)
     run = Workspace(docker_workspace.path, reconcile=False).run(run_id)
     assert run.status == "Canceled"
