@@ -91,6 +91,7 @@ export class RunPanel extends Widget {
     this.heading.append(statusBadge(d.status),
       h('span', { class: 'ct-panel-title', text: `${d.experiment} #${d.number}` }),
       h('code', { text: d.id }));
+    this.cancelButton.hidden = d.terminal;
     this.cancelButton.disabled = d.terminal || !!d.cancel_requested;
     this.cancelButton.textContent = d.cancel_requested && !d.terminal ? 'Canceling…' : 'Cancel';
     this.insertModelButton.hidden = !d.models.length;

@@ -7,7 +7,7 @@ import { formatNumber } from './chart';
 import { age, h, statusBadge } from './dom';
 import { MissingServerExtension, requestAPI } from './request';
 import { modelSnippet } from './snippets';
-import { IExperiment, IModel, IRunPage, IRunSummary, IWorkspaceInfo } from './types';
+import { IExperiment, IModel, IRunPage, IRunSummary, IWorkspaceInfo, TERMINAL } from './types';
 
 const PAGE = 100;
 
@@ -299,7 +299,7 @@ export function progressLine(run: IRunSummary): HTMLElement | null {
   }
   const fraction = p.total ? Math.min(1, p.n / p.total) : null;
   const text = `${p.desc ? p.desc + ' ' : ''}${p.n}${p.total ? '/' + p.total : ''}` +
-    (p.eta && !p.done ? ` eta ${Math.round(p.eta)}s` : '');
+    (p.eta && !p.done && !TERMINAL.includes(run.status) ? ` eta ${Math.round(p.eta)}s` : '');
   return h('div', { class: 'ct-progress', title: text },
     h('div', { class: 'ct-progress-bar', style: `width:${fraction === null ? 100 : fraction * 100}%` }),
     h('span', { text }));

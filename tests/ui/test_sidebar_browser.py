@@ -146,6 +146,7 @@ def test_sidebar_lists_runs_watches_a_container_run_live_and_cancels_it(lab, pag
     page.wait_for_selector(f'#celltrain-run-{live.id} .ct-panel[data-status="Canceled"]',
                            timeout=90_000)
     assert live.status == states.CANCELED
+    assert panel.locator(".ct-cancel").is_hidden()   # nothing left to cancel
     row.locator('.ct-status[data-status="Canceled"]').wait_for(timeout=UI_TIMEOUT_MS)
     page.screenshot(path=str(screenshots / "run-panel-canceled.png"))
 
