@@ -231,6 +231,24 @@ async def test_logs_from_an_offset(jp_fetch, filled):
     assert error.code == 400 and "abc" in json.loads(error.response.body)["message"]
 
 
+def test_log_reads_stop_before_a_half_written_character(tmp_path):
+    ws = Workspace(tmp_path / "ws", reconcile=False)
+    rec = ws.store.create_run("odd", run_id_for=new_run_id, status=states.RUNNING)
+    log = ws.store.run_dir(rec["id"]) / "output.log"
+    log.parent.mkdir(parents=True)
+    log.write_bytes(b"loss " + "é".encode()[:1])        # the writer is mid-character
+    manager = CelltrainManager(ws.path)
+    first = manager.logs(rec["id"], offset=0)
+    assert first["text"] == "loss " and first["offset"] == 5
+    with open(log, "ab") as f:
+        f.write("é".encode()[1:] + b" ok\n")
+    second = manager.logs(rec["id"], offset=first["offset"])
+    assert second["text"] == "é ok\n" and second["offset"] == 11
+    log.write_bytes(b"rewritten\n")                      # shorter: the reader starts again
+    again = manager.logs(rec["id"], offset=second["offset"])
+    assert again["reset"] and again["text"] == "rewritten\n"
+
+
 async def test_files_list_and_download(jp_fetch, filled):
     run = filled["run"]
     files = {f["path"]: f["size"] for f in (await get(jp_fetch, "runs", run.id, "files"))

@@ -49,11 +49,11 @@ def local_runs(ws, src, lrs=(0.1, 0.5)):
 
 
 @pytest.fixture
-def lab(docker_workspace, monkeypatch, request, tmp_path):
-    """JupyterLab whose server extension shows ``docker_workspace`` (via $CELLTRAIN_WORKSPACE)."""
-    monkeypatch.setenv("CELLTRAIN_WORKSPACE", str(docker_workspace.path))
+def lab(workspace, monkeypatch, request):
+    """JupyterLab whose server extension shows ``workspace`` (via $CELLTRAIN_WORKSPACE)."""
+    monkeypatch.setenv("CELLTRAIN_WORKSPACE", str(workspace.path))
     base, token, root = request.getfixturevalue("lab_server")
-    return base, token, root, docker_workspace
+    return base, token, root, workspace
 
 
 def open_lab(page, base, token, path=""):
@@ -74,7 +74,8 @@ def run_row(page, run_id):
     return page.locator(f'#celltrain-sidebar .ct-run[data-run-id="{run_id}"]')
 
 
-def test_sidebar_lists_runs_watches_a_container_run_live_and_cancels_it(lab, page, tmp_path,
+def test_sidebar_lists_runs_watches_a_container_run_live_and_cancels_it(docker_workspace, lab,
+                                                                         page, tmp_path,
                                                                          screenshots):
     base, token, root, ws = lab
     src = tmp_path / "src"
