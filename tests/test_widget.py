@@ -93,7 +93,9 @@ def test_widget_follows_a_run_to_its_summary(workspace, make_source):
     # train and val of one quantity share a panel; every point is drawn (few enough).
     assert polyline_points(w.chart.value) == {"loss": 30, "val_loss": 30, "acc": 30}
     assert w.chart.value.count("<svg") == 2
-    assert "done" in w.log_short.value
+    assert "done" in w.log_short.value and "step 0" not in w.log_short.value
+    w.log_box.selected_index = 0            # expanding the log shows all of its tail
+    assert "step 0" in w.log_long.value and "done" in w.log_long.value
     # The summary: final and best values, output files.
     assert "outputs/model.pt" in w.summary.value
     summary = w.model.summary()
@@ -311,8 +313,8 @@ def test_static_copy_survives_in_the_saved_notebook(workspace, make_source, tmp_
         nbformat.v4.new_code_cell(
             f"from celltrain import Workspace\nws = Workspace({str(workspace.path)!r})\n"
             f"run = ws.experiment('nb').submit('train.py', {str(src)!r}, target='local')\n"
-            "w = run.show()\nprint('cell output stays')"),
-        nbformat.v4.new_code_cell("assert w.wait(120)\nrun.status"),
+            "print('cell output stays')\nrun.show()"),
+        nbformat.v4.new_code_cell("w = _\nassert w.wait(120)\nrun.status"),
     ]
     NotebookClient(nb, timeout=180, kernel_name="python3", resources={
         "metadata": {"path": str(tmp_path)}}).execute()
@@ -324,7 +326,8 @@ def test_static_copy_survives_in_the_saved_notebook(workspace, make_source, tmp_
                   in o.get("data", {})]
     static_out = [o for o in outputs if o.output_type == "display_data"
                   and "text/html" in o.data and "celltrain-static" in o.data["text/html"]]
-    assert len(widget_out) == 1 and len(static_out) == 1
+    assert len(widget_out) == 1 and len(static_out) == 1, "shown once, not again as the value"
+    assert not [o for o in outputs if o.output_type == "execute_result"]
     static = static_out[0].data
     assert "Completed" in static["text/html"] and "data:image/png;base64," in static["text/html"]
     assert "image/png" in static and "loss: final 0.05" in static["text/plain"]

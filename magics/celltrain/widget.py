@@ -631,9 +631,15 @@ class RunWidget:
             return parts
 
     def _redraw(self, part: str) -> None:
-        self.model.mark(part)
-        if self._thread is None or not self._thread.is_alive():
-            self.refresh()
+        """A toggle changed: the following thread draws it, or it is drawn now."""
+        if (self._thread is not None and self._thread.is_alive()
+                and not self._final_drawn.is_set()):
+            self.model.mark(part)
+            return
+        with self._lock:           # nobody polls often: a click gets its redraw at once
+            self.model.poll()
+            parts, self.model.changed = self.model.changed | {part}, set()
+            self._draw(parts)
 
     def _draw(self, parts: set[str]) -> None:
         m = self.model
