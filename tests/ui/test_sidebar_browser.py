@@ -36,6 +36,11 @@ for i in progress(range(400), desc="train"):
     print(f"step {i}", flush=True)
     time.sleep(0.5)
 """
+QUICK = """
+import time
+print("short run", flush=True)
+time.sleep(8)
+"""
 UI_TIMEOUT_MS = 30_000
 
 
@@ -94,11 +99,20 @@ def test_sidebar_lists_runs_watches_a_container_run_live_and_cancels_it(docker_w
         assert run_row(page, run.id).locator(".ct-status").inner_text() == "Completed"
     assert page.locator("#celltrain-sidebar .ct-workspace").inner_text() == str(ws.path)
 
-    # A real container run appears and its status changes while we watch.
+    # Real container runs appear and their status changes while we watch: a short one goes on
+    # to Completed by itself, a long one is cancelled from its panel below.
     (src / "long.py").write_text(CONTAINER)
-    live = ws.experiment("birds").submit(
-        "long.py", src, target="docker", gpus="none",
-        environment=Environment(base_image="celltrain/base:offline"))
+    (src / "quick.py").write_text(QUICK)
+    offline = Environment(base_image="celltrain/base:offline")
+    quick = ws.experiment("birds").submit("quick.py", src, target="docker", gpus="none",
+                                          environment=offline)
+    live = ws.experiment("birds").submit("long.py", src, target="docker", gpus="none",
+                                         environment=offline)
+    quick_status = run_row(page, quick.id).locator(".ct-status")
+    quick_status.wait_for(timeout=UI_TIMEOUT_MS)
+    assert quick_status.get_attribute("data-status") in states.ACTIVE
+    run_row(page, quick.id).locator('.ct-status[data-status="Completed"]').wait_for(
+        timeout=120_000)
     row = run_row(page, live.id)
     row.wait_for(timeout=UI_TIMEOUT_MS)
     seen = []
