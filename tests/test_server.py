@@ -258,6 +258,10 @@ async def test_files_list_and_download(jp_fetch, filled):
     response = await jp_fetch("celltrain", "runs", run.id, "files", "outputs", "sub", "notes.txt")
     assert response.body == b"notes"
     assert "attachment" in response.headers["Content-Disposition"]
+    (run.folder / "outputs" / "page.html").write_text("<script>alert(1)</script>")
+    response = await jp_fetch("celltrain", "runs", run.id, "files", "outputs", "page.html",
+                              params={"inline": "1"})
+    assert response.headers["Content-Disposition"].startswith("attachment")  # never rendered
     error = await refused(jp_fetch, "runs", run.id, "files", "outputs", "nothing.bin")
     assert error.code == 404 and "nothing.bin" in json.loads(error.response.body)["message"]
 

@@ -30,6 +30,7 @@ from jupyter_server.utils import url_path_join
 from .manager import CelltrainManager, ManagerError
 
 CHUNK = 1024 * 1024
+INLINE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "text/plain"}
 
 
 class CelltrainHandler(APIHandler):
@@ -125,9 +126,12 @@ class FileHandler(CelltrainHandler):
     async def get(self, run_id: str, rel: str):
         path = await self.call(self.manager.file_path, run_id, rel)
         kind, encoding = mimetypes.guess_type(path.name)
-        self.set_header("Content-Type", kind if kind and not encoding
-                        else "application/octet-stream")
-        disposition = "inline" if self.get_query_argument("inline", "") == "1" else "attachment"
+        kind = kind if kind and not encoding else "application/octet-stream"
+        self.set_header("Content-Type", kind)
+        # Only images and plain text are shown in the page: a run's HTML or SVG rendered on
+        # Jupyter's origin could script it, so anything else is always a download.
+        inline = self.get_query_argument("inline", "") == "1" and kind in INLINE_TYPES
+        disposition = "inline" if inline else "attachment"
         self.set_header("Content-Disposition",
                         f"{disposition}; filename*=UTF-8''{quote(path.name)}")
         self.set_header("Content-Length", str(path.stat().st_size))
