@@ -30,22 +30,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def lab_server(tmp_path):
-    """A JupyterLab server on a free localhost port: yields (base_url, token, root_dir)."""
+def _serve(tmp_path, module: str, extra_args=()):
+    """Run ``python -m module`` (jupyterlab, notebook) on a free localhost port with a token."""
     root = tmp_path / "lab"
     root.mkdir()
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),
                JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "lab-workspaces"))
-    log = open(tmp_path / "jupyter-lab.log", "wb")
+    log = open(tmp_path / f"{module}.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+        [sys.executable, "-m", module, "--no-browser", "--ServerApp.ip=127.0.0.1",
          f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-         "--LabApp.news_url=None", *(["--allow-root"] if os.geteuid() == 0 else [])],
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", *extra_args,
+         *(["--allow-root"] if os.geteuid() == 0 else [])],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -56,8 +54,8 @@ def lab_server(tmp_path):
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                pytest.fail("jupyter lab did not start:\n"
-                            + (tmp_path / "jupyter-lab.log").read_text()[-3000:])
+                pytest.fail(f"{module} did not start:\n"
+                            + (tmp_path / f"{module}.log").read_text()[-3000:])
             time.sleep(0.3)
     try:
         yield base, token, root
@@ -68,6 +66,27 @@ def lab_server(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture
+def lab_server(tmp_path):
+    """A JupyterLab server on a free localhost port: yields (base_url, token, root_dir)."""
+    yield from _serve(tmp_path, "jupyterlab", (
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.news_url=None"))
+
+
+@pytest.fixture
+def notebook_server(tmp_path):
+    """A Notebook 7 server, like ``lab_server`` (needs the ``notebook`` package)."""
+    try:
+        import notebook  # noqa: F401
+    except ImportError:
+        message = "Notebook 7 is not installed: pip install 'notebook>=7'"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    yield from _serve(tmp_path, "notebook")
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The run widget in a real JupyterLab, in a real Chromium, following a real container run.
+"""The run widget in a real JupyterLab 4 and Notebook 7, in a real Chromium, following a real
+container run.
 
 It renders (core widgets only, no front-end code of ours), its chart gains points while the
 container runs, the static copy for saved notebooks stays hidden next to the live widget, and
@@ -11,6 +12,7 @@ import re
 import textwrap
 
 import nbformat
+import pytest
 
 from celltrain import Workspace
 
@@ -36,9 +38,10 @@ def _points(page) -> int:
     }""")
 
 
-def test_widget_renders_updates_live_and_cancels(docker_workspace, lab_server, page,
+@pytest.mark.parametrize("app", ["lab", "notebook"])
+def test_widget_renders_updates_live_and_cancels(app, request, docker_workspace, page,
                                                  make_source, screenshots):
-    base, token, root = lab_server
+    base, token, root = request.getfixturevalue(f"{app}_server")
     src = make_source(TRAIN)
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
@@ -54,18 +57,20 @@ def test_widget_renders_updates_live_and_cancels(docker_workspace, lab_server, p
         print("cell finished:", run.status)"""))]
     nbformat.write(nb, root / "widget.ipynb")
 
-    page.goto(f"{base}/lab/tree/widget.ipynb?token={token}")
+    path = "lab/tree" if app == "lab" else "notebooks"
+    page.goto(f"{base}/{path}/widget.ipynb?token={token}")
     try:
-        _drive(page, docker_workspace, screenshots)
+        _drive(page, app, docker_workspace, screenshots)
     except Exception:
-        page.screenshot(path=str(screenshots / "widget-failure.png"), full_page=True)
+        page.screenshot(path=str(screenshots / f"widget-{app}-failure.png"), full_page=True)
         raise
 
 
-def _drive(page, docker_workspace, screenshots):
+def _drive(page, app, docker_workspace, screenshots):
     editor = page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first
     editor.wait_for(timeout=90_000)
-    page.locator(".jp-StatusBar-Widget", has_text="Idle").first.wait_for(timeout=90_000)
+    if app == "lab":
+        page.locator(".jp-StatusBar-Widget", has_text="Idle").first.wait_for(timeout=90_000)
     prompt = page.locator(".jp-Cell .jp-InputPrompt").first
     for _ in range(5):           # a keypress while the kernel still connects can be lost
         editor.click()
@@ -91,7 +96,7 @@ def _drive(page, docker_workspace, screenshots):
                            f".trim().split(/\\s+/).length; return n > {first} + 10; }}",
                            timeout=20_000)
     assert "Running" in widget.inner_text()
-    page.screenshot(path=str(screenshots / "widget-running.png"), full_page=True)
+    page.screenshot(path=str(screenshots / f"widget-{app}-running.png"), full_page=True)
     # The static copy for saved notebooks is in the page but hidden next to the live widget.
     static = page.locator("[class^='celltrain-static-']").first
     static.wait_for(state="attached", timeout=10_000)
@@ -102,7 +107,7 @@ def _drive(page, docker_workspace, screenshots):
     page.locator(".celltrain-run", has_text="Canceled").first.wait_for(timeout=90_000)
     page.locator(".jp-OutputArea-output", has_text="cell finished: Canceled").wait_for(
         timeout=30_000)
-    page.screenshot(path=str(screenshots / "widget-canceled.png"), full_page=True)
+    page.screenshot(path=str(screenshots / f"widget-{app}-canceled.png"), full_page=True)
     run = Workspace(docker_workspace.path, reconcile=False).run(run_id)
     assert run.status == "Canceled"
     assert run.reason == "canceled by the user"
