@@ -374,20 +374,23 @@ class TrainMagics(Magics):
 
     def _wait(self, run) -> str:
         widget = self._widget(run)
-        if widget is not None:
-            while not widget.wait(0.2):
-                pass
-            return run.status
-        return _stream(run)
+        if widget is None:
+            return _stream(run)
+        # The store says when the run ended, not the widget: a view must never hang the cell.
+        while not states.is_terminal(status := run.status):
+            time.sleep(0.05)
+        widget.wait(5)   # let it draw the final state
+        return status
 
     def _widget(self, run):
         if getattr(self.shell, "kernel", None) is None:
             return None   # a terminal IPython: stream text
         try:
             from .widget import show_run
-        except ImportError:
+            return show_run(run)
+        except Exception as e:  # the live view is a nicety: text streaming always works
+            print(f"(live view unavailable: {type(e).__name__}: {e}; streaming the output)")
             return None
-        return show_run(run)
 
     def bring_back(self, run, out: list[str] | None = None):
         path = run.folder / RESULTS_DIR / RESULTS_FILE
@@ -582,7 +585,7 @@ def rerun(ws, old, params: dict):
         lib_packages=[p for p in options.get("lib_packages", []) if p != "celltrain"])
 
 
-def _stream(run, poll: float = 0.1) -> str:
+def _stream(run, poll: float = 0.05) -> str:
     """Print the run's output as it comes; returns the final status."""
     from .run import OUTPUT_LOG
     import codecs
