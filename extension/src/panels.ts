@@ -43,6 +43,7 @@ export class RunPanel extends Widget {
           this.insertModelButton)),
       this.summary,
       h('h3', { text: 'Metrics' }), this.charts,
+      this.imagesHeading, this.images,
       h('h3', { text: 'Log' }), this.log,
       h('div', { class: 'ct-columns' },
         h('div', {}, h('h3', { text: 'Params and tags' }), this.params),
@@ -105,6 +106,7 @@ export class RunPanel extends Widget {
       progressLine(d),
       d.reason ? h('div', { class: 'ct-reason', text: d.reason }) : null]
       .filter((x): x is HTMLElement => x !== null));
+    this.renderImages(d);
     this.params.textContent = '';
     const rows = [...Object.entries(d.params).map(([k, v]) => ['param', k, JSON.stringify(v)]),
       ...Object.entries(d.tags).map(([k, v]) => ['tag', k, v]),
@@ -113,6 +115,18 @@ export class RunPanel extends Widget {
     this.history.textContent = '';
     this.history.append(table(['status', 'time', 'detail'], d.history.map(e =>
       [e.status, new Date(e.time * 1000).toLocaleTimeString(), e.detail ?? ''])));
+  }
+
+  /** Images given to log_image, newest last; each is fetched once. */
+  private renderImages(d: IRunDetail): void {
+    this.imagesHeading.hidden = this.images.hidden = !d.images.length;
+    for (const image of d.images.slice(this.images.childElementCount)) {
+      const src = apiUrl('runs', encodeURIComponent(this.runId), 'files',
+        ...image.path.split('/').map(encodeURIComponent)) + '?inline=1';
+      this.images.append(h('figure', { class: 'ct-image-box' },
+        h('img', { src, alt: image.name, loading: 'lazy' }),
+        h('figcaption', { text: image.step === null ? image.name : `${image.name} (step ${image.step})` })));
+    }
   }
 
   private async refreshMetrics(): Promise<void> {
@@ -197,6 +211,8 @@ export class RunPanel extends Widget {
   private summary = h('div', { class: 'ct-summary' });
   private charts = h('div', { class: 'ct-charts' });
   private log = h('pre', { class: 'ct-log' });
+  private imagesHeading = h('h3', { text: 'Images' });
+  private images = h('div', { class: 'ct-images' });
   private params = h('div', { class: 'ct-params' });
   private history = h('div', { class: 'ct-history' });
   private files = h('ul', { class: 'ct-files' });

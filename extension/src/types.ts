@@ -64,6 +64,7 @@ export interface IRunDetail extends IRunSummary {
   metrics: Record<string, number | null>;
   metric_names: string[];
   models: { name: string; version: number }[];
+  images: { name: string; path: string; step: number | null; time: number }[];
   folder: string;
   workspace: string;
 }

@@ -26,6 +26,11 @@ for i in range(40):
 print(f"trained with lr={lr}")
 os.makedirs("outputs", exist_ok=True)
 open("outputs/model.pt", "wb").write(b"not really weights")
+import base64
+from celltrain import get_context
+open("outputs/dot.png", "wb").write(base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="))
+get_context().log_image("sample", "outputs/dot.png", step=1)
 """
 CONTAINER = """
 import time
@@ -199,6 +204,13 @@ def test_models_tab_lists_versions_and_compare_overlays_curves(lab, page, tmp_pa
         "() => [...document.querySelectorAll('.ct-chart-box[data-metric=loss]')]"
         ".some(b => b.querySelectorAll('path.ct-line').length === 2)", timeout=UI_TIMEOUT_MS)
     page.screenshot(path=str(screenshots / "compare.png"))
+
+    # A run's panel shows its logged image, fetched from the run's files.
+    run_row(page, first.id).locator(".ct-run-name").click()
+    page.wait_for_function(
+        "id => { const i = document.querySelector(`#celltrain-run-${id} .ct-image-box img`);"
+        " return i && i.complete && i.naturalWidth === 1; }", arg=first.id,
+        timeout=UI_TIMEOUT_MS)
 
 
 def test_sidebar_explains_a_missing_server_extension(tmp_path, monkeypatch, request, page,
