@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import secrets
 import time
 
 import nbformat
@@ -361,6 +362,32 @@ def test_a_container_run_streams_into_the_widget(docker_workspace, make_source):
     assert any("image cached" in d or "image built" in d for d in details)
     assert polyline_points(w.chart.value)["loss"] == 40
     assert "outputs/model.pt" in w.summary.value
+
+
+def test_preparing_shows_the_image_build_as_it_goes(docker_workspace, docker_client,
+                                                   make_source):
+    """A real image build (a setup step on the offline base image): its log shows as it runs."""
+    token = secrets.token_hex(4)
+    src = make_source(TRAIN.format(steps=3, sleep=0))
+    env = Environment(base_image="celltrain/base:offline",
+                      setup=[f"echo widget build {token}", "sleep 3", "echo second step"])
+    run = docker_workspace.experiment("widget-build").submit("train.py", src, environment=env,
+                                                             gpus="none")
+    w = RunWidget(run, poll_s=0.05).start()
+    headers = []
+    try:
+        deadline = time.monotonic() + 240
+        while not w.wait(0.05) and time.monotonic() < deadline:
+            headers.append(w.header.value)
+        assert run.status == "Completed", run.reason
+        assert any("Preparing" in h and f"building image: widget build {token}" in h
+                   or "Preparing" in h and "building image: + sleep 3" in h for h in headers)
+        assert any((h["detail"] or "").startswith("image built") for h in run.history())
+    finally:
+        w.close()
+        image = run.record["image"]
+        if image and image.startswith("celltrain/env:"):
+            docker_client.images.remove(image, force=True)
 
 
 # -- the runs table -------------------------------------------------------------------------------

@@ -341,7 +341,10 @@ class RunView:
         """Why the run is in its state: "image cached", a build step, a failure reason."""
         status = self.status
         if status == states.PREPARING and self.log_source == BUILD_LOG and self.log_lines:
-            return "building image: " + self.log_lines[-1].strip()[:100]
+            line = self.log_lines[-1].strip()
+            if line.startswith("# "):     # celltrain's own note: "image cached: ...", ...
+                return line[2:][:120]
+            return "building image: " + line[:100]
         if status in (states.FAILED, states.CANCELED) and self.record.get("reason"):
             return self.record["reason"].splitlines()[0][:200]
         for entry in reversed(self.history):
@@ -528,13 +531,14 @@ class RunWidget:
         self.log_box = w.Accordion(children=[self.log_long], selected_index=None)
         self.log_box.set_title(0, f"Log (last {LOG_LINES_LONG} lines)")
         self.summary = w.HTML()
+        self.bar_row = w.HBox([self.bar, self.bar_text],     # shown once progress() reports
+                              layout=w.Layout(align_items="center", display="none"))
         self.controls = w.HBox([self.x_axis, self.log_y],
                                layout=w.Layout(align_items="center", display="none"))
         self.widget = w.VBox([
             w.HBox([self.header, self.cancel_button],
                    layout=w.Layout(justify_content="space-between", align_items="center")),
-            w.HBox([self.bar, self.bar_text], layout=w.Layout(align_items="center")),
-            self.controls, self.chart, self.log_short, self.log_box, self.summary,
+            self.bar_row, self.controls, self.chart, self.log_short, self.log_box, self.summary,
         ])
         self.widget.add_class("celltrain-run")
         self.widget.add_class(f"celltrain-live-{self.token}")
@@ -585,7 +589,8 @@ class RunWidget:
             self._thread.join(timeout=5)
         for child in (self.header, self.bar, self.bar_text, self.cancel_button, self.x_axis,
                       self.log_y, self.chart, self.log_short, self.log_long, self.log_box,
-                      self.summary, self.controls, *self.widget.children, self.widget):
+                      self.summary, self.controls, self.bar_row, *self.widget.children,
+                      self.widget):
             child.close()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -681,6 +686,7 @@ class RunWidget:
             + (f"<span>ETA {format_duration(eta)}</span>" if eta is not None else "")
             + "</div>")
         if p:
+            self.bar_row.layout.display = "flex"
             n, total = p.get("n") or 0, p.get("total")
             unit = p.get("unit") or "it"
             if total:
