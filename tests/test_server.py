@@ -217,6 +217,24 @@ def test_long_series_is_reduced_in_sqlite_and_keeps_its_spike(tmp_path):
     assert series["x"] == sorted(series["x"]) and series["x"][0] == 0
 
 
+def test_a_growing_long_series_reads_only_its_new_points_and_matches_a_fresh_read(tmp_path):
+    ws = Workspace(tmp_path / "ws", reconcile=False)
+    rec = ws.store.create_run("big", run_id_for=new_run_id, status=states.RUNNING)
+    live = CelltrainManager(ws.path)
+    step = 0
+    for batch in (30_000, 1, 7_000, 45_000):           # crosses bucket merges on the way
+        points = [("loss", step + i, None if (step + i) % 9_999 == 0 else math.cos(step + i),
+                   0.0) for i in range(batch)]
+        ws.store.add_metrics(rec["id"], points)
+        ws.store.add_metrics(rec["id"], [("acc", step, 0.5, 0.0)])   # interleaved metric
+        step += batch
+        grown = live.metrics(rec["id"], names=["loss"], max_points=400)["series"][0]
+        fresh = CelltrainManager(ws.path).metrics(rec["id"], names=["loss"],
+                                                  max_points=400)["series"][0]
+        assert grown == fresh and grown["count"] == step and len(grown["x"]) <= 400
+    assert live.metrics(rec["id"], names=["loss"], max_points=400)["series"][0] is grown
+
+
 async def test_logs_from_an_offset(jp_fetch, filled):
     run = filled["run"]
     whole = await get(jp_fetch, "runs", run.id, "logs")

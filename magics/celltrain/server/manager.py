@@ -109,7 +109,8 @@ class CelltrainManager:
         self.reconcile_on_open = reconcile
         self._workspace = None
         self._lock = threading.Lock()
-        self._series_cache: dict[tuple, tuple[Any, dict]] = {}
+        self._series_cache: dict[tuple, tuple] = {}
+        self._series_lock = threading.Lock()
 
     # -- the workspace ---------------------------------------------------------------------------
     @property
@@ -285,25 +286,31 @@ class CelltrainManager:
         return out
 
     def series(self, run_id: str, name: str, max_points: int) -> dict[str, Any]:
+        """One metric downsampled.  The answer is cached per newest point id: an unchanged
+        series costs two index seeks, and a growing long one only reads its new points."""
         conn = self.store.conn
         lo, hi = (conn.execute(f"SELECT {f}(id) FROM metrics WHERE run_id=? AND name=?",
                                (run_id, name)).fetchone()[0] for f in ("MIN", "MAX"))
         key = (run_id, name, max_points)
-        cached = self._series_cache.get(key)
-        if cached is not None and cached[0] == hi:
-            return cached[1]
-        if lo is None:
-            out = {"name": name, "count": 0, "downsampled": False, "x": [], "y": [],
-                   "last_id": 0}
-        elif hi - lo < READ_WHOLE_UP_TO:
-            out = self._series_whole(run_id, name, max_points)
-        else:
-            out = self._series_buckets(run_id, name, lo, hi, max_points)
-        out["last_id"] = hi or 0
-        if len(self._series_cache) > 256:
-            self._series_cache.clear()
-        self._series_cache[key] = (hi, out)
-        return out
+        with self._series_lock:
+            cached_hi, out, buckets = self._series_cache.get(key, (None, None, None))
+            if out is not None and cached_hi == hi:
+                return out
+            if lo is None:
+                out, buckets = {"name": name, "count": 0, "downsampled": False, "x": [],
+                                "y": []}, None
+            elif hi - lo < READ_WHOLE_UP_TO:
+                out, buckets = self._series_whole(run_id, name, max_points), None
+            else:
+                if buckets is None or buckets.lo != lo:
+                    buckets = _Buckets(lo, hi, max_points // 2)
+                self._extend(buckets, run_id, name, hi)
+                out = self._series_from(buckets, name, hi)
+            out["last_id"] = hi or 0
+            if len(self._series_cache) > 256:
+                self._series_cache.clear()
+            self._series_cache[key] = (hi, out, buckets)
+            return out
 
     def _series_whole(self, run_id: str, name: str, max_points: int) -> dict[str, Any]:
         from ..downsample import downsample
@@ -316,27 +323,36 @@ class CelltrainManager:
         return {"name": name, "count": len(rows), "downsampled": len(x) < len(rows),
                 "x": _finite(x.tolist()), "y": _finite(y.tolist())}
 
-    def _series_buckets(self, run_id: str, name: str, lo: int, hi: int,
-                        max_points: int) -> dict[str, Any]:
-        """Min and max of each of ``max_points // 2`` buckets of consecutive points, computed in
-        SQLite (two aggregates per row, no Python objects per point).  A bucket's x is the step
-        of its first point; its max is placed halfway to the next."""
-        buckets = max_points // 2
-        span = hi - lo + 1
-        edges = [lo + (span * i) // buckets for i in range(buckets + 1)]
-        stats = self._bucket_stats(run_id, name, list(zip(edges[:-1], edges[1:])))
-        conn = self.store.conn
-        last_step = conn.execute("SELECT step FROM metrics WHERE id=?", (hi,)).fetchone()[0]
+    def _extend(self, b: "_Buckets", run_id: str, name: str, hi: int) -> None:
+        """Read the points after ``b.hi`` into ``b``: the last bucket (maybe partial) again,
+        then new ones; merge pairs of buckets while there are too many."""
+        first = (b.hi + 1 - b.lo) // b.width
+        del b.stats[first:]
+        starts = range(b.lo + first * b.width, hi + 1, b.width)
+        b.stats += self._bucket_stats(run_id, name, [(a, a + b.width) for a in starts])
+        b.hi = hi
+        while len(b.stats) > b.limit:
+            b.width *= 2
+            b.stats = [_merge(b.stats[i:i + 2]) for i in range(0, len(b.stats), 2)]
+
+    def _series_from(self, b: "_Buckets", name: str, hi: int) -> dict[str, Any]:
+        """Two points per bucket: its min at the step of its first point, its max halfway to
+        the next bucket (both within one bucket, far below a pixel on a chart)."""
+        stats = [s for s in b.stats if s is not None]
+        last_step = self.store.conn.execute("SELECT step FROM metrics WHERE id=?",
+                                            (hi,)).fetchone()[0]
         x: list = []
         y: list = []
-        for i, (_, step, vmin, vmax, _n) in enumerate(stats):
-            following = stats[i + 1][1] if i + 1 < len(stats) else last_step
+        for i, (step, vmin, vmax, _) in enumerate(stats):
+            following = stats[i + 1][0] if i + 1 < len(stats) else last_step
             x += [step, (step + following) / 2]
             y += [vmin, vmax]
-        return {"name": name, "count": sum(r[4] for r in stats), "downsampled": True,
+        return {"name": name, "count": sum(s[3] for s in stats), "downsampled": True,
                 "x": x, "y": _finite(y)}
 
     def _bucket_stats(self, run_id: str, name: str, ranges: list[tuple[int, int]]) -> list:
+        """(first step, min, max, count) of the points with ids in each range, or None for a
+        range without any: two aggregates per point inside SQLite, no Python row objects."""
         conn = self.store.conn
         agg = ("SELECT MIN(value), MAX(value), COUNT(*) FROM metrics "
                "WHERE run_id=? AND name=? AND id >= ? AND id < ?")
@@ -345,9 +361,8 @@ class CelltrainManager:
         out = []
         for a, b in ranges:
             vmin, vmax, n = conn.execute(agg, (run_id, name, a, b)).fetchone()
-            if n:
-                out.append((a, conn.execute(first, (run_id, name, a)).fetchone()[0],
-                            vmin, vmax, n))
+            out.append((conn.execute(first, (run_id, name, a)).fetchone()[0], vmin, vmax, n)
+                       if n else None)
         return out
 
     # -- logs and files --------------------------------------------------------------------------
@@ -437,6 +452,27 @@ class CelltrainManager:
             raise NotFound(f"no model {name!r} in workspace {self.path}; registered models: "
                            f"{', '.join(known) or 'none yet'}")
         return found[0]
+
+
+class _Buckets:
+    """Min/max of a long series in buckets of ``width`` consecutive ids from ``lo`` (a power
+    of two, so that two buckets merge into one when the series outgrows ``limit`` buckets)."""
+
+    def __init__(self, lo: int, hi: int, limit: int):
+        self.lo, self.hi, self.limit, self.width = lo, lo - 1, limit, 1
+        while -(-(hi - lo + 1) // self.width) > limit:
+            self.width *= 2
+        self.stats: list = []
+
+
+def _merge(pair: list):
+    stats = [s for s in pair if s is not None]
+    if not stats:
+        return None
+    lows = [s[1] for s in stats if s[1] is not None]     # None: a bucket of NaNs only
+    highs = [s[2] for s in stats if s[2] is not None]
+    return (stats[0][0], min(lows) if lows else None, max(highs) if highs else None,
+            sum(s[3] for s in stats))
 
 
 def _complete_utf8(data: bytes) -> int:
