@@ -348,3 +348,13 @@ def test_results_file_keeps_an_unpicklable_last_value_as_its_repr(build, tmp_pat
     assert code == 0, failure
     assert has_value and "lock" in repr(value)
     assert pickle.loads(pickle.dumps(values)) == {}
+
+
+def test_last_expression_split_keeps_the_cells_line_numbers(build, tmp_path):
+    body, expression = bundling.split_last_expression("a = 1; (a +\n  2)\n", 2, True)
+    assert body == "\na = 1; " and expression == "\n(a +\n  2)"
+    assert bundling.split_last_expression("x = 1\nx;\n", 1, analyse("x = 1\nx;\n").last_expr) \
+        == ("x = 1\nx;\n", None)   # a trailing ; hides the value, as in IPython
+    b = build("t = 'é'; (t +\n 'x')\n", {})
+    code, (_, value, has_value), failure = run_bundle(b, tmp_path)
+    assert code == 0 and has_value and value == "éx", failure

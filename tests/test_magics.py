@@ -138,6 +138,9 @@ def test_bad_input_is_refused_before_anything_starts(ip, line, message):
 def test_unpicklable_variables_are_named_before_anything_starts(ip, setup, why):
     cell(ip, setup)
     result, out = cell(ip, "%%train\nfor g in gen:\n    pass\n")
+    gen = ip.user_ns["gen"]
+    if hasattr(gen, "close"):
+        gen.close()
     assert "notebook variable 'gen'" in out and why in out
     assert workspace(ip).runs() == []
 

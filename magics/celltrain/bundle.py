@@ -210,7 +210,8 @@ def analyse(source: str, first_line: int = 1) -> CellAnalysis:
     for name in sorted(_nested_globals(top)):
         if name not in assigned and name not in reads:
             reads.append(name)
-    last = bool(tree.body) and isinstance(tree.body[-1], ast.Expr)
+    last = bool(tree.body) and isinstance(tree.body[-1], ast.Expr) and \
+        not source.rstrip().endswith(";")   # as in IPython, a trailing ; hides the value
     return CellAnalysis(reads, assigned | visitor.stored, visitor.modules, last)
 
 
@@ -234,15 +235,22 @@ def module_file(module: types.ModuleType) -> str | None:
     return os.path.realpath(path) if path else None
 
 
+_USER_MODULE: dict[tuple[str, str], bool] = {}   # (name, __file__) -> answer; files don't move
+
+
 def is_user_module(module: types.ModuleType, roots: list[str]) -> bool:
     """Pure-Python code of the user's (not the standard library, not installed, not celltrain)."""
-    path = module_file(module)
     name = getattr(module, "__name__", "") or ""
-    if not path or not path.endswith(".py") or name.split(".")[0] in NO_PIN:
+    raw = getattr(module, "__file__", None)
+    if not isinstance(raw, str) or not raw.endswith(".py") or name.split(".")[0] in NO_PIN \
+            or "site-packages" in raw or "dist-packages" in raw:
         return False
-    if "site-packages" in path or "dist-packages" in path:
-        return False
-    return not any(_under(path, root) for root in roots)
+    key = (name, raw)
+    if key not in _USER_MODULE:
+        path = os.path.realpath(raw)
+        _USER_MODULE[key] = not ("site-packages" in path or "dist-packages" in path
+                                 or any(_under(path, root) for root in roots))
+    return _USER_MODULE[key]
 
 
 def shippable_path(module: types.ModuleType, folder: str) -> str | None:
@@ -520,8 +528,11 @@ def build_bundle(source: str, namespace: Mapping[str, Any], *, out: Iterable[str
                 sources_out[code_file] = sources[code_file]
         local_names = {p.split("/")[0].removesuffix(".py") for p in shipped}
         dists, module_dists = distributions_for(modules, exclude=local_names)
+        exec_source, eval_source = split_last_expression(source, first_line,
+                                                         analysis.last_expr)
         meta = {
             "format": 1, "python": list(sys.version_info[:2]),
+            "exec_source": exec_source, "eval_source": eval_source,
             "code_by_value": recorder["code_by_value"],
             "source": source, "first_line": first_line, "filename": filename,
             "last_expr": analysis.last_expr, "imports": imports, "variables": pickled,
@@ -537,6 +548,24 @@ def build_bundle(source: str, namespace: Mapping[str, Any], *, out: Iterable[str
             shutil.rmtree(target, ignore_errors=True)
         raise
     return Bundle(target, meta, size, dists, local_files)
+
+
+def split_last_expression(source: str, first_line: int, last_expr: bool
+                          ) -> tuple[str, str | None]:
+    """The cell as (statements, last expression), padded so line numbers match the cell.
+
+    Done here, not in the run, so the runner needs no ``ast`` (its import is a third of a
+    trivial run's start-up).
+    """
+    pad = "\n" * (first_line - 1)
+    if not last_expr:
+        return pad + source, None
+    node = ast.parse(source).body[-1]
+    lines = source.splitlines(keepends=True)
+    head = lines[node.lineno - 1].encode()[:node.col_offset].decode()
+    body = "".join(lines[:node.lineno - 1]) + head
+    expression = ast.get_source_segment(source, node)
+    return pad + body, "\n" * (first_line - 1 + node.lineno - 1) + expression
 
 
 def _copy_local(folder: str, rels: list[str], target: Path) -> list[str]:
@@ -730,8 +759,8 @@ def load_results(path: str | os.PathLike) -> tuple[dict[str, Any], Any, bool]:
         unpickler = pickle.Unpickler(f)
         header = unpickler.load()
         for _ in header["out"]:
-            name, item = unpickler.load()
-            values[name] = item
+            name, data = unpickler.load()
+            values[name] = pickle.loads(data)
         if header["has_value"]:
             kind, data = unpickler.load()
             has_value = True

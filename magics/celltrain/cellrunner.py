@@ -7,7 +7,6 @@ bytecode cannot run on, a missing package, a variable that will not load) and ev
 the cell ends in ``$CELLTRAIN_TELEMETRY_DIR/failure.txt``, which becomes the run's reason; the
 cell's traceback names the notebook's cells and their own line numbers.
 """
-import ast
 import builtins
 import json
 import linecache
@@ -216,30 +215,40 @@ def to_cpu(value, depth=0):
     return value
 
 
+def _dumps(value):
+    """Plain pickle when it can (no cloudpickle import for most results), else cloudpickle."""
+    try:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        import cloudpickle
+        return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def save_results(meta, namespace, value, has_value):
-    import cloudpickle
+    """``outputs/.celltrain/results.pkl``: a header, then each --out value, then the value."""
     missing = [name for name in meta["out"] if name not in namespace]
+    names = [name for name in meta["out"] if name in namespace]
+    items = []
+    for name in names:
+        try:
+            items.append((name, _dumps(to_cpu(namespace[name]))))
+        except Exception as e:
+            raise Failure("--out %s: the cell's %s (a %s) cannot be sent back: %s: %s. "
+                          "Save it under ./outputs instead (torch.save, np.save), and load "
+                          "it from the run's outputs folder." % (
+                              name, name, type(namespace[name]).__name__,
+                              type(e).__name__, e))
+    if has_value:
+        try:
+            items.append(("value", _dumps(to_cpu(value))))
+        except Exception:
+            items.append(("repr", repr(value)))
     folder = os.path.join(os.getcwd(), RESULTS_DIR)
     os.makedirs(folder, exist_ok=True)
-    names = [name for name in meta["out"] if name in namespace]
     with open(os.path.join(folder, RESULTS_FILE), "wb") as f:
-        pickler = cloudpickle.Pickler(f, protocol=pickle.HIGHEST_PROTOCOL)
-        pickler.dump({"out": names, "has_value": has_value})
-        for name in names:
-            try:
-                pickler.dump((name, to_cpu(namespace[name])))
-            except Exception as e:
-                raise Failure("--out %s: the cell's %s (a %s) cannot be sent back: %s: %s. "
-                              "Save it under ./outputs instead (torch.save, np.save), and load "
-                              "it from the run's outputs folder." % (
-                                  name, name, type(namespace[name]).__name__,
-                                  type(e).__name__, e))
-        if has_value:
-            try:
-                data = cloudpickle.dumps(to_cpu(value), protocol=pickle.HIGHEST_PROTOCOL)
-                pickler.dump(("value", data))
-            except Exception:
-                pickler.dump(("repr", repr(value)))
+        pickle.dump({"out": names, "has_value": has_value}, f, protocol=4)
+        for item in items:
+            pickle.dump(item, f, protocol=pickle.HIGHEST_PROTOCOL)
     if missing:
         raise Failure("--out %s: the cell finished but did not define %s, so it cannot come "
                       "back to the notebook; assign %s in the cell, or drop it from --out" % (
@@ -258,20 +267,17 @@ def main():
     except Failure as e:
         return fail(str(e))
     filename = meta["filename"]
-    tree = ast.parse(meta["source"], filename)
-    ast.increment_lineno(tree, meta["first_line"] - 1)
-    last = tree.body.pop() if meta["last_expr"] and tree.body and \
-        isinstance(tree.body[-1], ast.Expr) else None
+    expression = meta.get("eval_source")
     value = None
     try:
-        exec(compile(tree, filename, "exec"), namespace)
-        if last is not None:
-            value = eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
+        exec(compile(meta["exec_source"], filename, "exec"), namespace)
+        if expression is not None:
+            value = eval(compile(expression, filename, "eval"), namespace)
     except Exception as e:
         reason = format_failure(meta, e)
         return fail(reason, echo=reason.splitlines()[0] + " (the traceback is the run's reason)")
     try:
-        save_results(meta, namespace, value, last is not None and value is not None)
+        save_results(meta, namespace, value, expression is not None and value is not None)
     except Failure as e:
         return fail(str(e))
     return 0

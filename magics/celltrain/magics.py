@@ -140,6 +140,7 @@ class TrainMagics(Magics):
         super().__init__(shell)
         self.config_values: dict[str, Any] = {}
         self._workspaces: dict[str, Any] = {}
+        self._client = None
 
     # -- shared helpers --------------------------------------------------------------------
     def workspace(self, path: str | None = None):
@@ -338,11 +339,10 @@ class TrainMagics(Magics):
         if target != "docker":
             return Environment(pip=pip, base_image=image)
         facts = None
-        candidate = _candidate_image(ws, image)
+        client = self._docker()
+        candidate = _candidate_image(client, image)
         if candidate is not None:
-            from . import dockerutil
-            facts = bundling.image_facts(dockerutil.client(), candidate,
-                                         ws.path / "cache" / "images")
+            facts = bundling.image_facts(client, candidate, ws.path / "cache" / "images")
             if bundle.meta.get("code_by_value"):
                 bundling.check_python(candidate, facts)
         pins = [] if no_pin else bundling.auto_pins(
@@ -350,6 +350,18 @@ class TrainMagics(Magics):
         if pins:
             print(f"pinning to this kernel's versions: {' '.join(pins)} (--no-pin to skip)")
         return Environment(pip=pip + pins, base_image=image)
+
+    def _docker(self):
+        """One Docker client for the session, checked with a ping per cell (a clear error)."""
+        from . import dockerutil
+        if self._client is not None:
+            try:
+                self._client.ping()
+                return self._client
+            except Exception:
+                self._client = None
+        self._client = dockerutil.client()   # DockerUnavailable says what to do
+        return self._client
 
     # -- waiting and results ------------------------------------------------------------------
     def follow(self, run, out: list[str] | None = None, cancel_on_interrupt: bool = False):
@@ -544,12 +556,10 @@ def _ns(**kwargs):
     return argparse.Namespace(**kwargs)
 
 
-def _candidate_image(ws, image: str | None) -> str | None:
+def _candidate_image(client, image: str | None) -> str | None:
     """The base image a Docker run will most likely use, if it is here already (no pulls)."""
-    from . import dockerutil
-    from .environment import OFFLINE_BASE, default_base_image
     import docker
-    client = dockerutil.client()
+    from .environment import OFFLINE_BASE, default_base_image
     names = [image] if image else [default_base_image(), OFFLINE_BASE]
     for name in names:
         try:
@@ -585,7 +595,7 @@ def rerun(ws, old, params: dict):
         lib_packages=[p for p in options.get("lib_packages", []) if p != "celltrain"])
 
 
-def _stream(run, poll: float = 0.05) -> str:
+def _stream(run, poll: float = 0.02) -> str:
     """Print the run's output as it comes; returns the final status."""
     from .run import OUTPUT_LOG
     import codecs
