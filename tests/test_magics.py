@@ -106,6 +106,44 @@ def test_failure_shows_the_cells_traceback_with_its_own_line_numbers(ip):
     assert result.error_in_exec.run.status == states.FAILED
 
 
+def test_a_non_zero_exit_shows_the_foundation_reason(ip):
+    result, out = cell(ip, "%%train\nimport sys\nprint('bye', file=sys.stderr)\nsys.exit(3)\n")
+    assert isinstance(result.error_in_exec, CellRunFailed)
+    assert "exit code 3" in out and "bye" in out
+
+
+def test_a_dead_supervisor_does_not_leave_the_cell_waiting(ip, monkeypatch):
+    """Kill the run's supervisor mid-run: the waiting cell has a new one adopt the run."""
+    from celltrain import magics
+    monkeypatch.setattr(magics._Adopter, "EVERY_S", 0.5)
+    ws = workspace(ip)
+    killed = []
+
+    def kill_supervisor():
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            runs = ws.runs()
+            if runs and "started" in runs[0].logs():
+                for pid in os.listdir("/proc"):
+                    try:
+                        cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+                    except OSError:
+                        continue
+                    if b"celltrain.supervisor" in cmdline and runs[0].id.encode() in cmdline:
+                        os.kill(int(pid), signal.SIGKILL)
+                        killed.append(int(pid))
+                        return
+            time.sleep(0.05)
+    thread = threading.Thread(target=kill_supervisor, daemon=True)
+    thread.start()
+    result, out = cell(ip, "%%train --out done\nimport time\nprint('started', flush=True)\n"
+                           "time.sleep(3)\ndone = True\n")
+    thread.join()
+    assert killed, "the run's supervisor was not found"
+    assert result.error_in_exec is None, out
+    assert ip.user_ns["done"] is True
+
+
 def test_outputs_folder_files_are_in_the_run_folder(ip):
     result, out = cell(ip, "%%train -o r\nimport os\nos.makedirs('outputs', exist_ok=True)\n"
                            "open('outputs/weights.txt', 'w').write('w')\n")
@@ -263,7 +301,7 @@ def test_help_shows_options_with_examples(ip):
                  "--pip", "--requirements", "--image", "In [2]: %%train", "%train rerun"):
         assert text in doc
     _, out = cell(ip, "%%train?")
-    assert "--param" in out or ip.find_cell_magic("train").__doc__
+    assert "--param NAME=VALUE" in out and "In [2]: %%train --experiment birds" in out
 
 
 def test_local_modules_of_the_notebook_folder_travel(ip, tmp_path):

@@ -300,6 +300,7 @@ class TrainMagics(Magics):
         if args.no_wait:
             print(f"run {run.id} started ({target}); `%train attach {run.id}` follows it and "
                   f"brings --out values back, `%train cancel {run.id}` stops it")
+            self._widget(run)   # in a kernel, the live view goes on after the cell returns
             return run
         result = self.follow(run, out, args.cancel_on_interrupt)
         if args.register is not None:
@@ -389,7 +390,9 @@ class TrainMagics(Magics):
         if widget is None:
             return _stream(run)
         # The store says when the run ended, not the widget: a view must never hang the cell.
+        keeper = _Adopter(run)
         while not states.is_terminal(status := run.status):
+            keeper.check()
             time.sleep(0.05)
         widget.wait(5)   # let it draw the final state
         return status
@@ -595,6 +598,20 @@ def rerun(ws, old, params: dict):
         lib_packages=[p for p in options.get("lib_packages", []) if p != "celltrain"])
 
 
+class _Adopter:
+    """While a cell waits, a run whose supervisor died gets a new one (no endless waiting)."""
+
+    EVERY_S = 5.0
+
+    def __init__(self, run):
+        self.run, self.next = run, time.monotonic() + self.EVERY_S
+
+    def check(self) -> None:
+        if time.monotonic() >= self.next:
+            self.next = time.monotonic() + self.EVERY_S
+            self.run.workspace.reconcile()
+
+
 def _stream(run, poll: float = 0.02) -> str:
     """Print the run's output as it comes; returns the final status."""
     from .run import OUTPUT_LOG
@@ -602,7 +619,9 @@ def _stream(run, poll: float = 0.02) -> str:
     log_path = run.folder / OUTPUT_LOG
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     offset = 0
+    keeper = _Adopter(run)
     while True:
+        keeper.check()
         status = run.status
         if log_path.exists():
             with open(log_path, "rb") as f:
