@@ -9,12 +9,10 @@ cell's traceback names the notebook's cells and their own line numbers.
 """
 import builtins
 import json
-import linecache
 import os
 import pickle
 import sys
 import time
-import traceback
 
 BUNDLE_DIR = ".celltrain-cell"
 META_FILE = "cell.json"
@@ -57,6 +55,7 @@ def check_python(meta):
 
 def install_sources(meta):
     """Let tracebacks show the source of the cell and of notebook functions."""
+    import linecache
     for filename, text in meta.get("sources", {}).items():
         lines = text.splitlines(True)
         linecache.cache[filename] = (len(text), None, lines, filename)
@@ -181,6 +180,8 @@ def patch_tqdm():
 
 def format_failure(meta, error):
     """The cell's traceback without this script's frames, naming cells as the notebook does."""
+    import traceback
+    install_sources(meta)
     exc = traceback.TracebackException(type(error), error, error.__traceback__)
     frames = [f for f in exc.stack if os.path.abspath(f.filename) != os.path.abspath(__file__)]
     exc.stack = traceback.StackSummary.from_list(frames)
@@ -260,7 +261,6 @@ def main():
         meta = json.load(f)
     try:
         check_python(meta)
-        install_sources(meta)
         namespace = build_namespace(meta)
         if meta.get("tqdm"):
             patch_tqdm()
