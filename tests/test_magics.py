@@ -370,3 +370,23 @@ def test_docker_down_is_a_clear_error_and_starts_nothing(ip, monkeypatch):
     result, out = cell(ip, "%%train --target docker\nx = 1\n")
     assert "Docker is not reachable at unix:///nonexistent/docker.sock" in out
     assert workspace(ip).runs() == []
+
+
+@pytest.mark.docker
+def test_docker_pins_what_the_image_lacks_and_tqdm_reports(ip, docker_workspace):
+    """tqdm is in the kernel, not in the offline image: it is pinned, built once, cached."""
+    from importlib.metadata import version
+    ip.run_line_magic("train", f"config workspace={docker_workspace.path} target=docker")
+    result, out = cell(ip, """%%train --gpus none -o r
+import torch
+from tqdm import tqdm
+for i in tqdm(range(30), desc="batches"):
+    pass
+""")
+    assert result.error_in_exec is None, out
+    assert f"pinning to this kernel's versions: tqdm=={version('tqdm')}" in out
+    assert "torch==" not in out   # the image has the kernel's torch: not reinstalled
+    run = ip.user_ns["r"]
+    assert run.record["image"].startswith("celltrain/env:")
+    progress = run.record["progress"]
+    assert progress["n"] == 30 and progress["total"] == 30 and progress["done"] is True
