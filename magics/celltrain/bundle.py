@@ -733,6 +733,9 @@ def image_facts(client, image: str, cache_dir: str | os.PathLike) -> dict:
     except (docker.errors.ContainerError, ValueError, IndexError) as e:
         raise BundleError(f"the image {image} has no working Python (python3 or python), "
                           f"which a %%train run needs: {str(e).strip()[:300]}") from None
+    except docker.errors.DockerException as e:
+        raise BundleError(f"could not ask the image {image} for its Python version and "
+                          f"packages: {str(e).strip()[:300]}") from None
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(facts))
     return facts
