@@ -23,6 +23,7 @@ import html
 import math
 import re
 import secrets
+import sqlite3
 import threading
 import time
 from concurrent.futures import Future
@@ -303,7 +304,7 @@ class RunView:
             rows = self.store.conn.execute(
                 "SELECT name, version FROM models WHERE run_id=? ORDER BY created",
                 (self.run_id,)).fetchall()
-        except Exception:      # an older store without the registry: no models
+        except sqlite3.OperationalError:     # a store without the registry's tables
             rows = []
         models = [(r[0], r[1]) for r in rows]
         if models == self.models:

@@ -38,35 +38,38 @@ def _points(page) -> int:
     }""")
 
 
-@pytest.mark.parametrize("app", ["lab", "notebook"])
-def test_widget_renders_updates_live_and_cancels(app, request, docker_workspace, page,
+@pytest.mark.parametrize("app,blocking", [("lab", True), ("notebook", True), ("lab", False)],
+                         ids=["lab-cell-waits", "notebook7-cell-waits", "lab-cell-returned"])
+def test_widget_renders_updates_live_and_cancels(app, blocking, request, docker_workspace, page,
                                                  make_source, screenshots):
     base, token, root = request.getfixturevalue(f"{app}_server")
     src = make_source(TRAIN)
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
                                  "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(textwrap.dedent(f"""\
+    code = textwrap.dedent(f"""\
         from celltrain import Workspace, Environment
         ws = Workspace({str(docker_workspace.path)!r})
         run = ws.experiment("browser").submit(
             "train.py", {str(src)!r}, gpus="none",
             environment=Environment(base_image="celltrain/base:offline"))
         w = run.show()
-        w.wait()   # the cell blocks, as %%train does: Cancel must still work
-        print("cell finished:", run.status)"""))]
+        """)
+    if blocking:
+        code += "w.wait()   # the cell blocks, as %%train does: Cancel must still work\n"
+    nb.cells = [nbformat.v4.new_code_cell(code + 'print("cell finished:", run.status)')]
     nbformat.write(nb, root / "widget.ipynb")
 
     path = "lab/tree" if app == "lab" else "notebooks"
     page.goto(f"{base}/{path}/widget.ipynb?token={token}")
     try:
-        _drive(page, app, docker_workspace, screenshots)
+        _drive(page, app, blocking, docker_workspace, screenshots)
     except Exception:
         page.screenshot(path=str(screenshots / f"widget-{app}-failure.png"), full_page=True)
         raise
 
 
-def _drive(page, app, docker_workspace, screenshots):
+def _drive(page, app, blocking, docker_workspace, screenshots):
     editor = page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first
     editor.wait_for(timeout=90_000)
     if app == "lab":
@@ -96,18 +99,24 @@ def _drive(page, app, docker_workspace, screenshots):
                            f".trim().split(/\\s+/).length; return n > {first} + 10; }}",
                            timeout=20_000)
     assert "Running" in widget.inner_text()
-    page.screenshot(path=str(screenshots / f"widget-{app}-running.png"), full_page=True)
+    page.screenshot(path=str(screenshots / f"widget-{app}{'' if blocking else '-returned'}-running.png"), full_page=True)
     # The static copy for saved notebooks is in the page but hidden next to the live widget.
     static = page.locator("[class^='celltrain-static-']").first
     static.wait_for(state="attached", timeout=10_000)
     assert static.is_hidden()
 
-    assert "[*]" in prompt.inner_text(), "the cell is still waiting for the run"
+    if blocking:
+        assert "[*]" in prompt.inner_text(), "the cell is still waiting for the run"
     page.locator(".celltrain-run button", has_text="Cancel").click()
     page.locator(".celltrain-run", has_text="Canceled").first.wait_for(timeout=90_000)
-    page.locator(".jp-OutputArea-output", has_text="cell finished: Canceled").wait_for(
-        timeout=30_000)
-    page.screenshot(path=str(screenshots / f"widget-{app}-canceled.png"), full_page=True)
+    if blocking:
+        page.locator(".jp-OutputArea-output", has_text="cell finished: Canceled").wait_for(
+            timeout=30_000)
+    page.screenshot(path=str(screenshots / f"widget-{app}{'' if blocking else '-returned'}-canceled.png"), full_page=True)
+    # The static copy (what a saved notebook shows without a kernel) holds the final state.
+    page.wait_for_function("() => [...document.querySelectorAll(\"[class^='celltrain-static-']\")]"
+                           ".some(e => e.innerHTML.includes('Canceled'))",
+                           timeout=30_000)
     run = Workspace(docker_workspace.path, reconcile=False).run(run_id)
     assert run.status == "Canceled"
     assert run.reason == "canceled by the user"
