@@ -99,7 +99,8 @@ def _drive(page, app, blocking, docker_workspace, screenshots):
                            f".trim().split(/\\s+/).length; return n > {first} + 10; }}",
                            timeout=20_000)
     assert "Running" in widget.inner_text()
-    page.screenshot(path=str(screenshots / f"widget-{app}{'' if blocking else '-returned'}-running.png"), full_page=True)
+    name = f"widget-{app}{'' if blocking else '-returned'}"
+    page.screenshot(path=str(screenshots / f"{name}-running.png"), full_page=True)
     # The static copy for saved notebooks is in the page but hidden next to the live widget.
     static = page.locator("[class^='celltrain-static-']").first
     static.wait_for(state="attached", timeout=10_000)
@@ -112,7 +113,7 @@ def _drive(page, app, blocking, docker_workspace, screenshots):
     if blocking:
         page.locator(".jp-OutputArea-output", has_text="cell finished: Canceled").wait_for(
             timeout=30_000)
-    page.screenshot(path=str(screenshots / f"widget-{app}{'' if blocking else '-returned'}-canceled.png"), full_page=True)
+    page.screenshot(path=str(screenshots / f"{name}-canceled.png"), full_page=True)
     # The static copy (what a saved notebook shows without a kernel) holds the final state.
     page.wait_for_function("() => [...document.querySelectorAll(\"[class^='celltrain-static-']\")]"
                            ".some(e => e.innerHTML.includes('Canceled'))",
@@ -121,3 +122,18 @@ def _drive(page, app, blocking, docker_workspace, screenshots):
     assert run.status == "Canceled"
     assert run.reason == "canceled by the user"
     assert _points(page) >= first
+    if app == "lab" and not blocking:
+        _reopen_without_the_widget(page, screenshots / f"{name}-reopened.png")
+
+
+def _reopen_without_the_widget(page, screenshot):
+    """Saved and reopened (a new kernel, no widget models): the static copy shows instead."""
+    page.keyboard.press("Control+s")
+    page.locator(".jp-Document:not(.jp-mod-dirty)").first.wait_for(timeout=30_000)
+    page.reload()
+    static = page.locator("[class^='celltrain-static-']").first
+    static.wait_for(state="visible", timeout=90_000)
+    assert "Canceled" in static.inner_text()
+    assert static.locator("img[src^='data:image/png;base64,']").count() == 1
+    assert page.locator(".celltrain-run").count() == 0
+    page.screenshot(path=str(screenshot), full_page=True)
