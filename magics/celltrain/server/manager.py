@@ -125,7 +125,11 @@ class CelltrainManager:
             with self._lock:
                 if self._workspace is None:
                     from ..workspace import Workspace
-                    self._workspace = Workspace(self.path, reconcile=self.reconcile_on_open)
+                    try:
+                        self._workspace = Workspace(self.path,
+                                                    reconcile=self.reconcile_on_open)
+                    except RuntimeError as e:   # a newer schema: the store says what to do
+                        raise ManagerError(str(e)) from e
         return self._workspace
 
     @property
