@@ -104,15 +104,18 @@ class Run:
 
     def files(self) -> list[str]:
         """Files of the run folder (outputs/, logs/, logged images, captured output)."""
+        import os
         root = self.folder
-        skip = {"snapshot", "supervisor.lock"}
+        # "work" is the local backend's working copy, removed right after the run ends.
+        skip = {"snapshot", "supervisor.lock", "work"}
         out = []
-        for path in sorted(root.rglob("*")):
-            rel = path.relative_to(root)
-            if rel.parts[0] in skip or not path.is_file() or rel.name == "events.bin":
-                continue
-            out.append(rel.as_posix())
-        return out
+        for dirpath, dirnames, filenames in os.walk(root):
+            rel_dir = Path(dirpath).relative_to(root)
+            if rel_dir == Path("."):
+                dirnames[:] = [d for d in dirnames if d not in skip]
+                filenames = [f for f in filenames if f not in skip]
+            out += [(rel_dir / f).as_posix() for f in filenames if f != "events.bin"]
+        return sorted(out)
 
     def logs(self, stderr_only: bool = False) -> str:
         path = self.folder / (STDERR_LOG if stderr_only else OUTPUT_LOG)
