@@ -80,6 +80,12 @@ def show_sidebar(page, tab):
     page.locator("#celltrain-sidebar").wait_for(state="visible", timeout=UI_TIMEOUT_MS)
 
 
+def write_notebook(path):
+    notebook = nbformat.v4.new_notebook(metadata={"kernelspec": {
+        "name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(notebook, path)
+
+
 def run_row(page, run_id):
     return page.locator(f'#celltrain-sidebar .ct-run[data-run-id="{run_id}"]')
 
@@ -91,9 +97,7 @@ def test_sidebar_lists_runs_watches_a_container_run_live_and_cancels_it(docker_w
     src = tmp_path / "src"
     src.mkdir()
     done = local_runs(ws, src)
-    notebook = nbformat.v4.new_notebook(metadata={"kernelspec": {
-        "name": "python3", "display_name": "Python 3", "language": "python"}})
-    nbformat.write(notebook, root / "scratch.ipynb")
+    write_notebook(root / "scratch.ipynb")
     tab = open_lab(page, base, token, "/tree/scratch.ipynb")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     show_sidebar(page, tab)
@@ -179,7 +183,9 @@ def test_models_tab_lists_versions_and_compare_overlays_curves(lab, page, tmp_pa
     first, second = local_runs(ws, src)
     first.register_model("birds-net", "outputs/model.pt")
     second.register_model("birds-net", "outputs/model.pt", aliases=["production"])
-    tab = open_lab(page, base, token)
+    write_notebook(root / "scratch.ipynb")
+    tab = open_lab(page, base, token, "/tree/scratch.ipynb")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     show_sidebar(page, tab)
 
     page.locator("#celltrain-sidebar .ct-tab[data-tab='models']").click()
@@ -210,6 +216,13 @@ def test_models_tab_lists_versions_and_compare_overlays_curves(lab, page, tmp_pa
     page.wait_for_function(
         "id => { const i = document.querySelector(`#celltrain-run-${id} .ct-image-box img`);"
         " return i && i.complete && i.naturalWidth === 1; }", arg=first.id,
+        timeout=UI_TIMEOUT_MS)
+
+    # ... and "Insert model code" adds a cell that loads the model registered from it.
+    page.locator(f"#celltrain-run-{first.id} .ct-insert-model").click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-Notebook .jp-Cell .cm-content')]"
+        ".some(c => c.textContent.includes('model(\"birds-net\", version=1)'))",
         timeout=UI_TIMEOUT_MS)
 
 
