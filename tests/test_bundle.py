@@ -358,3 +358,18 @@ def test_last_expression_split_keeps_the_cells_line_numbers(build, tmp_path):
     b = build("t = 'é'; (t +\n 'x')\n", {})
     code, (_, value, has_value), failure = run_bundle(b, tmp_path)
     assert code == 0 and has_value and value == "éx", failure
+
+
+def test_runner_is_python_38_and_standard_library_plus_cloudpickle():
+    """It runs inside user images: Python 3.8 syntax, no third-party imports of its own."""
+    import ast
+    from celltrain import cellrunner
+    tree = ast.parse(open(cellrunner.__file__).read(), feature_version=(3, 8))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    allowed = set(sys.stdlib_module_names) | {"cloudpickle", "celltrain", "tqdm"}
+    assert imported <= allowed, imported - allowed

@@ -10,7 +10,6 @@ here, before anything starts, with the variable's name, the reason and the fix.
 from __future__ import annotations
 
 import ast
-import builtins
 import io
 import json
 import os
