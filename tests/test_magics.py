@@ -87,6 +87,7 @@ log("loss", 0.25)
     assert result.error_in_exec is None, out
     assert result.result == (41, [1, 2], True)
     assert ip.user_ns["y"] == 41 and ip.user_ns["c"].total == 9.0
+    assert isinstance(ip.user_ns["c"], ip.user_ns["Counter"])   # the notebook's own class
     assert ip.user_ns["arr"].tolist() == [0.0, 0.5, 1.0, 1.5]
     run = ip.user_ns["r"]
     assert isinstance(run, Run) and run.status == states.COMPLETED
