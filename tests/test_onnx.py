@@ -34,7 +34,7 @@ class TinyNet(torch.nn.Module):
 
 TRAIN = """
 import os, torch
-from tinynet import TinyNet
+from onnx_tinynet import TinyNet
 torch.manual_seed(0)
 net = TinyNet()
 os.makedirs("outputs", exist_ok=True)
@@ -50,7 +50,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("onnx")
     src = root / "src"
     src.mkdir()
-    (src / "tinynet.py").write_text(TINYNET)
+    (src / "onnx_tinynet.py").write_text(TINYNET)
     (src / "train.py").write_text(textwrap.dedent(TRAIN))
     ws = Workspace(root / "ws")
     run = ws.experiment("onnx").submit("train.py", src, target="local")
@@ -61,7 +61,7 @@ def trained(tmp_path_factory):
 
 
 def net_class():
-    from tinynet import TinyNet
+    from onnx_tinynet import TinyNet
     return TinyNet
 
 
