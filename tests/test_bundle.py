@@ -19,7 +19,7 @@ import pytest
 
 from celltrain import bundle as bundling
 from celltrain.bundle import BundleError, analyse, build_bundle, import_statement, load_results
-from celltrain.cellrunner import BUNDLE_DIR, META_FILE, RESULTS_DIR, RESULTS_FILE
+from celltrain.cellrunner import BUNDLE_DIR, META_FILE, RESULTS_FILE
 from celltrain.workspace import PACKAGE_PARENT
 
 
@@ -38,7 +38,7 @@ def run_bundle(b, tmp_path, params=None):
            "CELLTRAIN_PARAMS": json.dumps(params or {}), "PYTHONPATH": PACKAGE_PARENT}
     proc = subprocess.run([sys.executable, b.script], cwd=b.folder, env=env,
                           capture_output=True, text=True, timeout=120)
-    results = b.folder / RESULTS_DIR / RESULTS_FILE
+    results = telemetry / RESULTS_FILE
     failure = telemetry / "failure.txt"
     return (proc.returncode, load_results(results) if results.exists() else None,
             failure.read_text() if failure.exists() else proc.stderr)

@@ -17,8 +17,7 @@ import time
 BUNDLE_DIR = ".celltrain-cell"
 META_FILE = "cell.json"
 NAMESPACE_FILE = "namespace.pkl"
-RESULTS_DIR = os.path.join("outputs", ".celltrain")
-RESULTS_FILE = "results.pkl"
+RESULTS_FILE = "cell-results.pkl"   # in the telemetry folder: mounted, so nothing to copy back
 FAILURE_FILE = "failure.txt"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -226,7 +225,7 @@ def _dumps(value):
 
 
 def save_results(meta, namespace, value, has_value):
-    """``outputs/.celltrain/results.pkl``: a header, then each --out value, then the value."""
+    """``$CELLTRAIN_TELEMETRY_DIR/cell-results.pkl``: a header, each --out value, the value."""
     missing = [name for name in meta["out"] if name not in namespace]
     names = [name for name in meta["out"] if name in namespace]
     items = []
@@ -244,7 +243,7 @@ def save_results(meta, namespace, value, has_value):
             items.append(("value", _dumps(to_cpu(value))))
         except Exception:
             items.append(("repr", repr(value)))
-    folder = os.path.join(os.getcwd(), RESULTS_DIR)
+    folder = os.environ.get("CELLTRAIN_TELEMETRY_DIR") or os.path.join("outputs", ".celltrain")
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, RESULTS_FILE), "wb") as f:
         pickle.dump({"out": names, "has_value": has_value}, f, protocol=4)

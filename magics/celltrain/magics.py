@@ -24,7 +24,7 @@ from IPython.core.magic_arguments import (MagicArgumentParser, argument, magic_a
 
 from . import bundle as bundling
 from . import states
-from .cellrunner import BUNDLE_DIR, META_FILE, RESULTS_DIR, RESULTS_FILE
+from .cellrunner import BUNDLE_DIR, META_FILE, RESULTS_FILE
 from .errors import CelltrainError
 
 DEFAULT_EXPERIMENT = "notebook"
@@ -408,7 +408,8 @@ class TrainMagics(Magics):
             return None
 
     def bring_back(self, run, out: list[str] | None = None):
-        path = run.folder / RESULTS_DIR / RESULTS_FILE
+        from .telemetry import TELEMETRY_DIR
+        path = run.folder / TELEMETRY_DIR / RESULTS_FILE
         if not path.exists():
             if out:
                 raise UsageError(f"run {run.id} has no results file ({path}): was it started "
