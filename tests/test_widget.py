@@ -303,6 +303,20 @@ def test_helpers_name_panels_best_values_and_tracebacks():
     assert last_traceback("no errors") is None
 
 
+def test_svg_charts_ticks_gaps_and_log_scale():
+    from celltrain.charts import log_ticks, nice_ticks, svg_panel
+    assert nice_ticks(0, 1) == [0.0, 0.5, 1.0]
+    assert nice_ticks(0.13, 0.87) == [0.2, 0.4, 0.6000000000000001, 0.8] or \
+        [round(t, 6) for t in nice_ticks(0.13, 0.87)] == [0.2, 0.4, 0.6, 0.8]
+    assert [round(10 ** t, 6) for t in log_ticks(-2, 0)] == [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1]
+    # A None value (NaN) breaks the line instead of drawing it to zero.
+    svg = svg_panel("loss", [("loss", [0, 1, 2, 3, 4], [1.0, 0.5, math.nan, 0.3, 0.2])])
+    assert svg.count("<polyline") == 2
+    # Log scale skips values at or below zero and says so in the title.
+    svg = svg_panel("loss", [("loss", [0, 1, 2], [0.0, 0.1, 0.01])], log_y=True)
+    assert "loss (log)" in svg and polyline_points(svg) == {"loss": 2}
+
+
 def test_static_copy_survives_in_the_saved_notebook(workspace, make_source, tmp_path):
     """A real kernel runs run.show(); the saved notebook holds the final charts and summary."""
     from nbclient import NotebookClient

@@ -41,6 +41,21 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return ticks
 
 
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Ticks for a log axis given in log10 units: 1, 2, 5 times powers of ten, or only powers
+    of ten when there are many decades."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return []
+    values = [math.log10(m) + k for k in range(math.floor(lo), math.ceil(hi) + 1)
+              for m in (1, 2, 5)]
+    inside = [v for v in values if lo - 1e-9 <= v <= hi + 1e-9]
+    if len(inside) > 6:
+        inside = [v for v in inside if abs(v - round(v)) < 1e-9]
+    if len(inside) >= 2:
+        return inside
+    return [math.log10(v) for v in nice_ticks(10 ** lo, 10 ** hi) if v > 0]   # a narrow range
+
+
 def _tick_label(value: float, log: bool) -> str:
     if log:
         value = 10 ** value
@@ -100,7 +115,7 @@ def svg_panel(title: str, lines, *, xlabel: str = "step", log_y: bool = False,
     sx, sy = pw / (x1 - x0), ph / (y1 - y0)
     out.append(f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" '
                f'stroke="#999" stroke-width="0.8"/>')
-    for t in nice_ticks(y0, y1):
+    for t in (log_ticks(y0, y1) if log_y else nice_ticks(y0, y1)):
         py = TOP + ph - (t - y0) * sy
         out.append(f'<line x1="{LEFT}" x2="{LEFT + pw}" y1="{py:.1f}" y2="{py:.1f}" '
                    f'stroke="#e5e5e5"/><text x="{LEFT - 4}" y="{py + 3:.1f}" '

@@ -214,6 +214,7 @@ class RunsTable:
         self.log_y.observe(lambda _: self._draw_compare(), names="value")
         self.hint = w.HTML("<i>tick runs to overlay their curves</i>")
         self.grid = w.GridBox()
+        self.grid.add_class("celltrain-runs-grid")
         self._corner = w.HTML("")
         self.compare = w.HTML()
         self._widget = w.VBox([

@@ -137,3 +137,54 @@ def _reopen_without_the_widget(page, screenshot):
     assert static.locator("img[src^='data:image/png;base64,']").count() == 1
     assert page.locator(".celltrain-run").count() == 0
     page.screenshot(path=str(screenshot), full_page=True)
+
+
+def test_runs_table_sorts_and_compares_in_the_browser(workspace, make_source, lab_server, page,
+                                                      screenshots):
+    """ws.runs_table() in JupyterLab: a header click sorts, ticking two runs overlays them."""
+    base, token, root = lab_server
+    src = make_source(textwrap.dedent("""
+        import sys
+        from celltrain import log
+        lr = float(sys.argv[1])
+        for i in range(20):
+            log("loss", 1.0 / (1 + lr * i))
+    """))
+    runs = [workspace.experiment("table").submit("train.py", src, args=[lr], target="local",
+                                                 params={"lr": lr})
+            for lr in (0.1, 1.0, 3.0)]
+    for run in runs:
+        assert run.wait(timeout=60) == "Completed"
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(
+        f"from celltrain import Workspace\nWorkspace({str(workspace.path)!r}).runs_table()")]
+    nbformat.write(nb, root / "table.ipynb")
+    page.goto(f"{base}/lab/tree/table.ipynb?token={token}")
+    page.locator(".jp-StatusBar-Widget", has_text="Idle").first.wait_for(timeout=90_000)
+    table = page.locator(".celltrain-runs-table")
+    for _ in range(5):
+        page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first.click()
+        page.keyboard.press("Shift+Enter")
+        try:
+            table.wait_for(timeout=15_000)
+            break
+        except Exception:
+            continue
+    table.locator("button", has_text="loss").click()        # ascending final loss
+    page.wait_for_function("() => document.querySelector('.celltrain-runs-table button')"
+                           " && [...document.querySelectorAll('.celltrain-runs-table button')]"
+                           ".some(b => b.textContent.includes('loss ▲'))", timeout=15_000)
+    ids = table.locator("code").all_inner_texts()
+    assert ids == [runs[2].id, runs[1].id, runs[0].id], ids   # lr 3.0 has the lowest loss
+    boxes = table.locator(".celltrain-runs-grid input[type='checkbox']")
+    boxes.nth(0).check()
+    boxes.nth(2).check()
+    page.wait_for_function("() => document.querySelectorAll("
+                           "'.celltrain-runs-table polyline.series').length == 2",
+                           timeout=15_000)
+    labels = table.locator("polyline.series").evaluate_all(
+        "ps => ps.map(p => p.getAttribute('data-label'))")
+    assert sorted(labels) == sorted([runs[2].id, runs[0].id])
+    page.screenshot(path=str(screenshots / "runs-table.png"), full_page=True)
