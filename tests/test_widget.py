@@ -308,7 +308,8 @@ def test_svg_charts_ticks_gaps_and_log_scale():
     assert nice_ticks(0, 1) == [0.0, 0.5, 1.0]
     assert nice_ticks(0.13, 0.87) == [0.2, 0.4, 0.6000000000000001, 0.8] or \
         [round(t, 6) for t in nice_ticks(0.13, 0.87)] == [0.2, 0.4, 0.6, 0.8]
-    assert [round(10 ** t, 6) for t in log_ticks(-2, 0)] == [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1]
+    assert [round(10 ** t, 6) for t in log_ticks(-1.5, 0)] == [0.05, 0.1, 0.2, 0.5, 1]
+    assert [round(10 ** t, 6) for t in log_ticks(-2, 0)] == [0.01, 0.1, 1]   # decades only
     # A None value (NaN) breaks the line instead of drawing it to zero.
     svg = svg_panel("loss", [("loss", [0, 1, 2, 3, 4], [1.0, 0.5, math.nan, 0.3, 0.2])])
     assert svg.count("<polyline") == 2
