@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import tornado.httpclient
@@ -348,3 +351,20 @@ async def test_every_endpoint_refuses_requests_without_credentials(jp_fetch, fil
     # ... and answers the same request with the token.
     if method == "GET":
         assert (await jp_fetch("celltrain", *parts)).code == 200
+
+
+# -- packaging ---------------------------------------------------------------------------------
+def test_entry_points_keep_import_celltrain_cheap():
+    """Jupyter finds both extensions on the package; importing it loads neither server code."""
+    code = ("import sys, celltrain; "
+            "assert celltrain._jupyter_server_extension_points() == [{'module': 'celltrain.server'}]; "
+            "assert celltrain._jupyter_labextension_paths()[0]['dest'] == 'celltrain'; "
+            "assert not {'tornado', 'jupyter_server', 'celltrain.server'} & set(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_prebuilt_lab_extension_is_in_the_package():
+    import celltrain
+    built = Path(celltrain.__file__).parent / "labextension" / "package.json"
+    assert built.is_file(), f"{built} is missing: `make extension` builds it (npm run build)"
+    assert json.loads(built.read_text())["jupyterlab"]["_build"]["load"].startswith("static/")
