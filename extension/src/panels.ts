@@ -21,7 +21,7 @@ export interface IPanelActions {
 export class RunPanel extends Widget {
   constructor(readonly runId: string, private actions: IPanelActions) {
     super();
-    this.id = `celltrain-run-${runId}`;
+    this.id = `celltrain-run-panel-${runId}`;
     this.addClass('ct-panel');
     this.title.label = runId;
     this.title.closable = true;
