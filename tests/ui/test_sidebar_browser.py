@@ -44,7 +44,7 @@ for i in progress(range(400), desc="train"):
 QUICK = """
 import time
 print("short run", flush=True)
-time.sleep(8)
+time.sleep(12)
 """
 UI_TIMEOUT_MS = 30_000
 
