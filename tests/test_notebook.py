@@ -90,6 +90,12 @@ def test_example_notebook_end_to_end(tmp_path, docker_client, offline_image):
                     if line.startswith("validation accuracy in the notebook"))
     assert float(accuracy.split(":")[1].split("%")[0]) > 80, accuracy
     assert "'val_acc'" in text and "outputs/model.pt" in text
+    assert "registered chickens-vs-turkeys version 1" in text
+    assert (folder / "model" / "model.pt").exists()             # downloaded by the notebook
+    from celltrain import Workspace
+    version = Workspace(folder / ".celltrain", reconcile=False).model("chickens-vs-turkeys",
+                                                                      alias="production")
+    assert version.version == 1 and version.artifacts["onnx"]["max_abs_diff"] < 1e-3
     layout = folder / "data" / "chickens-vs-turkeys"
     for split, count in (("train", 120), ("val", 100)):
         for label in ("chickens", "turkeys"):
