@@ -558,7 +558,8 @@ class RunWidget:
         """Show the widget, and below it the static copy for saved notebooks."""
         from IPython import get_ipython
         from IPython.display import display
-        self.refresh(force=True)
+        if not self.live:
+            self.refresh(force=True)   # live: the thread reads (a long history) off the cell
         self._displayed = True
         if get_ipython() is None:       # plain Python: nothing to show it in
             return self
@@ -567,7 +568,10 @@ class RunWidget:
                     "version_major": 2, "version_minor": 0, "model_id": self.widget.model_id},
                  "text/plain": f"celltrain run {self.run.id}: live view (needs the kernel); "
                                f"the final state is shown below"}, raw=True)
-        self._static = display(self.static_bundle(), raw=True, display_id=True)
+        with self._lock:
+            final = self._final_drawn.is_set()
+            self._static = display(self.static_bundle(self.model.summary() if final else None),
+                                   raw=True, display_id=True)
         return self
 
     def _ipython_display_(self):
@@ -711,15 +715,16 @@ class RunWidget:
     def static_bundle(self, summary: dict | None = None) -> dict[str, str]:
         """text/html (+ image/png, text/plain) for front ends without the widget."""
         m = self.model
+        record = m.record or self.run.record
         hide = (f"<style>body:has(.celltrain-live-{self.token}) .celltrain-static-{self.token}"
                 "{display:none}</style>")
-        head = (f"<b>{html.escape(str(m.record.get('experiment', '')))} "
-                f"#{m.record.get('number', '')}</b> <code>{html.escape(self.run.id)}</code> "
-                f"{badge(m.status)}")
+        head = (f"<b>{html.escape(str(record.get('experiment', '')))} "
+                f"#{record.get('number', '')}</b> <code>{html.escape(self.run.id)}</code> "
+                f"{badge(record['status'])}")
         if summary is None:
             return {"text/html": f'<div class="celltrain-static-{self.token}">{hide}{head} '
                                  f"(the final state appears here when the run ends)</div>",
-                    "text/plain": f"celltrain run {self.run.id}: {m.status}"}
+                    "text/plain": f"celltrain run {self.run.id}: {record['status']}"}
         png = m.chart_png(self.x_axis.value, self.log_y.value) if m.series else None
         img = (f'<img alt="metrics of {html.escape(self.run.id)}" '
                f'src="data:image/png;base64,{base64.b64encode(png).decode()}"/>' if png else "")

@@ -28,6 +28,27 @@ for i in progress(range(3000), desc="epoch 1"):
 """
 
 
+def run_first_cell(page, app: str):
+    """Run the notebook's first cell once its kernel is up; returns the cell's prompt."""
+    page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first.wait_for(timeout=90_000)
+    if app == "lab":
+        page.locator(".jp-StatusBar-Widget", has_text="Idle").first.wait_for(timeout=180_000)
+    prompt = page.locator(".jp-Cell .jp-InputPrompt").first
+    run_button = page.locator(".jp-NotebookPanel-toolbar "
+                              "[data-command='notebook:run-cell-and-select-next']").first
+    for _ in range(6):           # a click while the kernel still connects can be lost
+        page.locator(".jp-Notebook .jp-Cell").first.click()
+        run_button.click()
+        try:
+            page.wait_for_function(
+                "() => /\\[(\\*|\\d+)\\]/.test(document.querySelector('.jp-Cell "
+                ".jp-InputPrompt').textContent)", timeout=10_000)
+            return prompt
+        except Exception:
+            continue
+    raise AssertionError(f"the cell never ran (prompt {prompt.inner_text()!r})")
+
+
 def _points(page) -> int:
     """Points drawn in the widget's loss chart right now."""
     return page.evaluate("""() => {
@@ -70,22 +91,7 @@ def test_widget_renders_updates_live_and_cancels(app, blocking, request, docker_
 
 
 def _drive(page, app, blocking, docker_workspace, screenshots):
-    editor = page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first
-    editor.wait_for(timeout=90_000)
-    if app == "lab":
-        page.locator(".jp-StatusBar-Widget", has_text="Idle").first.wait_for(timeout=90_000)
-    prompt = page.locator(".jp-Cell .jp-InputPrompt").first
-    for _ in range(5):           # a keypress while the kernel still connects can be lost
-        editor.click()
-        page.keyboard.press("Shift+Enter")
-        try:
-            page.wait_for_function(
-                "() => /\\[(\\*|\\d+)\\]/.test(document.querySelector('.jp-Cell "
-                ".jp-InputPrompt').textContent)", timeout=10_000)
-            break
-        except Exception:
-            continue
-    assert re.search(r"\[(\*|\d+)\]", prompt.inner_text()), "the cell never ran"
+    prompt = run_first_cell(page, app)
 
     widget = page.locator(".celltrain-run")
     widget.wait_for(timeout=90_000)
@@ -162,16 +168,9 @@ def test_runs_table_sorts_and_compares_in_the_browser(workspace, make_source, la
         f"from celltrain import Workspace\nWorkspace({str(workspace.path)!r}).runs_table()")]
     nbformat.write(nb, root / "table.ipynb")
     page.goto(f"{base}/lab/tree/table.ipynb?token={token}")
-    page.locator(".jp-StatusBar-Widget", has_text="Idle").first.wait_for(timeout=90_000)
+    run_first_cell(page, "lab")
     table = page.locator(".celltrain-runs-table")
-    for _ in range(5):
-        page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first.click()
-        page.keyboard.press("Shift+Enter")
-        try:
-            table.wait_for(timeout=15_000)
-            break
-        except Exception:
-            continue
+    table.wait_for(timeout=60_000)
     table.locator("button", has_text="loss").click()        # ascending final loss
     page.wait_for_function("() => document.querySelector('.celltrain-runs-table button')"
                            " && [...document.querySelectorAll('.celltrain-runs-table button')]"
