@@ -186,4 +186,4 @@ def test_runs_table_sorts_and_compares_in_the_browser(workspace, make_source, la
     labels = table.locator("polyline.series").evaluate_all(
         "ps => ps.map(p => p.getAttribute('data-label'))")
     assert sorted(labels) == sorted([runs[2].id, runs[0].id])
-    page.screenshot(path=str(screenshots / "runs-table.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "widget-runs-table.png"), full_page=True)
