@@ -288,7 +288,8 @@ def test_registered_model_shows_in_the_summary(workspace, make_source):
                      (run.id, time.time()))
     clock.now += 1
     w.refresh()
-    assert "Registered model:</b> birds v1" in w.summary.value
+    assert ("Registered model:</b> birds v1: <code>ws.model(&#x27;birds&#x27;, version=1)"
+            ".load(model=...)") in w.summary.value
     w.close()
 
 

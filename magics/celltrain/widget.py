@@ -208,6 +208,11 @@ def route_to_subshell(widgets) -> bool:
     return True
 
 
+def _load_hint(name: str, version: int) -> str:
+    """How to load a registered version (the same line the model's card shows)."""
+    return f"ws.model({name!r}, version={version}).load(model=...)"
+
+
 # -- the model ---------------------------------------------------------------------------------
 class RunView:
     """Everything the widget shows about one run, read from the store, with redraw throttling.
@@ -447,7 +452,8 @@ def summary_html(summary: dict) -> str:
                      f"{rows}</table>")
     if summary["models"]:
         parts.append("<div><b>Registered model:</b> " + ", ".join(
-            f"{html.escape(n)} v{v}" for n, v in summary["models"]) + "</div>")
+            f"{html.escape(n)} v{v}: <code>{html.escape(_load_hint(n, v))}</code>"
+            for n, v in summary["models"]) + "</div>")
     if summary["files"]:
         shown = summary["files"][:20]
         more = len(summary["files"]) - len(shown)
@@ -471,7 +477,7 @@ def summary_text(summary: dict) -> str:
         lines.append(f"  {name}: final {format_value(m['final'])}, "
                      f"best {format_value(m['best'])} ({m['points']} points)")
     if summary["models"]:
-        lines.append("  registered model: " + ", ".join(f"{n} v{v}"
+        lines.append("  registered model: " + ", ".join(f"{n} v{v} ({_load_hint(n, v)})"
                                                         for n, v in summary["models"]))
     if summary["files"]:
         lines.append("  output files: " + ", ".join(summary["files"][:20]))
