@@ -63,7 +63,7 @@ def test_container_run_end_to_end(docker_workspace, make_source, tmp_path, docke
     assert [h["status"] for h in run.history()] == list(states.ORDER)
     # the container is removed right after the run is finalized
     deadline = time.time() + 20
-    while docker_client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run.id}"}):
+    while docker_client.api.containers(all=True, filters={"label": f"{LABEL_RUN}={run.id}"}):
         assert time.time() < deadline, "the finished run's container was not removed"
         time.sleep(0.2)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import docker
 import nbformat
 import pytest
 from nbclient import NotebookClient
@@ -80,9 +81,12 @@ def test_example_notebook_end_to_end(tmp_path, docker_client, offline_image):
     try:
         execute(nb, folder, timeout=1200)
     finally:
-        for c in docker_client.containers.list(
-                all=True, filters={"label": f"celltrain.workspace={folder / '.celltrain'}"}):
-            c.remove(force=True)
+        label = {"label": f"celltrain.workspace={folder / '.celltrain'}"}
+        for c in docker_client.api.containers(all=True, filters=label):
+            try:
+                docker_client.api.remove_container(c["Id"], force=True)
+            except docker.errors.APIError:    # its supervisor removed it meanwhile
+                pass
     text = "\n".join(text_of(c) for c in nb.cells)
     assert "synthetic stand-in" in text
     assert "model, classes now in the notebook" in text
