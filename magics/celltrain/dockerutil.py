@@ -11,16 +11,26 @@ LABEL_WORKSPACE = "celltrain.workspace"
 LABEL_ENV = "celltrain.env"
 
 
+_clients: dict = {}
+
+
 def client(timeout: int = 60):
-    """A docker SDK client that is known to answer, or DockerUnavailable saying why not."""
+    """A docker SDK client that is known to answer, or DockerUnavailable saying why not.
+
+    Clients are kept per DOCKER_HOST and timeout (making one negotiates the API version, a
+    round trip); each call still pings, so a stopped engine is noticed at once.
+    """
     try:
         import docker
     except ImportError as e:  # pragma: no cover - docker is a hard dependency
         raise DockerUnavailable("the docker SDK is missing: pip install docker") from e
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    key = (host, os.environ.get("DOCKER_TLS_VERIFY"), os.environ.get("DOCKER_CERT_PATH"),
+           timeout)
     try:
-        c = docker.from_env(timeout=timeout)
+        c = _clients.get(key) or docker.from_env(timeout=timeout)
         c.ping()
+        _clients[key] = c
         return c
     except Exception as e:  # docker raises DockerException, requests errors, FileNotFoundError
         if shutil.which("dockerd") is None and shutil.which("docker") is None:

@@ -153,7 +153,10 @@ class Supervisor:
                     timed_out = True
                     self.log(f"timed out after {timeout}s")
                     backend.stop(handle, DEFAULT_GRACE_S)
-            time.sleep(POLL_S)
+            if pump is not None and pump.is_alive():
+                pump.join(POLL_S)       # wakes the moment the output ends (the run exited)
+            else:
+                time.sleep(POLL_S)
         if pump is not None:
             pump.join(timeout=5)
         return canceled, timed_out
@@ -243,9 +246,11 @@ def spare(workspace: str) -> int:
     lock = open(root / SPARE_LOCK, "a")
     if not _lock(lock, 0):
         return 0
-    import docker  # noqa: F401  (the point of a spare: pay for the imports now)
-
-    from . import backend_docker  # noqa: F401
+    from . import backend_docker, dockerutil  # noqa: F401  (pay for the imports now)
+    try:
+        dockerutil.client()        # and for the client's version negotiation
+    except Exception:  # no engine now: the run's own supervisor will say so
+        pass
     fifo = root / SPARE_FIFO
     try:
         os.mkfifo(fifo)
