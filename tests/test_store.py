@@ -1,13 +1,14 @@
 """The workspace store: schema, migrations, and many writers at once."""
 from __future__ import annotations
 
+import math
 import multiprocessing
 import sqlite3
 
 import pytest
 
 from celltrain import states
-from celltrain.store import MIGRATIONS, SCHEMA_VERSION, Store
+from celltrain.store import METRIC_BLOCK_BITS, MIGRATIONS, SCHEMA_VERSION, Store
 from celltrain.workspace import new_run_id
 
 
@@ -77,3 +78,84 @@ def test_list_runs_filters_sorts_and_pages(tmp_path):
     assert [r["number"] for r in page] == [2, 2]
     with pytest.raises(ValueError, match="cannot sort runs by 'bogus'"):
         store.list_runs(order_by="bogus")
+
+
+# -- metric blocks: the min/max rollups a chart of a long series reads -------------------------
+def _blocks_from_points(conn) -> dict:
+    """What metric_blocks must hold, computed in Python from every stored point: per run, name
+    and 256 ids, the count, the first point's step, min and max (NULL values left out)."""
+    expected: dict = {}
+    for id_, run_id, name, step, value in conn.execute(
+            "SELECT id, run_id, name, step, value FROM metrics ORDER BY id"):
+        key = (run_id, name, id_ >> METRIC_BLOCK_BITS)
+        n, first, lo, hi = expected.get(key, (0, step, None, None))
+        if value is not None:
+            lo = value if lo is None else min(lo, value)
+            hi = value if hi is None else max(hi, value)
+        expected[key] = (n + 1, first, lo, hi)
+    return expected
+
+
+def _stored_blocks(conn) -> dict:
+    return {(r[0], r[1], r[2]): tuple(r[3:]) for r in conn.execute(
+        "SELECT run_id, name, block, n, first_step, min_value, max_value FROM metric_blocks")}
+
+
+def test_metric_blocks_agree_with_the_points_after_many_batches(tmp_path):
+    """Batches of every size (one point, a block's worth, more than one insert chunk), two runs
+    and interleaved series, None, NaN and infinities: the blocks always match the points."""
+    store = Store(tmp_path)
+    a, b = (store.create_run("blocks", run_id_for=new_run_id, status=states.RUNNING)["id"]
+            for _ in range(2))
+    step = 0
+
+    def value(i):
+        return (None if i % 97 == 0 else math.nan if i % 89 == 0 else math.inf if i == 500
+                else -math.inf if i == 501 else math.sin(i))
+
+    for size in (1, 255, 1, 300, 1000, 70_000, 3):
+        store.add_metrics(a, [("loss", step + i, value(step + i), 0.0) for i in range(size)])
+        store.add_metrics(b, [(("acc", "lr")[i % 2], step + i, value(i), 0.0)
+                              for i in range(size // 3 + 1)])
+        store.add_metrics(a, [("nan-only", step, math.nan, 0.0), ("acc", step, 0.5, 0.0)])
+        step += size
+        assert _stored_blocks(store.conn) == _blocks_from_points(store.conn)
+    blocks = _stored_blocks(store.conn)
+    assert sum(v[0] for v in blocks.values()) == store.conn.execute(
+        "SELECT COUNT(*) FROM metrics").fetchone()[0]
+    assert blocks[(a, "nan-only", max(k[2] for k in blocks if k[1] == "nan-only"))][2:] == \
+        (None, None)
+    store.add_metrics(a, [])                             # nothing to add: nothing changes
+    assert _stored_blocks(store.conn) == blocks
+
+
+def test_a_failed_metric_write_leaves_no_blocks_behind(tmp_path):
+    store = Store(tmp_path)
+    run = store.create_run("blocks", run_id_for=new_run_id, status=states.RUNNING)["id"]
+    store.add_metrics(run, [("loss", 0, 1.0, 0.0)])
+    with pytest.raises(sqlite3.IntegrityError):          # a step of None is refused ...
+        store.add_metrics(run, [("loss", 1, 0.5, 0.0), ("loss", None, 0.2, 0.0)])
+    assert _stored_blocks(store.conn) == _blocks_from_points(store.conn) == {
+        (run, "loss", 0): (1, 0, 1.0, 1.0)}             # ... and the whole batch with it
+
+
+def test_a_v2_workspace_gets_blocks_for_its_points(tmp_path):
+    db = sqlite3.connect(tmp_path / "celltrain.db")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    db.executescript(MIGRATIONS[0] + ";" + MIGRATIONS[1])
+    db.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    db.execute("INSERT INTO experiments (name, created) VALUES ('old', 0)")
+    for run in ("old-1", "old-2"):
+        db.execute("INSERT INTO runs (id, experiment_id, number, status, created) "
+                   "VALUES (?, 1, ?, 'Completed', 0)", (run, int(run[-1])))
+    db.executemany("INSERT INTO metrics (run_id, name, step, value, time) VALUES (?, ?, ?, ?, 0)",
+                   [(f"old-{1 + i % 2}", ("loss", "acc", "lr")[i % 3], 1000 - i,
+                     None if i % 50 == 0 else math.cos(i)) for i in range(3000)])
+    db.commit()
+    db.close()
+    store = Store(tmp_path)
+    assert store.schema_version() == SCHEMA_VERSION == 3
+    assert len(_stored_blocks(store.conn)) > 6
+    assert _stored_blocks(store.conn) == _blocks_from_points(store.conn)
+    store.add_metrics("old-1", [("loss", 5000 + i, float(i), 0.0) for i in range(400)])
+    assert _stored_blocks(store.conn) == _blocks_from_points(store.conn)

@@ -13,10 +13,12 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from itertools import groupby, islice
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_S = 60.0
 
 # Each entry upgrades the schema from version i to i + 1.  Never edit an entry once released:
@@ -115,8 +117,43 @@ MIGRATIONS: list[str] = [
         FOREIGN KEY (name, version) REFERENCES models(name, version)
     );
     """,
+    # 2 -> 3: min/max rollups of each series per block of 256 consecutive metric ids, kept by
+    # add_metrics in the same transaction as the points, so a chart of a long series reads the
+    # blocks instead of every point; existing points get their blocks here
+    """
+    CREATE TABLE metric_blocks (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        block INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        first_step INTEGER NOT NULL,
+        min_value REAL,
+        max_value REAL,
+        PRIMARY KEY (run_id, name, block)
+    ) WITHOUT ROWID;
+    INSERT INTO metric_blocks (run_id, name, block, n, first_step, min_value, max_value)
+    SELECT g.run_id, g.name, g.block, g.n, m.step, g.lo, g.hi
+    FROM (SELECT run_id, name, id >> 8 AS block, COUNT(*) AS n, MIN(id) AS first_id,
+                 MIN(value) AS lo, MAX(value) AS hi
+          FROM metrics GROUP BY run_id, name, id >> 8) AS g
+    JOIN metrics AS m ON m.id = g.first_id
+    """,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
+
+# metric_blocks: block k of a series holds the count, first step, min and max of its points with
+# ids k << 8 .. (k << 8) + 255 (NaN and None are stored as NULL and left out of min and max).
+# Migration 3 fixes the 8; it cannot change without a new migration rebuilding the blocks.
+METRIC_BLOCK_BITS = 8
+_NAME = itemgetter(1)     # a metric row's name
+_METRICS_CHUNK = 65536   # rows per executemany: bounds memory for a generator of 1M points
+_INSERT_METRIC = "INSERT INTO metrics (run_id, name, step, value, time) VALUES (?, ?, ?, ?, ?)"
+_UPSERT_BLOCK = (
+    "INSERT INTO metric_blocks (run_id, name, block, n, first_step, min_value, max_value) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, name, block) DO UPDATE SET "
+    "n = n + excluded.n, "
+    "min_value = COALESCE(MIN(min_value, excluded.min_value), min_value, excluded.min_value), "
+    "max_value = COALESCE(MAX(max_value, excluded.max_value), max_value, excluded.max_value)")
 
 JSON_COLUMNS = ("args", "params", "tags", "environment", "options", "progress")
 
@@ -308,14 +345,23 @@ class Store:
     # -- metrics ----------------------------------------------------------------------------
     def add_metrics(self, run_id: str, rows: Iterable[tuple[str, int, float, float]],
                     conn: sqlite3.Connection | None = None) -> None:
-        """Rows are (name, step, value, time)."""
-        sql = "INSERT INTO metrics (run_id, name, step, value, time) VALUES (?, ?, ?, ?, ?)"
-        data = ((run_id, n, s, v, t) for n, s, v, t in rows)
-        if conn is not None:
-            conn.executemany(sql, data)
-        else:
+        """Rows are (name, step, value, time).  The series' blocks (``metric_blocks``) are
+        updated in the same transaction, so they always agree with the points."""
+        if conn is None:
             with self.write() as c:
-                c.executemany(sql, data)
+                return self.add_metrics(run_id, rows, conn=c)
+        it = iter(rows)
+        while True:
+            data = [(run_id, n, s, v, t) for n, s, v, t in islice(it, _METRICS_CHUNK)]
+            if not data:
+                return
+            last = conn.execute("SELECT MAX(id) FROM metrics").fetchone()[0] or 0
+            conn.executemany(_INSERT_METRIC, data)
+            if conn.execute("SELECT MAX(id) FROM metrics").fetchone()[0] != last + len(data):
+                raise RuntimeError(f"metric ids of run {run_id} are not consecutive after id "
+                                   f"{last}: the workspace database {self.db_path} needs "
+                                   f"checking (PRAGMA integrity_check)")
+            conn.executemany(_UPSERT_BLOCK, _blocks(data, last + 1))
 
     def metric_names(self, run_id: str) -> list[str]:
         rows = self.conn.execute("SELECT DISTINCT name FROM metrics WHERE run_id=? ORDER BY name",
@@ -371,6 +417,37 @@ class Store:
         rows = self.conn.execute("SELECT name, path, step, time FROM images WHERE run_id=? "
                                  "ORDER BY id", (run_id,)).fetchall()
         return [dict(r) for r in rows]
+
+
+def _blocks(data: list[tuple], first_id: int) -> list[tuple]:
+    """Block rows (run_id, name, block, n, first step, min, max) of metric rows ``data`` whose
+    ids are ``first_id``, ``first_id + 1``, ...: a few list operations per block, not per point,
+    so that keeping the blocks adds little to the insert itself."""
+    size = 1 << METRIC_BLOCK_BITS
+    out = []
+    start = 0
+    while start < len(data):
+        end = min(len(data), start + size - ((first_id + start) & (size - 1)))
+        block = (first_id + start) >> METRIC_BLOCK_BITS
+        part = data[start:end]
+        names = set(map(_NAME, part))
+        if len(names) == 1:                      # one series (the usual bulk write)
+            groups: Iterable = ((names.pop(), part),)
+        else:                                    # interleaved series: group them, order kept
+            groups = ((k, list(g)) for k, g in groupby(sorted(part, key=_NAME), _NAME))
+        for name, rows in groups:
+            values = [r[3] for r in rows]
+            try:
+                total = sum(values)
+                clean = total == total                     # no None, no NaN
+            except TypeError:
+                clean = False
+            if not clean:
+                values = [v for v in values if isinstance(v, (int, float)) and v == v]
+            out.append((rows[0][0], name, block, len(rows), rows[0][2],
+                        min(values) if values else None, max(values) if values else None))
+        start = end
+    return out
 
 
 def _like_prefix(prefix: str) -> str:
