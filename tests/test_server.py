@@ -238,6 +238,54 @@ def test_a_growing_long_series_reads_only_its_new_points_and_matches_a_fresh_rea
     assert live.metrics(rec["id"], names=["loss"], max_points=400)["series"][0] is grown
 
 
+def _full_scan(store, run_id: str, name: str, max_points: int) -> dict:
+    """The chart of a long series computed from every point, in Python: buckets of ids as the
+    server lays them out (from the first id rounded down to 256, a power-of-two width, at most
+    max_points / 2 buckets), min at the bucket's first step, max halfway to the next bucket."""
+    rows = store.conn.execute("SELECT id, step, value FROM metrics WHERE run_id=? AND name=? "
+                              "ORDER BY id", (run_id, name)).fetchall()
+    base, hi, width = rows[0][0] // 256 * 256, rows[-1][0], 1
+    while -(-(hi - base + 1) // width) > max_points // 2:
+        width *= 2
+    buckets: dict = {}
+    for id_, step, value in rows:
+        first, values = buckets.setdefault((id_ - base) // width, (step, []))
+        if value is not None:
+            values.append(value)
+    firsts = [buckets[k][0] for k in sorted(buckets)] + [rows[-1][1]]
+    x, y = [], []
+    for i, k in enumerate(sorted(buckets)):
+        values = buckets[k][1]
+        x += [firsts[i], (firsts[i] + firsts[i + 1]) / 2]
+        y += [min(values, default=None), max(values, default=None)]
+    return {"count": len(rows), "x": x, "y": y}
+
+
+@pytest.mark.parametrize("max_points", [600, 20_000])   # buckets of whole blocks; narrower
+def test_a_cold_long_series_equals_a_full_scan(tmp_path, max_points):
+    """The first read of a long series (from the store's blocks, or raw aggregates when the
+    buckets are narrower than a block) has exactly the min and max per bucket of a full scan,
+    whatever the batches, interleaved series and None values."""
+    ws = Workspace(tmp_path / "ws", reconcile=False)
+    rec = ws.store.create_run("big", run_id_for=new_run_id, status=states.COMPLETED)
+    other = ws.store.create_run("big", run_id_for=new_run_id, status=states.RUNNING)
+    step = 0
+    for batch in (700, 1, 33_333, 90_000, 257):
+        ws.store.add_metrics(rec["id"], [
+            ("loss", step + i, None if (step + i) % 1_001 == 0 else
+             50.0 if step + i == 77_777 else math.sin((step + i) / 300), 0.0)
+            for i in range(batch)])
+        ws.store.add_metrics(rec["id"], [("acc", s, s / 1e5, 0.0) for s in range(step, step + 99)])
+        ws.store.add_metrics(other["id"], [("loss", s, 2.0, 0.0) for s in range(batch // 2)])
+        step += batch
+    got = CelltrainManager(ws.path).metrics(rec["id"], names=["loss"],
+                                            max_points=max_points)["series"][0]
+    want = _full_scan(ws.store, rec["id"], "loss", max_points)
+    assert got["downsampled"] and len(got["x"]) <= max_points
+    assert (got["count"], got["x"], got["y"]) == (want["count"], want["x"], want["y"])
+    assert max(y for y in got["y"] if y is not None) == 50.0
+
+
 async def test_logs_from_an_offset(jp_fetch, filled):
     run = filled["run"]
     whole = await get(jp_fetch, "runs", run.id, "logs")

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 
 from .. import states
 from ..run import BUILD_LOG, OUTPUT_LOG, STDERR_LOG, Run
+from ..store import METRIC_BLOCK_BITS
 
 WORKSPACE_ENV = "CELLTRAIN_WORKSPACE"
 DEFAULT_DIR = ".celltrain"
@@ -31,7 +32,8 @@ DEFAULT_TAIL_BYTES = 64 * 1024
 MAX_LOG_BYTES = 4 * 1024 * 1024
 MAX_CHART_POINTS = 100_000
 # Up to this many points a series is read whole and downsampled exactly (celltrain.downsample);
-# longer ones are reduced to min/max per bucket inside SQLite, which never builds Python rows.
+# longer ones become min/max per bucket of ids, merged from the store's per-block rollups
+# (``metric_blocks``: 256 ids each) when buckets are that wide, else aggregated inside SQLite.
 READ_WHOLE_UP_TO = 20_000
 RUN_SUMMARY = ("id", "experiment", "number", "status", "target", "created", "started", "ended",
                "script", "reason", "exit_code", "progress", "params", "tags", "cancel_requested")
@@ -321,10 +323,13 @@ class CelltrainManager:
     def _extend(self, b: "_Buckets", run_id: str, name: str, hi: int) -> None:
         """Read the points after ``b.hi`` into ``b``: the last bucket (maybe partial) again,
         then new ones; merge pairs of buckets while there are too many."""
-        first = (b.hi + 1 - b.lo) // b.width
+        first = (b.hi + 1 - b.base) // b.width
         del b.stats[first:]
-        starts = range(b.lo + first * b.width, hi + 1, b.width)
-        b.stats += self._bucket_stats(run_id, name, [(a, a + b.width) for a in starts])
+        if b.width >= 1 << METRIC_BLOCK_BITS:
+            b.stats += self._block_stats(run_id, name, b, first, hi)
+        else:
+            starts = range(b.base + first * b.width, hi + 1, b.width)
+            b.stats += self._bucket_stats(run_id, name, [(a, a + b.width) for a in starts])
         b.hi = hi
         while len(b.stats) > b.limit:
             b.width *= 2
@@ -344,6 +349,22 @@ class CelltrainManager:
             y += [vmin, vmax]
         return {"name": name, "count": sum(s[3] for s in stats), "downsampled": True,
                 "x": x, "y": _finite(y)}
+
+    def _block_stats(self, run_id: str, name: str, b: "_Buckets", first: int, hi: int) -> list:
+        """(first step, min, max, count) of buckets ``first`` on (up to id ``hi``), each merged
+        from the store's blocks of 256 ids (a bucket is a whole number of blocks): one row per
+        block read, never one per point."""
+        shift = (b.width >> METRIC_BLOCK_BITS).bit_length() - 1     # blocks per bucket: 2**shift
+        start = (b.base >> METRIC_BLOCK_BITS) + (first << shift)
+        out: list = [None] * ((hi - b.base) // b.width + 1 - first)
+        for block, n, step, vmin, vmax in self.store.conn.execute(
+                "SELECT block, n, first_step, min_value, max_value FROM metric_blocks "
+                "WHERE run_id=? AND name=? AND block >= ? AND block <= ? ORDER BY block",
+                (run_id, name, start, hi >> METRIC_BLOCK_BITS)):
+            i = (block - start) >> shift
+            stats = (step, vmin, vmax, n)
+            out[i] = stats if out[i] is None else _merge([out[i], stats])
+        return out
 
     def _bucket_stats(self, run_id: str, name: str, ranges: list[tuple[int, int]]) -> list:
         """(first step, min, max, count) of the points with ids in each range, or None for a
@@ -450,12 +471,16 @@ class CelltrainManager:
 
 
 class _Buckets:
-    """Min/max of a long series in buckets of ``width`` consecutive ids from ``lo`` (a power
-    of two, so that two buckets merge into one when the series outgrows ``limit`` buckets)."""
+    """Min/max of a long series in buckets of ``width`` consecutive ids from ``base`` (``lo``
+    rounded down to a store block).  The width is a power of two, so two buckets merge into one
+    when the series outgrows ``limit`` buckets, and a bucket at least a block wide is a whole
+    number of the store's blocks."""
 
     def __init__(self, lo: int, hi: int, limit: int):
-        self.lo, self.hi, self.limit, self.width = lo, lo - 1, limit, 1
-        while -(-(hi - lo + 1) // self.width) > limit:
+        self.lo, self.limit, self.width = lo, limit, 1
+        self.base = lo >> METRIC_BLOCK_BITS << METRIC_BLOCK_BITS
+        self.hi = self.base - 1
+        while -(-(hi - self.base + 1) // self.width) > limit:
             self.width *= 2
         self.stats: list = []
 
