@@ -8,7 +8,15 @@ token checked, JSON encoded), against baselines measured in the same run on the 
 
 Targets: list <= 200 ms, series <= 150 ms.  The series is timed cold (a request the server
 has no cached answer for), live (one point more than at the previous request: a poll of a
-running run, which reads only the new points) and unchanged (a poll of a finished run).  Usage: python bench/bench_server.py [--runs 10000] [--points 1000000]
+running run, which reads only the new points) and unchanged (a poll of a finished run).
+
+The cold series reads the store's per-block rollups (``metric_blocks``), which ``add_metrics``
+keeps as it writes; what that costs the writer is measured too, as CPU time of
+``Store.add_metrics`` against the plain ``executemany`` INSERT of the same rows into a fresh
+workspace (the write path before the rollups): the points at once, and in batches of 100 with a
+transaction each (what the supervisor's telemetry ingest does every 0.1 s).
+
+Usage: python bench/bench_server.py [--runs 10000] [--points 1000000]
 """
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ import json
 import math
 import os
 import secrets
+import shutil
 import socket
 import sqlite3
 import statistics
@@ -66,6 +75,45 @@ def fill(ws_path: Path, runs: int, points: int) -> str:
                                 for i in range(points)), conn=conn)
     store.close()
     return big
+
+
+def write_cost(root: Path, points: int) -> list[tuple[str, float, float]]:
+    """CPU seconds to store ``points`` loss values (and 100x fewer in batches of 100): the plain
+    INSERT the store did before it kept rollups, then ``Store.add_metrics``; medians of 3."""
+    from celltrain.store import Store
+    from celltrain.workspace import new_run_id
+
+    def plain(store, run_id, rows, conn):
+        conn.executemany("INSERT INTO metrics (run_id, name, step, value, time) "
+                         "VALUES (?, ?, ?, ?, ?)", ((run_id, *r) for r in rows))
+
+    def rollups(store, run_id, rows, conn):
+        store.add_metrics(run_id, rows, conn=conn)
+
+    def once(add, batch: int, count: int) -> float:
+        folder = Path(tempfile.mkdtemp(dir=root))
+        store = Store(folder)
+        run_id = store.create_run("w", run_id_for=new_run_id, status="Running")["id"]
+        now = time.time()
+        t = time.process_time()
+        for start in range(0, count, batch):
+            with store.write() as conn:
+                add(store, run_id, (("loss", i, math.exp(-i / 2e5), now + i)
+                                    for i in range(start, min(count, start + batch))), conn)
+        spent = time.process_time() - t
+        store.close()
+        shutil.rmtree(folder)
+        return spent
+
+    out = []
+    for what, batch, count in ((f"{points} points at once", points, points),
+                               (f"{points // 100} points in batches of 100", 100, points // 100)):
+        times = {add: [] for add in (plain, rollups)}
+        for _ in range(3):
+            for add in (plain, rollups):           # interleaved: both see the same load
+                times[add].append(once(add, batch, count))
+        out.append((what, statistics.median(times[plain]), statistics.median(times[rollups])))
+    return out
 
 
 def free_port() -> int:
@@ -130,6 +178,9 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=20)
+        print(f"\n{'writing metrics, CPU time':<52}{'plain':>10}{'rollups':>10}{'ratio':>9}")
+        for what, plain, rollups in write_cost(root, args.points):
+            print(f"{what:<52}{plain:>9.2f}s{rollups:>9.2f}s{rollups / plain:>8.2f}x")
 
 
 def report(base: str, token: str, ws_path: Path, big: str, args) -> None:
@@ -177,13 +228,26 @@ def report(base: str, token: str, ws_path: Path, big: str, args) -> None:
     api_warm, _ = timed(lambda: get(f"runs/{big}/metrics?name=loss&max_points=1000"))
     # The cold read in this process, as CPU time: on a machine shared with other jobs the wall
     # times above include waiting for a core, this does not.
-    cpu = []
-    for _ in range(ROUNDS):
-        manager = CelltrainManager(ws_path, reconcile=False)
-        t = time.thread_time()
-        manager.metrics(big, names=["loss"], max_points=1000)
-        cpu.append(time.thread_time() - t)
-    cpu_cold = statistics.median(cpu)
+    from celltrain.server import manager as manager_module
+
+    def cold_cpu() -> tuple[float, dict]:
+        cpu = []
+        for _ in range(ROUNDS):
+            manager = CelltrainManager(ws_path, reconcile=False)
+            t = time.thread_time()
+            answer = manager.metrics(big, names=["loss"], max_points=1000)
+            cpu.append(time.thread_time() - t)
+        return statistics.median(cpu), answer
+
+    cpu_cold, with_blocks = cold_cpu()
+    # The same read the way it was done before the store kept blocks: no bucket is as wide as
+    # a block of 2**62 ids, so every bucket is two aggregates over each of its points.
+    bits, manager_module.METRIC_BLOCK_BITS = manager_module.METRIC_BLOCK_BITS, 62
+    try:
+        cpu_scan, scanned = cold_cpu()
+    finally:
+        manager_module.METRIC_BLOCK_BITS = bits
+    assert with_blocks["series"][0]["count"] == scanned["series"][0]["count"]
     s = series["series"][0]
     assert s["count"] >= args.points and len(s["x"]) <= 1000
 
@@ -202,6 +266,8 @@ def report(base: str, token: str, ws_path: Path, big: str, args) -> None:
         (f"GET metrics, {args.points} points, unchanged (cached)", api_warm, 0.150,
          api_warm / raw_series),
         ("  the cold one in-process, CPU time", cpu_cold, 0.150, cpu_cold / raw_series),
+        ("  ... reading every point (the previous way), CPU", cpu_scan, None,
+         cpu_scan / raw_series),
     ]
     for what, seconds, target, ratio in lines:
         print(f"{what:<52}{seconds * 1000:>8.1f}ms"
