@@ -1,13 +1,12 @@
 /** Main-area panels: one run (charts, log tail, params, files, Cancel, insert code) and a
  * comparison of several runs (their curves overlaid). */
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
-import { Poll } from '@lumino/polling';
-import { Widget } from '@lumino/widgets';
 
 import { COLORS, formatNumber, ILine, renderChart } from './chart';
 import { age, duration, h, statusBadge } from './dom';
 import { apiUrl, requestAPI } from './request';
 import { progressLine } from './sidebar';
+import { PolledWidget } from './polled';
 import { modelSnippet, runSnippet } from './snippets';
 import { ILogChunk, IMetrics, IRunDetail, IRunFile, TERMINAL } from './types';
 
@@ -18,9 +17,9 @@ export interface IPanelActions {
   insertCode(code: string): void;
 }
 
-export class RunPanel extends Widget {
+export class RunPanel extends PolledWidget {
   constructor(readonly runId: string, private actions: IPanelActions) {
-    super();
+    super(`celltrain:run:${runId}`, 1500);
     this.id = `celltrain-run-panel-${runId}`;
     this.addClass('ct-panel');
     this.title.label = runId;
@@ -49,22 +48,6 @@ export class RunPanel extends Widget {
         h('div', {}, h('h3', { text: 'Params and tags' }), this.params),
         h('div', {}, h('h3', { text: 'History' }), this.history)),
       h('h3', { text: 'Files' }), this.files);
-    this.poll = new Poll({
-      auto: true,
-      factory: () => this.refresh(),
-      frequency: { interval: 1500, backoff: true, max: 30 * 1000 },
-      name: `celltrain:run:${runId}`,
-      standby: () => !this.isVisible || 'when-hidden'
-    });
-  }
-
-  dispose(): void {
-    this.poll.dispose();
-    super.dispose();
-  }
-
-  protected onAfterShow(): void {
-    void this.poll.refresh();
   }
 
   async refresh(): Promise<void> {
@@ -199,7 +182,6 @@ export class RunPanel extends Widget {
     void this.poll.refresh();
   }
 
-  private poll: Poll;
   private detail: IRunDetail | null = null;
   private logOffset: number | null = null;
   private heading = h('div', { class: 'ct-panel-heading' });
@@ -218,9 +200,9 @@ export class RunPanel extends Widget {
   private files = h('ul', { class: 'ct-files' });
 }
 
-export class ComparePanel extends Widget {
+export class ComparePanel extends PolledWidget {
   constructor(readonly runIds: string[]) {
-    super();
+    super('celltrain:compare', 3000);
     this.id = `celltrain-compare-${runIds.join('-')}`;
     this.addClass('ct-panel');
     this.title.label = `Compare ${runIds.length} runs`;
@@ -228,18 +210,6 @@ export class ComparePanel extends Widget {
     this.node.append(h('div', { class: 'ct-panel-header' },
       h('span', { class: 'ct-panel-title', text: `Comparing ${runIds.join(', ')}` })),
     this.charts);
-    this.poll = new Poll({
-      auto: true,
-      factory: () => this.refresh(),
-      frequency: { interval: 3000, backoff: true, max: 30 * 1000 },
-      name: 'celltrain:compare',
-      standby: () => !this.isVisible || 'when-hidden'
-    });
-  }
-
-  dispose(): void {
-    this.poll.dispose();
-    super.dispose();
   }
 
   async refresh(): Promise<void> {
@@ -266,7 +236,6 @@ export class ComparePanel extends Widget {
     }
   }
 
-  private poll: Poll;
   private charts = h('div', { class: 'ct-charts' });
 }
 

@@ -1,11 +1,10 @@
 /** The left sidebar: Runs (live status, filters, select several to compare) and Models. */
 import { Clipboard } from '@jupyterlab/apputils';
-import { Poll } from '@lumino/polling';
-import { Widget } from '@lumino/widgets';
 
 import { formatNumber } from './chart';
 import { age, h, statusBadge } from './dom';
 import { MissingServerExtension, requestAPI } from './request';
+import { PolledWidget } from './polled';
 import { modelSnippet } from './snippets';
 import { IExperiment, IModel, IRunPage, IRunSummary, IWorkspaceInfo, TERMINAL } from './types';
 
@@ -16,30 +15,13 @@ export interface ISidebarActions {
   compare(ids: string[]): void;
 }
 
-export class CelltrainSidebar extends Widget {
+export class CelltrainSidebar extends PolledWidget {
   constructor(private actions: ISidebarActions) {
-    super();
+    super('celltrain:sidebar', 2000);
     this.id = 'celltrain-sidebar';
     this.addClass('ct-sidebar');
     this.title.caption = 'celltrain: runs and models';
     this.buildSkeleton();
-    this.poll = new Poll({
-      auto: true,
-      factory: () => this.refresh(),
-      frequency: { interval: 2000, backoff: true, max: 30 * 1000 },
-      name: 'celltrain:sidebar',
-      // Stop while the sidebar is collapsed, and while the browser tab is hidden.
-      standby: () => !this.isVisible || 'when-hidden'
-    });
-  }
-
-  dispose(): void {
-    this.poll.dispose();
-    super.dispose();
-  }
-
-  protected onAfterShow(): void {
-    void this.poll.refresh();
   }
 
   /** Fetch what the current tab shows; a rejection makes the poll back off. */
@@ -270,7 +252,6 @@ export class CelltrainSidebar extends Widget {
       copy);
   }
 
-  private poll: Poll;
   private info: IWorkspaceInfo | null = null;
   private tab: 'runs' | 'models' = 'runs';
   private offset = 0;
