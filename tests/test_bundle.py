@@ -167,6 +167,19 @@ def test_large_array_round_trip(build, tmp_path):
     assert np.array_equal(values["big2"], big[:10])
 
 
+def test_data_frames_round_trip(build, tmp_path):
+    import pandas as pd
+    ns = notebook("import pandas as pd\n")
+    frame = pd.DataFrame({"lr": [0.1, 0.01], "name": ["a", "b"]})
+    ns["frame"] = frame
+    b = build("best = frame.loc[frame.lr.idxmin()]\nsummary = frame.assign(x=pd.Series([1, 2]))\n",
+              ns, out=["best", "summary"])
+    code, (values, _, _), failure = run_bundle(b, tmp_path)
+    assert code == 0, failure
+    assert values["best"]["name"] == "b"
+    pd.testing.assert_frame_equal(values["summary"], frame.assign(x=[1, 2]))
+
+
 def test_tensors_and_modules_come_back(build, tmp_path):
     import torch
     from torch import nn
