@@ -11,10 +11,10 @@ has no cached answer for), live (one point more than at the previous request: a 
 running run, which reads only the new points) and unchanged (a poll of a finished run).
 
 The cold series reads the store's per-block rollups (``metric_blocks``), which ``add_metrics``
-keeps as it writes; what that costs the writer is measured too, as CPU time of
+keeps as it writes; what that costs the writer is measured too, as CPU time with
 ``Store.add_metrics`` against the plain ``executemany`` INSERT of the same rows into a fresh
-workspace (the write path before the rollups): the points at once, and in batches of 100 with a
-transaction each (what the supervisor's telemetry ingest does every 0.1 s).
+workspace (the write path before the rollups): the points at once, and 200 small telemetry
+ingests (what the supervisor does every 0.1 s while a run logs).
 
 Usage: python bench/bench_server.py [--runs 10000] [--points 1000000]
 """
@@ -78,41 +78,64 @@ def fill(ws_path: Path, runs: int, points: int) -> str:
 
 
 def write_cost(root: Path, points: int) -> list[tuple[str, float, float]]:
-    """CPU seconds to store ``points`` loss values (and 100x fewer in batches of 100): the plain
-    INSERT the store did before it kept rollups, then ``Store.add_metrics``; medians of 3."""
+    """CPU seconds to store ``points`` loss values at once, and to ingest 200 telemetry frames
+    of 100 points (loss and acc interleaved, as a training loop logs them) the way the
+    supervisor does: with the plain INSERT the store did before it kept rollups in place of
+    ``Store.add_metrics``, then with it; medians of 3, interleaved so both see the same load."""
+    from celltrain import telemetry
+    from celltrain.context import encode_frame
     from celltrain.store import Store
     from celltrain.workspace import new_run_id
 
-    def plain(store, run_id, rows, conn):
+    def plain(self, run_id, rows, conn=None):
         conn.executemany("INSERT INTO metrics (run_id, name, step, value, time) "
                          "VALUES (?, ?, ?, ?, ?)", ((run_id, *r) for r in rows))
 
-    def rollups(store, run_id, rows, conn):
-        store.add_metrics(run_id, rows, conn=conn)
+    def at_once(store, run_id) -> float:
+        now = time.time()
+        t = time.process_time()
+        with store.write() as conn:
+            store.add_metrics(run_id, (("loss", i, math.exp(-i / 2e5), now + i)
+                                       for i in range(points)), conn=conn)
+        return time.process_time() - t
 
-    def once(add, batch: int, count: int) -> float:
+    def ingest(store, run_id) -> float:
+        events = telemetry.events_path(store, run_id)
+        events.parent.mkdir(parents=True)
+        last_steps: dict = {}
+        spent = 0.0
+        for frame in range(200):
+            with open(events, "ab") as f:
+                f.write(encode_frame("m", [(name, None, math.sin(frame * 50 + i), time.time())
+                                           for i in range(50) for name in ("loss", "acc")]))
+            t = time.process_time()
+            telemetry.ingest(store, run_id, last_steps)
+            spent += time.process_time() - t
+        return spent
+
+    def once(how, writes) -> float:
         folder = Path(tempfile.mkdtemp(dir=root))
         store = Store(folder)
         run_id = store.create_run("w", run_id_for=new_run_id, status="Running")["id"]
-        now = time.time()
-        t = time.process_time()
-        for start in range(0, count, batch):
-            with store.write() as conn:
-                add(store, run_id, (("loss", i, math.exp(-i / 2e5), now + i)
-                                    for i in range(start, min(count, start + batch))), conn)
-        spent = time.process_time() - t
-        store.close()
-        shutil.rmtree(folder)
-        return spent
+        keep = Store.add_metrics
+        if how == "plain":
+            Store.add_metrics = plain
+        try:
+            return writes(store, run_id)
+        finally:
+            Store.add_metrics = keep
+            store.close()
+            shutil.rmtree(folder)
 
     out = []
-    for what, batch, count in ((f"{points} points at once", points, points),
-                               (f"{points // 100} points in batches of 100", 100, points // 100)):
-        times = {add: [] for add in (plain, rollups)}
+    for what, writes in ((f"{points} points in one add_metrics", at_once),
+                         ("200 telemetry ingests of 100 points", ingest)):
+        times: dict = {"plain": [], "rollups": []}
         for _ in range(3):
-            for add in (plain, rollups):           # interleaved: both see the same load
-                times[add].append(once(add, batch, count))
-        out.append((what, statistics.median(times[plain]), statistics.median(times[rollups])))
+            for how in times:
+                times[how].append(once(how, writes))
+        out.append((what, statistics.median(times["plain"]),
+                    statistics.median(times["rollups"])))
     return out
 
 
