@@ -175,3 +175,30 @@ def test_container_run_outlives_its_supervisor(docker_workspace, make_source):
     assert again.wait(timeout=120) == states.COMPLETED
     assert again.metrics()["x"] == list(range(20))
     assert "finished" in again.logs()
+
+
+def test_an_image_whose_user_is_not_root_runs_and_keeps_its_outputs(docker_workspace, make_source,
+                                                                   docker_client, offline_image):
+    """Users bring their own images, often with a non-root USER: Docker's workdir is root's."""
+    tag = "celltrain-test/nonroot:latest"
+    holder = docker_client.containers.create(offline_image, ["true"])
+    try:
+        holder.commit(*tag.split(":"), changes=["USER nobody"])
+    finally:
+        holder.remove(force=True)
+    src = make_source("""
+        import os
+        from celltrain import log
+        log("uid", os.getuid())
+        os.makedirs("outputs", exist_ok=True)
+        open("outputs/model.txt", "w").write("trained by " + str(os.getuid()))
+    """)
+    try:
+        run = docker_workspace.experiment("nonroot").submit(
+            "train.py", src, gpus="none", environment=Environment(base_image=tag))
+        assert run.wait(timeout=300) == states.COMPLETED, run.reason
+    finally:
+        time.sleep(1)   # the supervisor removes the run's container right after the end
+        docker_client.images.remove(tag, force=True)
+    assert run.metrics()["uid"] == [65534.0]
+    assert (run.folder / "outputs" / "model.txt").read_text() == "trained by 65534"

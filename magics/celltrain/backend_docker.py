@@ -26,9 +26,12 @@ TELEMETRY_IN_CONTAINER = "/celltrain-run/telemetry"
 LIB_IN_CONTAINER = "/celltrain-lib"
 COPY_BACK = ("outputs", "logs")
 SNAPSHOT_IN_CONTAINER = "/celltrain-run/snapshot"
-# Copy the read-only snapshot into the writable workdir, then run the script with the image's
+WORKDIR_NOTE = "workdir"   # in the telemetry folder: where the script ran, for the copy-back
+# Copy the read-only snapshot into a writable workdir, then run the script with the image's
 # Python.  (A bind mount plus cp is several times faster than put_archive into the rootfs.)
-PYTHON = (f'cp -a {SNAPSHOT_IN_CONTAINER}/. . && '
+# Docker makes WORKDIR owned by root: an image whose USER is not root gets a temporary folder.
+PYTHON = (f'if [ ! -w . ]; then cd "$(mktemp -d)" && pwd > {TELEMETRY_IN_CONTAINER}/'
+          f'{WORKDIR_NOTE}; fi && cp -a {SNAPSHOT_IN_CONTAINER}/. . && '
           'exec "$(command -v python3 || command -v python)" -u "$@"')
 
 
@@ -149,9 +152,11 @@ class DockerBackend:
         """Copy ./outputs and ./logs back, and rewrite the captured output from Docker's own log."""
         import docker
         container = self._get(handle)
+        note = self.run_dir / TELEMETRY_DIR / WORKDIR_NOTE
+        workdir = note.read_text().strip() if note.exists() else WORKDIR
         for folder in COPY_BACK:
             try:
-                chunks, _ = container.get_archive(f"{WORKDIR}/{folder}")
+                chunks, _ = container.get_archive(f"{workdir}/{folder}")
             except docker.errors.NotFound:
                 continue
             _extract(b"".join(chunks), self.run_dir)
