@@ -260,6 +260,11 @@ def _versions(store, name: str) -> list[tuple[int, bool]]:
     return [(r[0], bool(r[1])) for r in rows]
 
 
+def load_hint(name: str, version: int) -> str:
+    """The line of code that loads a version: one wording for cards, summaries and %%train."""
+    return f"ws.model({name!r}, version={version}).load(model=...)"
+
+
 def model_names(ws: "Workspace") -> list[str]:
     return [r[0] for r in ws.store.conn.execute(
         "SELECT DISTINCT name FROM models ORDER BY name").fetchall()]
@@ -725,7 +730,7 @@ class ModelVersion:
     # -- display ----------------------------------------------------------------------------------
     def load_hint(self) -> str:
         """The line of code that loads this version (shown in cards and run summaries)."""
-        return f"ws.model({self.name!r}, version={self.version}).load(model=...)"
+        return load_hint(self.name, self.version)
 
     def _repr_html_(self) -> str:
         r = self._record(missing_ok=True)

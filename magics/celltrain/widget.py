@@ -33,6 +33,7 @@ import numpy as np
 
 from . import charts, states
 from .downsample import downsample
+from .registry import load_hint
 from .run import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 
 POLL_S = 0.1                 # store poll interval: a logged point shows well within 1 s
@@ -206,11 +207,6 @@ def route_to_subshell(widgets) -> bool:
         if comm is not None and hasattr(comm, "_reply_subshell_for"):
             comm._reply_subshell_for = lambda data, default, _id=subshell: _id
     return True
-
-
-def _load_hint(name: str, version: int) -> str:
-    """How to load a registered version (the same line the model's card shows)."""
-    return f"ws.model({name!r}, version={version}).load(model=...)"
 
 
 # -- the model ---------------------------------------------------------------------------------
@@ -452,7 +448,7 @@ def summary_html(summary: dict) -> str:
                      f"{rows}</table>")
     if summary["models"]:
         parts.append("<div><b>Registered model:</b> " + ", ".join(
-            f"{html.escape(n)} v{v}: <code>{html.escape(_load_hint(n, v))}</code>"
+            f"{html.escape(n)} v{v}: <code>{html.escape(load_hint(n, v))}</code>"
             for n, v in summary["models"]) + "</div>")
     if summary["files"]:
         shown = summary["files"][:20]
@@ -477,7 +473,7 @@ def summary_text(summary: dict) -> str:
         lines.append(f"  {name}: final {format_value(m['final'])}, "
                      f"best {format_value(m['best'])} ({m['points']} points)")
     if summary["models"]:
-        lines.append("  registered model: " + ", ".join(f"{n} v{v} ({_load_hint(n, v)})"
+        lines.append("  registered model: " + ", ".join(f"{n} v{v} ({load_hint(n, v)})"
                                                         for n, v in summary["models"]))
     if summary["files"]:
         lines.append("  output files: " + ", ".join(summary["files"][:20]))
