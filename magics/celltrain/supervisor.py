@@ -19,7 +19,7 @@ from . import states
 from .errors import CelltrainError, DockerUnavailable, ImageBuildError
 from .run import OUTPUT_LOG, STDERR_LOG
 from .store import Store
-from .telemetry import TELEMETRY_DIR, ingest
+from .telemetry import TELEMETRY_DIR, events_path, ingest
 
 POLL_S = 0.05
 STATE_POLL_S = 0.5
@@ -50,6 +50,8 @@ class Supervisor:
         self.run_dir = self.store.run_dir(run_id)
         self.clock = clock
         self.last_steps: dict[str, int] | None = None
+        self.events = events_path(self.store, run_id)
+        self.ingested_size = -1
 
     def log(self, message: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
@@ -68,9 +70,17 @@ class Supervisor:
         return bool(self.store.get_run(self.run_id)["cancel_requested"])
 
     def ingest(self) -> None:
+        """Move new telemetry into the store; a stat, not a query, when nothing was logged."""
+        try:
+            size = os.path.getsize(self.events)
+        except FileNotFoundError:
+            return
+        if size == self.ingested_size:
+            return
         if self.last_steps is None:
             self.last_steps = self.store.last_steps(self.run_id)
         ingest(self.store, self.run_id, self.last_steps)
+        self.ingested_size = size
 
     # -- the life of a run ------------------------------------------------------------------------
     def main(self) -> int:
