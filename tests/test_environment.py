@@ -99,3 +99,15 @@ def test_host_ca_bundle_is_mounted_for_builds(tmp_path):
     assert (tmp_path / "ca-certificates.crt").exists()
     assert "cert = /celltrain-host/ca-certificates.crt" in (tmp_path / "pip.conf").read_text()
     assert all(m["ReadOnly"] for m in mounts)
+
+
+def test_a_base_image_that_is_neither_present_nor_pullable_fails_the_run(docker_workspace,
+                                                                        make_source):
+    src = make_source("print(1)")
+    env = Environment(base_image="celltrain-test/no-such-image:1")
+    run = docker_workspace.experiment("env").submit("train.py", src, environment=env,
+                                                    gpus="none")
+    assert run.wait(timeout=300) == states.FAILED
+    assert "base image celltrain-test/no-such-image:1 is not present and cannot be pulled" \
+        in run.reason
+    assert "docker pull" in run.reason        # the fix
