@@ -154,8 +154,20 @@ def test_a_v2_workspace_gets_blocks_for_its_points(tmp_path):
     db.commit()
     db.close()
     store = Store(tmp_path)
-    assert store.schema_version() == SCHEMA_VERSION == 3
+    assert store.schema_version() == SCHEMA_VERSION == 4
     assert len(_stored_blocks(store.conn)) > 6
     assert _stored_blocks(store.conn) == _blocks_from_points(store.conn)
     store.add_metrics("old-1", [("loss", 5000 + i, float(i), 0.0) for i in range(400)])
     assert _stored_blocks(store.conn) == _blocks_from_points(store.conn)
+
+
+def test_warnings_are_counted_by_kind_and_keep_the_latest_message(tmp_path):
+    store = Store(tmp_path)
+    run = store.create_run("e", run_id_for=lambda e, n: f"r{n}", status="Running")
+    store.add_warning(run["id"], "bad-value", "log('acc'): a list is not a number")
+    store.add_warning(run["id"], "bad-value", "log('n'): 10**30 is out of range", count=2)
+    store.add_warning(run["id"], "skipped-bytes", "skipped 4096 bytes")
+    rows = store.warnings(run["id"])
+    assert [(w["kind"], w["count"]) for w in rows] == [("bad-value", 3), ("skipped-bytes", 1)]
+    assert rows[0]["message"] == "log('n'): 10**30 is out of range"
+    assert store.warnings("nobody") == []

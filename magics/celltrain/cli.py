@@ -64,6 +64,8 @@ def cmd_show(ws, args) -> int:
                                           if r["exit_code"] is not None else ""))
     if r["reason"]:
         print("reason      " + r["reason"].replace("\n", "\n            "))
+    for i, warning in enumerate(run.warnings):
+        print(("warnings    " if i == 0 else "            ") + warning)
     print(f"script      {r['script']} {' '.join(r['args'])}")
     print(f"image       {r['image'] or '-'}  {r['image_digest'] or ''}")
     print(f"params      {json.dumps(r['params'])}")

@@ -22,6 +22,11 @@ STDERR_LOG = "stderr.log"
 BUILD_LOG = "build.log"
 
 
+def format_warning(w: dict) -> str:
+    """One warning row as a line: its message, and how often it happened when more than once."""
+    return w["message"] + (f" ({w['count']} times)" if w["count"] > 1 else "")
+
+
 class Run:
     """A run of the workspace: status, metrics, files, logs; wait, cancel, download."""
 
@@ -80,6 +85,12 @@ class Run:
     @property
     def folder(self) -> Path:
         return self.workspace.store.run_dir(self.id)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the host could not take from the run (bad values, skipped bytes, output links),
+        one line per kind with its count.  The run went on despite them."""
+        return [format_warning(w) for w in self.workspace.store.warnings(self.id)]
 
     def history(self) -> list[dict]:
         """Status changes with their times and details, oldest first."""

@@ -18,7 +18,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_S = 60.0
 
 # Each entry upgrades the schema from version i to i + 1.  Never edit an entry once released:
@@ -137,6 +137,19 @@ MIGRATIONS: list[str] = [
                  MIN(value) AS lo, MAX(value) AS hi
           FROM metrics GROUP BY run_id, name, id >> 8) AS g
     JOIN metrics AS m ON m.id = g.first_id
+    """,
+    # 3 -> 4: warnings on a run (what the host could not ingest or copy back, counted by kind),
+    # so a run that went on despite them says so in show, the widget and the sidebar
+    """
+    CREATE TABLE run_warnings (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        message TEXT NOT NULL,
+        first_time REAL NOT NULL,
+        last_time REAL NOT NULL,
+        PRIMARY KEY (run_id, kind)
+    ) WITHOUT ROWID
     """,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
@@ -412,6 +425,29 @@ class Store:
                    conn: sqlite3.Connection) -> None:
         conn.executemany("INSERT INTO images (run_id, name, path, step, time) "
                          "VALUES (?, ?, ?, ?, ?)", ((run_id, *r) for r in rows))
+
+    def add_warning(self, run_id: str, kind: str, message: str, count: int = 1,
+                    conn: sqlite3.Connection | None = None) -> None:
+        """Count ``count`` more of warning ``kind`` on the run; the latest message is kept.
+
+        ``kind`` groups repeats ("bad-value", "skipped-bytes", "output-link"), so a script that
+        logs a million bad values makes one line with a count, not a million rows.
+        """
+        if conn is None:
+            with self.write() as c:
+                return self.add_warning(run_id, kind, message, count, conn=c)
+        now = time.time()
+        conn.execute("INSERT INTO run_warnings VALUES (?, ?, ?, ?, ?, ?) "
+                     "ON CONFLICT (run_id, kind) DO UPDATE SET count = count + excluded.count, "
+                     "message = excluded.message, last_time = excluded.last_time",
+                     (run_id, kind, int(count), str(message), now, now))
+
+    def warnings(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's warnings, oldest kind first: kind, count, message, first_time, last_time."""
+        rows = self.conn.execute("SELECT kind, count, message, first_time, last_time "
+                                 "FROM run_warnings WHERE run_id=? ORDER BY first_time, kind",
+                                 (run_id,)).fetchall()
+        return [dict(r) for r in rows]
 
     def images(self, run_id: str) -> list[dict]:
         rows = self.conn.execute("SELECT name, path, step, time FROM images WHERE run_id=? "

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .. import states
-from ..run import BUILD_LOG, OUTPUT_LOG, STDERR_LOG, Run
+from ..run import BUILD_LOG, OUTPUT_LOG, STDERR_LOG, Run, format_warning
 from ..store import METRIC_BLOCK_BITS
 
 WORKSPACE_ENV = "CELLTRAIN_WORKSPACE"
@@ -223,6 +223,7 @@ class CelltrainManager:
                           if k in ("gpus", "memory", "cpus", "shm_size", "timeout", "network")}
         out["terminal"] = states.is_terminal(record["status"])
         out["history"] = store.status_history(run_id)
+        out["warnings"] = [format_warning(w) for w in store.warnings(run_id)]
         names = self.metric_names(run_id)
         out["metrics"] = self.latest_metrics(run_id, names)
         out["metric_names"] = names
