@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import posixpath
 import tarfile
 import threading
 import time
 from pathlib import Path
 
-from . import dockerutil
+from . import copyback, dockerutil, safefiles
 from .dockerutil import LABEL_RUN, LABEL_WORKSPACE
 from .environment import Environment, ensure_image
 from .run import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
@@ -57,7 +59,8 @@ class DockerBackend:
         run, opts = self.run, self.run["options"]
         telemetry = self.run_dir / TELEMETRY_DIR
         telemetry.mkdir(parents=True, exist_ok=True)
-        telemetry.chmod(0o777)  # the container's user may not be ours
+        telemetry.chmod(0o700)
+        self.run_dir.chmod(0o750)
         volumes = {str(telemetry): {"bind": TELEMETRY_IN_CONTAINER, "mode": "rw"},
                    str(self.run_dir / "snapshot"): {"bind": SNAPSHOT_IN_CONTAINER, "mode": "ro"}}
         for name in opts.get("lib_packages", ["celltrain"]):
@@ -87,7 +90,10 @@ class DockerBackend:
             kwargs["nano_cpus"] = int(float(opts["cpus"]) * 1e9)
         if opts.get("network"):
             kwargs["network_mode"] = opts["network"]
+        if os.getuid() != 0:   # if we cannot chown telemetry/, the container writes as our group
+            kwargs["group_add"] = [str(os.getgid())]
         self.container = self.client.containers.create(image, **kwargs)
+        _let_write(telemetry, container_user(self.container))
         return self.container.id
 
     def launch(self, handle: str) -> None:
@@ -152,17 +158,27 @@ class DockerBackend:
         """Copy ./outputs and ./logs back, and rewrite the captured output from Docker's own log."""
         import docker
         container = self._get(handle)
-        note = self.run_dir / TELEMETRY_DIR / WORKDIR_NOTE
-        workdir = note.read_text().strip() if note.exists() else WORKDIR
+        workdir = self._workdir()
+        skipped = []
         for folder in COPY_BACK:
             try:
                 chunks, _ = container.get_archive(f"{workdir}/{folder}")
             except docker.errors.NotFound:
                 continue
-            _extract(b"".join(chunks), self.run_dir)
+            skipped += _extract(b"".join(chunks), self.run_dir, folder)
+        copyback.report(self.store, self.run["id"], skipped)
         if self.resumed:  # output may have come while nobody listened: take Docker's own copy
             (self.run_dir / OUTPUT_LOG).write_bytes(container.logs(stdout=True, stderr=True))
             (self.run_dir / STDERR_LOG).write_bytes(container.logs(stdout=False, stderr=True))
+
+    def _workdir(self) -> str:
+        """Where the script ran: the note the container left (read without following a
+        link, and only if it is a plain absolute path), else Docker's workdir."""
+        note = safefiles.read_text(self.run_dir, f"{TELEMETRY_DIR}/{WORKDIR_NOTE}", 4096,
+                                   default="").strip()
+        if note.startswith("/") and posixpath.normpath(note) == note and note.isprintable():
+            return note
+        return WORKDIR
 
     def cleanup(self, handle: str) -> None:
         import docker
@@ -172,13 +188,61 @@ class DockerBackend:
             pass
 
 
-def _extract(data: bytes, dest: Path) -> None:
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(dest, filter="data")
-        else:  # Python < 3.11.4: refuse anything that leaves dest
-            root = dest.resolve()
-            for member in tar.getmembers():
-                if not (root / member.name).resolve().is_relative_to(root) or member.issym():
-                    raise ValueError(f"unsafe path in the container's archive: {member.name}")
-            tar.extractall(dest)
+def _extract(data: bytes, dest: Path, top: str) -> list[str]:
+    """Extract Docker's archive of ``top`` into ``dest``; returns what was skipped (links
+    out, devices), never raising for the run's own files."""
+    return copyback.extract_tar(io.BytesIO(data), dest, top)
+
+
+def container_user(container) -> tuple[int, int] | None:
+    """(uid, gid) the container's process runs as, from its image's USER: empty or root is
+    root, "uid[:gid]" is taken as it is, a name is looked up in the image's /etc/passwd (read
+    from the created container).  None when the name is not there (Docker will say so)."""
+    user = (container.attrs.get("Config", {}).get("User") or "").strip()
+    name, _, group = user.partition(":")
+    if name in ("", "root", "0"):
+        return 0, int(group) if group.isdigit() else 0
+    passwd = {}
+    if not (name.isdigit() and group.isdigit()):
+        for line in _image_file(container, "/etc/passwd").splitlines():
+            fields = line.split(":")
+            if len(fields) >= 4 and fields[2].isdigit() and fields[3].isdigit():
+                passwd.setdefault(fields[0], (int(fields[2]), int(fields[3])))
+                passwd.setdefault(fields[2], (int(fields[2]), int(fields[3])))
+    if name.isdigit():
+        uid = int(name)
+        gid = passwd.get(name, (uid, 0))[1]
+    elif name in passwd:
+        uid, gid = passwd[name]
+    else:
+        return None
+    return uid, int(group) if group.isdigit() else gid
+
+
+def _image_file(container, path: str, cap: int = 1 << 20) -> str:
+    """A small text file of the container's image (e.g. /etc/passwd), or "" if there is none."""
+    import docker
+    try:
+        chunks, _ = container.get_archive(path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+            member = tar.next()
+            if member is None or not member.isreg():
+                return ""
+            return tar.extractfile(member).read(cap).decode(errors="replace")
+    except (docker.errors.APIError, tarfile.TarError):
+        return ""
+
+
+def _let_write(folder: Path, user: tuple[int, int] | None) -> None:
+    """Make the telemetry folder writable by the container's user and nobody else: ours if it
+    runs as root or as us, else chowned to it (we are root), else our group's (the container
+    has our gid as a supplementary group).  Never world-writable."""
+    if user is None or user[0] in (0, os.getuid()):
+        folder.chmod(0o700)
+        return
+    try:
+        os.chown(folder, *user)
+        folder.chmod(0o700)
+    except PermissionError:
+        os.chown(folder, -1, os.getgid())
+        folder.chmod(0o2770)

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import copyback, safefiles
 from .run import OUTPUT_LOG, STDERR_LOG
 from .telemetry import TELEMETRY_DIR
 from .workspace import PACKAGE_PARENT
@@ -40,6 +41,8 @@ class LocalBackend:
         shutil.copytree(self.run_dir / "snapshot", self.work)
         telemetry = self.run_dir / TELEMETRY_DIR
         telemetry.mkdir(parents=True, exist_ok=True)
+        telemetry.chmod(0o700)   # the process runs as us: nobody else writes there
+        self.run_dir.chmod(0o750)
         env = {**os.environ, **(run["environment"].get("env") or {}),
                **(opts.get("env_vars") or {}),
                "CELLTRAIN_RUN_ID": run["id"], "CELLTRAIN_EXPERIMENT": run["experiment"],
@@ -110,11 +113,23 @@ class LocalBackend:
         return code, False
 
     def collect(self, handle: str) -> None:
+        skipped = []
         for folder in ("outputs", "logs"):
-            if (self.work / folder).is_dir():
-                shutil.copytree(self.work / folder, self.run_dir / folder, dirs_exist_ok=True)
+            source = self.work / folder
+            if source.is_symlink():
+                skipped.append(f"{folder} is a link to {os.readlink(source)}: skipped")
+            elif source.is_dir():
+                skipped += copyback.copy_tree(source, self.run_dir, folder)
+        copyback.report(self.store, self.run["id"], skipped)
         # Tracebacks and other stderr are interleaved in output.log; keep its tail for reasons.
-        (self.run_dir / STDERR_LOG).write_bytes((self.run_dir / OUTPUT_LOG).read_bytes()[-20000:])
+        try:
+            tail = safefiles.read_bytes(self.run_dir, OUTPUT_LOG, 20000, tail=True)
+        except (FileNotFoundError, safefiles.UnsafePath):
+            tail = b""
+        stderr = self.run_dir / STDERR_LOG
+        if stderr.is_symlink():        # the process may have made it one: write no file of ours
+            stderr.unlink()
+        stderr.write_bytes(tail)
 
     def cleanup(self, handle: str) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
