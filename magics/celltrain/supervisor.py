@@ -15,7 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import states
+from . import safefiles, states
 from .errors import CelltrainError, DockerUnavailable, ImageBuildError
 from .run import OUTPUT_LOG, STDERR_LOG
 from .store import Store
@@ -29,6 +29,7 @@ SPARE_IDLE_S = float(os.environ.get("CELLTRAIN_SPARE_IDLE", "300"))
 SPARE_LOCK, SPARE_FIFO = "spare.lock", "spare.fifo"
 FAILURE_FILE = "failure.txt"  # a runner may explain its own failure here (e.g. %%train)
 STDERR_TAIL_LINES = 15
+REASON_CAP = 16 * 1024   # bytes of failure.txt or of stderr's tail a reason is made from
 
 
 class Canceled(Exception):
@@ -199,16 +200,27 @@ class Supervisor:
         backend.cleanup(handle)
 
     def failure_reason(self, exit_code: int | None) -> str:
-        explained = self.run_dir / TELEMETRY_DIR / FAILURE_FILE
-        if explained.exists():
-            return explained.read_text(errors="replace").strip()
+        """The runner's own explanation (telemetry/failure.txt), else the exit code and the
+        tail of stderr.  Both are read without following links and capped: the container
+        wrote them, and a link to a host file must not become the reason."""
+        explained = f"{TELEMETRY_DIR}/{FAILURE_FILE}"
+        try:
+            text = safefiles.read_bytes(self.run_dir, explained, REASON_CAP)
+            if text.strip():
+                return text.decode(errors="replace").strip()
+        except FileNotFoundError:
+            pass
+        except (safefiles.UnsafePath, NotADirectoryError) as e:
+            self.store.add_warning(self.run_id, "unsafe-file",
+                                   f"{explained} was not read: {e.strerror}")
         head = f"exit code {exit_code}"
         if exit_code == 137:
             head += " (killed by SIGKILL)"
         elif exit_code == 143:
             head += " (terminated by SIGTERM)"
-        stderr = self.run_dir / STDERR_LOG
-        lines = stderr.read_text(errors="replace").rstrip().splitlines() if stderr.exists() else []
+        stderr = safefiles.read_text(self.run_dir, STDERR_LOG, REASON_CAP, tail=True,
+                                     default="")
+        lines = stderr.rstrip().splitlines()
         if lines:
             return head + "; last lines of stderr:\n" + "\n".join(lines[-STDERR_TAIL_LINES:])
         return head + " (nothing on stderr)"
