@@ -92,13 +92,14 @@ def _check_tags(tags: Mapping | None) -> dict[str, str]:
 
 # -- hashing ------------------------------------------------------------------------------------
 def content_hash(path: Path) -> str:
-    """sha256 of a file; for a folder, of every file's relative path and bytes, in order."""
+    """sha256 of a file; for a folder, of every file's relative path and bytes, in order (links
+    are neither followed nor hashed)."""
     digest = hashlib.sha256()
     if path.is_file():
         files = [(PurePosixPath(path.name), path)]
     else:
         files = sorted((PurePosixPath(p.relative_to(path).as_posix()), p)
-                       for p in path.rglob("*") if p.is_file())
+                       for p in path.rglob("*") if p.is_file() and not p.is_symlink())
     for rel, file in files:
         if path.is_dir():
             digest.update(str(rel).encode() + b"\0")
@@ -174,8 +175,8 @@ def register_model(run: "Run", name: str, path: str | os.PathLike, *,
     try:
         (tmp / FILES).mkdir(parents=True)
         target = tmp / FILES / source.name
-        if source.is_dir():
-            shutil.copytree(source, target)
+        if source.is_dir():   # a link inside is copied as a link, never followed
+            shutil.copytree(source, target, symlinks=True)
         else:
             shutil.copy2(source, target)
         sha256 = content_hash(target)

@@ -5,13 +5,15 @@ Inside a training script, ``Run.get_context()`` gives the logging context instea
 """
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TextIO
 
-from . import states
+from . import safefiles, states
 from .errors import RunFailed
 
 if TYPE_CHECKING:
@@ -114,41 +116,60 @@ class Run:
         return self.workspace.store.table(self.id, name)
 
     def files(self) -> list[str]:
-        """Files of the run folder (outputs/, logs/, logged images, captured output)."""
-        import os
+        """Files of the run folder (outputs/, logs/, logged images, captured output).  A link
+        is listed as itself (a link to a folder too), never followed."""
         root = self.folder
         # "work" is the local backend's working copy, removed right after the run ends.
         skip = {"snapshot", "supervisor.lock", "work"}
         out = []
-        for dirpath, dirnames, filenames in os.walk(root):
+        for dirpath, dirnames, filenames in os.walk(root):    # does not descend into links
             rel_dir = Path(dirpath).relative_to(root)
             if rel_dir == Path("."):
                 dirnames[:] = [d for d in dirnames if d not in skip]
                 filenames = [f for f in filenames if f not in skip]
-            out += [(rel_dir / f).as_posix() for f in filenames if f != "events.bin"]
+            links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+            out += [(rel_dir / f).as_posix() for f in filenames + links if f != "events.bin"]
         return sorted(out)
 
+    def _text(self, name: str) -> str:
+        """A log of the run folder, read without following a link ("" if missing or a link)."""
+        size = safefiles.size_beneath(self.folder, name)
+        if not size:
+            return ""
+        return safefiles.read_text(self.folder, name, size, default="")
+
     def logs(self, stderr_only: bool = False) -> str:
-        path = self.folder / (STDERR_LOG if stderr_only else OUTPUT_LOG)
-        return path.read_text(errors="replace") if path.exists() else ""
+        return self._text(STDERR_LOG if stderr_only else OUTPUT_LOG)
 
     def build_log(self) -> str:
-        path = self.folder / BUILD_LOG
-        return path.read_text(errors="replace") if path.exists() else ""
+        return self._text(BUILD_LOG)
 
     def download(self, name: str, dest: str = ".") -> Path:
-        """Copy a run file (or folder, e.g. "outputs") into the folder ``dest``."""
-        source = (self.folder / name).resolve()
-        if not source.is_relative_to(self.folder.resolve()) or not source.exists():
+        """Copy a run file (or folder, e.g. "outputs") into the folder ``dest``.  Links in
+        the run folder are copied as links, never followed."""
+        try:
+            fd = safefiles.open_beneath(self.folder, name.strip("/") or ".")
+        except (OSError, ValueError) as e:
             listing = ", ".join(self.files()[:20]) or "none yet"
-            raise FileNotFoundError(f"run {self.id} has no file {name!r}; its files: {listing}")
+            why = f" ({e.strerror})" if isinstance(e, safefiles.UnsafePath) else ""
+            raise FileNotFoundError(f"run {self.id} has no file {name!r}{why}; its files: "
+                                    f"{listing}") from None
         target = Path(dest)
         target.mkdir(parents=True, exist_ok=True)
-        target = target / source.name
-        if source.is_dir():
-            shutil.copytree(source, target, dirs_exist_ok=True)
+        target = target / PurePosixPath(name.strip("/")).name
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            os.close(fd)
+            shutil.copytree(self.folder / name.strip("/"), target, symlinks=True,
+                            dirs_exist_ok=True)
+        elif stat.S_ISREG(info.st_mode):
+            os.set_blocking(fd, True)
+            with os.fdopen(fd, "rb") as source, open(target, "wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+            os.utime(target, (info.st_atime, info.st_mtime))
         else:
-            shutil.copy2(source, target)
+            os.close(fd)
+            raise FileNotFoundError(f"{name!r} of run {self.id} is not a file or a folder")
         return target
 
     # -- acting on it --------------------------------------------------------------------------
