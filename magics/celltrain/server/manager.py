@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import threading
-from pathlib import Path
-from typing import Any, Iterable
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, Iterable
 
-from .. import states
+from .. import safefiles, states
 from ..run import BUILD_LOG, OUTPUT_LOG, STDERR_LOG, Run, format_warning
 from ..store import METRIC_BLOCK_BITS
 
@@ -31,6 +32,7 @@ LOG_FILES = {"output": OUTPUT_LOG, "stderr": STDERR_LOG, "build": BUILD_LOG,
 DEFAULT_TAIL_BYTES = 64 * 1024
 MAX_LOG_BYTES = 4 * 1024 * 1024
 MAX_CHART_POINTS = 100_000
+MAX_OFFSET = 2**63 - 1          # SQLite's integers: a larger OFFSET raises OverflowError
 # Up to this many points a series is read whole and downsampled exactly (celltrain.downsample);
 # longer ones become min/max per bucket of ids, merged from the store's per-block rollups
 # (``metric_blocks``: 256 ids each) when buckets are that wide, else aggregated inside SQLite.
@@ -96,9 +98,17 @@ def find_workspace(configured: str | None, root_dir: str | os.PathLike) -> tuple
         "default (.celltrain in the server's root folder)"
 
 
+def _number(value) -> float | int | None:
+    """A metric value as JSON can carry it: None for NaN, infinities and anything that is not a
+    number (a string or bytes written into the store by something other than celltrain)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value if math.isfinite(value) else None
+    return None
+
+
 def _finite(values: Iterable) -> list:
     """JSON has no NaN or infinity: a metric logged as None or NaN becomes null."""
-    return [v if v is not None and math.isfinite(v) else None for v in values]
+    return [_number(v) for v in values]
 
 
 class CelltrainManager:
@@ -177,8 +187,8 @@ class CelltrainManager:
                 raise BadRequest(f"unknown run status {s!r}: use one of {', '.join(states.ALL)}")
         if not 1 <= limit <= MAX_PAGE:
             raise BadRequest(f"limit must be between 1 and {MAX_PAGE}, not {limit!r}")
-        if offset < 0:
-            raise BadRequest(f"offset must be 0 or more, not {offset!r}")
+        if not 0 <= offset <= MAX_OFFSET:
+            raise BadRequest(f"offset must be between 0 and {MAX_OFFSET}, not {offset!r}")
         head = {"limit": limit, "offset": offset, "sort": sort,
                 "order": "desc" if descending else "asc", "total": 0}
         if not self.exists:
@@ -280,7 +290,7 @@ class CelltrainManager:
         for name in names:
             value = conn.execute("SELECT value FROM metrics WHERE run_id=? AND name=? "
                                  "ORDER BY id DESC LIMIT 1", (run_id, name)).fetchone()[0]
-            out[name] = value if value is not None and math.isfinite(value) else None
+            out[name] = _number(value)
         return out
 
     def series(self, run_id: str, name: str, max_points: int) -> dict[str, Any]:
@@ -315,8 +325,8 @@ class CelltrainManager:
         rows = self.store.conn.execute(
             "SELECT step, value FROM metrics WHERE run_id=? AND name=? ORDER BY id",
             (run_id, name)).fetchall()
-        xs = [r[0] for r in rows]
-        ys = [r[1] if r[1] is not None else math.nan for r in rows]
+        xs = [_or_nan(r[0]) for r in rows]
+        ys = [_or_nan(r[1]) for r in rows]
         x, y = downsample(xs, ys, max_points)
         return {"name": name, "count": len(rows), "downsampled": len(x) < len(rows),
                 "x": _finite(x.tolist()), "y": _finite(y.tolist())}
@@ -346,7 +356,9 @@ class CelltrainManager:
         y: list = []
         for i, (step, vmin, vmax, _) in enumerate(stats):
             following = stats[i + 1][0] if i + 1 < len(stats) else last_step
-            x += [step, (step + following) / 2]
+            middle = (step + following) / 2 if _is_number(step) and _is_number(following) \
+                else step
+            x += [_number(step), _number(middle)]
             y += [vmin, vmax]
         return {"name": name, "count": sum(s[3] for s in stats), "downsampled": True,
                 "x": x, "y": _finite(y)}
@@ -363,7 +375,7 @@ class CelltrainManager:
                 "WHERE run_id=? AND name=? AND block >= ? AND block <= ? ORDER BY block",
                 (run_id, name, start, hi >> METRIC_BLOCK_BITS)):
             i = (block - start) >> shift
-            stats = (step, vmin, vmax, n)
+            stats = (step, _number(vmin), _number(vmax), n)
             out[i] = stats if out[i] is None else _merge([out[i], stats])
         return out
 
@@ -378,6 +390,11 @@ class CelltrainManager:
         out = []
         for a, b in ranges:
             vmin, vmax, n = conn.execute(agg, (run_id, name, a, b)).fetchone()
+            if n and not (_is_number(vmin) and _is_number(vmax)):
+                # Text or bytes sort above numbers in SQLite: take the numbers only (rare).
+                vmin, vmax = conn.execute(agg.replace("COUNT(*)", "1") + " AND typeof(value) "
+                                          "IN ('integer', 'real')", (run_id, name, a, b)
+                                          ).fetchone()[:2]
             out.append((conn.execute(first, (run_id, name, a)).fetchone()[0], vmin, vmax, n)
                        if n else None)
         return out
@@ -394,42 +411,65 @@ class CelltrainManager:
             raise BadRequest(f"offset must be 0 or more, not {offset!r}")
         if not 0 < tail <= MAX_LOG_BYTES:
             raise BadRequest(f"tail must be between 1 and {MAX_LOG_BYTES} bytes, not {tail!r}")
-        path = self.store.run_dir(run_id) / LOG_FILES[file]
-        size = path.stat().st_size if path.is_file() else 0
-        reset = offset is not None and offset > size
-        start = max(0, size - tail) if offset is None or reset else offset
-        data = b""
-        if size > start:
-            with open(path, "rb") as f:
-                f.seek(start)
-                data = f.read(min(size - start, MAX_LOG_BYTES))
+        folder = self.store.run_dir(run_id)
+        name = LOG_FILES[file]
+        try:
+            size = _plain_size(folder, name)
+            reset = offset is not None and offset > size
+            start = max(0, size - tail) if offset is None or reset else offset
+            data = safefiles.read_bytes(folder, name, min(size - start, MAX_LOG_BYTES),
+                                        offset=start) if size > start else b""
+        except FileNotFoundError:
+            size, reset, start, data = 0, False, 0, b""
+        except (safefiles.UnsafePath, NotADirectoryError):
+            raise Forbidden(f"the {file} log of run {run_id} ({name}) is a link or not a plain "
+                            f"file: it is not read") from None
         data = data[:_complete_utf8(data)]
         return {"id": run_id, "file": file, "start": start, "offset": start + len(data),
                 "size": size, "reset": reset, "truncated": start > 0 and offset is None,
                 "text": data.decode("utf-8", errors="replace")}
 
     def files(self, run_id: str) -> dict[str, Any]:
+        """The run's files with their sizes; a link is listed as a link with its target
+        (never the target's size), so a dangling one is listed too."""
         self._record(run_id)
         run = Run(self.workspace(), run_id)
         out = []
         for rel in run.files():
-            stat = (run.folder / rel).stat()
-            out.append({"path": rel, "size": stat.st_size, "modified": stat.st_mtime})
+            try:
+                info = os.lstat(run.folder / rel)
+            except FileNotFoundError:     # removed since the listing
+                continue
+            entry = {"path": rel, "size": info.st_size, "modified": info.st_mtime}
+            if stat.S_ISLNK(info.st_mode):
+                entry.update(size=None, link=os.readlink(run.folder / rel))
+            out.append(entry)
         return {"id": run_id, "files": out}
 
-    def file_path(self, run_id: str, rel: str) -> Path:
-        """The file ``rel`` of the run's folder; anything that resolves outside it is refused."""
+    def open_file(self, run_id: str, rel: str) -> tuple[BinaryIO, str, int]:
+        """The plain file ``rel`` of the run's folder, open, with its name and size.  Links
+        are never followed, and paths leaving the folder are refused."""
         self._record(run_id)
-        folder = self.store.run_dir(run_id).resolve()
-        target = (folder / rel).resolve()
-        if not target.is_relative_to(folder) or target == folder:
-            raise Forbidden(f"{rel!r} is outside the folder of run {run_id}: only the run's own "
-                            f"files can be downloaded")
-        if not target.is_file():
-            what = "a folder, not a file" if target.is_dir() else "not there"
+        if "\0" in rel:
+            raise BadRequest(f"file names cannot hold a NUL character: {rel!r}")
+        folder = self.store.run_dir(run_id)
+        try:
+            fd = safefiles.open_beneath(folder, rel)
+        except (safefiles.UnsafePath, NotADirectoryError):
+            raise Forbidden(f"{rel!r} is a link or outside the folder of run {run_id}: only "
+                            f"the run's own files can be downloaded, and links are not "
+                            f"followed") from None
+        except FileNotFoundError:
+            raise NotFound(f"run {run_id} has no file {rel!r} (not there); "
+                           f"GET /celltrain/runs/{run_id}/files lists its files") from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            what = "a folder, not a file" if stat.S_ISDIR(info.st_mode) else "not a plain file"
             raise NotFound(f"run {run_id} has no file {rel!r} ({what}); "
                            f"GET /celltrain/runs/{run_id}/files lists its files")
-        return target
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb"), PurePosixPath(rel).name, info.st_size
 
     # -- models ----------------------------------------------------------------------------------
     def models(self, name: str | None = None) -> list[dict[str, Any]]:
@@ -490,10 +530,31 @@ def _merge(pair: list):
     stats = [s for s in pair if s is not None]
     if not stats:
         return None
-    lows = [s[1] for s in stats if s[1] is not None]     # None: a bucket of NaNs only
-    highs = [s[2] for s in stats if s[2] is not None]
+    lows = [s[1] for s in stats if _is_number(s[1])]     # None: a bucket of NaNs only
+    highs = [s[2] for s in stats if _is_number(s[2])]
     return (stats[0][0], min(lows) if lows else None, max(highs) if highs else None,
             sum(s[3] for s in stats))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _or_nan(value) -> float:
+    """A value for numpy: numbers as they are, anything else (None, text, bytes) NaN."""
+    return value if _is_number(value) else math.nan
+
+
+def _plain_size(folder: Path, name: str) -> int:
+    """The size of the plain file ``folder/name``; FileNotFoundError or UnsafePath else."""
+    fd = safefiles.open_beneath(folder, name)
+    try:
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise safefiles.UnsafePath(0, f"{name!r} is not a plain file")
+    return info.st_size
 
 
 def _complete_utf8(data: bytes) -> int:

@@ -57,8 +57,9 @@ class CelltrainHandler(APIHandler):
             return default
         try:
             return int(raw)
-        except ValueError:
-            raise tornado.web.HTTPError(400, f"{name} takes a whole number, not {raw!r}",
+        except ValueError:   # also a number of more than 4300 digits
+            shown = raw if len(raw) <= 100 else raw[:100] + "..."
+            raise tornado.web.HTTPError(400, f"{name} takes a whole number, not {shown!r}",
                                         reason="BadRequest") from None
 
     def list_arg(self, name: str) -> list[str] | None:
@@ -124,8 +125,12 @@ class FilesHandler(CelltrainHandler):
 class FileHandler(CelltrainHandler):
     @tornado.web.authenticated
     async def get(self, run_id: str, rel: str):
-        path = await self.call(self.manager.file_path, run_id, rel)
-        kind, encoding = mimetypes.guess_type(path.name)
+        f, name, size = await self.call(self.manager.open_file, run_id, rel)
+        with f:
+            await self._send_file(f, name, size)
+
+    async def _send_file(self, f, name: str, size: int) -> None:
+        kind, encoding = mimetypes.guess_type(name)
         kind = kind if kind and not encoding else "application/octet-stream"
         self.set_header("Content-Type", kind)
         # Only images and plain text are shown in the page: a run's HTML or SVG rendered on
@@ -133,12 +138,13 @@ class FileHandler(CelltrainHandler):
         inline = self.get_query_argument("inline", "") == "1" and kind in INLINE_TYPES
         disposition = "inline" if inline else "attachment"
         self.set_header("Content-Disposition",
-                        f"{disposition}; filename*=UTF-8''{quote(path.name)}")
-        self.set_header("Content-Length", str(path.stat().st_size))
-        with open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
-                self.write(chunk)
-                await self.flush()
+                        f"{disposition}; filename*=UTF-8''{quote(name)}")
+        self.set_header("Content-Length", str(size))
+        left = size                  # the size when opened: a growing log is cut there
+        while left > 0 and (chunk := f.read(min(CHUNK, left))):
+            left -= len(chunk)
+            self.write(chunk)
+            await self.flush()
         self.finish()
 
 
