@@ -87,7 +87,8 @@ export class RunPanel extends PolledWidget {
       d.exit_code !== null ? h('span', { text: `exit code ${d.exit_code}` }) : null,
       d.image ? h('span', { class: 'ct-image', text: d.image, title: d.image_digest ?? '' }) : null,
       progressLine(d),
-      d.reason ? h('div', { class: 'ct-reason', text: d.reason }) : null]
+      d.reason ? h('div', { class: 'ct-reason', text: d.reason }) : null,
+      warningList(d.warnings)]
       .filter((x): x is HTMLElement => x !== null));
     this.renderImages(d);
     this.params.textContent = '';
@@ -156,6 +157,11 @@ export class RunPanel extends PolledWidget {
       this.files.append(h('li', { class: 'ct-empty', text: 'No files yet.' }));
     }
     for (const f of files) {
+      if (f.link !== undefined || f.size === null) { // links are listed, never followed
+        this.files.append(h('li', { class: 'ct-file-link' }, h('span', { text: f.path }),
+          h('span', { class: 'ct-version-meta', text: ` → ${f.link ?? '?'} (link)` })));
+        continue;
+      }
       const href = apiUrl('runs', encodeURIComponent(this.runId), 'files',
         ...f.path.split('/').map(encodeURIComponent));
       this.files.append(h('li', {}, h('a', { href, download: f.path.split('/').pop(),
@@ -243,6 +249,15 @@ function table(header: string[], rows: string[][]): HTMLElement {
   return h('table', { class: 'ct-table' },
     h('thead', {}, h('tr', {}, ...header.map(x => h('th', { text: x })))),
     h('tbody', {}, ...rows.map(r => h('tr', {}, ...r.map(x => h('td', { text: x }))))));
+}
+
+/** The run's warnings (skipped links, bad values), one line each; nothing when there are none. */
+function warningList(warnings: string[] | undefined): HTMLElement | null {
+  if (!warnings || !warnings.length) {
+    return null;
+  }
+  return h('ul', { class: 'ct-warnings', title: 'The run went on despite these' },
+    ...warnings.map(w => h('li', { text: w })));
 }
 
 function size(n: number): string {

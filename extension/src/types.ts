@@ -65,6 +65,8 @@ export interface IRunDetail extends IRunSummary {
   metric_names: string[];
   models: { name: string; version: number }[];
   images: { name: string; path: string; step: number | null; time: number }[];
+  /** what the host could not take from the run (bad values, skipped links), with counts */
+  warnings: string[];
   folder: string;
   workspace: string;
 }
@@ -93,8 +95,11 @@ export interface ILogChunk {
 
 export interface IRunFile {
   path: string;
-  size: number;
+  /** null for a link: its target's size is never reported */
+  size: number | null;
   modified: number;
+  /** the link's target, for a symbolic link (links are listed, never served) */
+  link?: string;
 }
 
 export interface IModelVersion {
