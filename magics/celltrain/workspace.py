@@ -181,20 +181,16 @@ class Experiment:
         In [2]: run.wait(show_output=True)
         """
         from . import dockerutil
+        from .options import check_engine, check_options, check_script
         source = Path(source_dir).expanduser().resolve()
         if not source.is_dir():
             raise FileNotFoundError(f"source folder {source} does not exist: pass source_dir= "
                                     f"the folder that holds {script}")
-        if not (source / script).is_file():
-            raise FileNotFoundError(f"script {script!r} is not in the source folder {source}: "
-                                    f"pass its path relative to source_dir")
+        script = check_script(source, script)
         if target not in TARGETS:
             raise ValueError(f"target takes one of {', '.join(TARGETS)}, not {target!r}")
-        for host_path in (mounts or {}):
-            if not Path(host_path).exists():
-                raise FileNotFoundError(f"mount source {host_path} does not exist on the host")
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout takes a positive number of seconds, not {timeout!r}")
+        checked = check_options(memory=memory, cpus=cpus, shm_size=shm_size, env_vars=env_vars,
+                                mounts=mounts, timeout=timeout, network=network)
         for name in lib_packages:
             __import__(name)   # fails now, with the package's name, not in the container
         environment = environment or Environment()
@@ -205,12 +201,10 @@ class Experiment:
             if gpus == "auto":
                 gpus = "all" if dockerutil.gpu_runtime_available(client) else "none"
             dockerutil.check_gpus(client, gpus)
+            check_engine(client, network=checked["network"], cpus=checked["cpus"])
         elif gpus == "auto":
             gpus = "none"
-        options = {"gpus": gpus, "memory": memory, "cpus": cpus, "shm_size": shm_size,
-                   "env_vars": dict(env_vars or {}),
-                   "mounts": {str(Path(k).resolve()): v for k, v in (mounts or {}).items()},
-                   "timeout": timeout, "network": network, "source_dir": str(source),
+        options = {"gpus": gpus, **checked, "source_dir": str(source),
                    "lib_packages": ["celltrain", *lib_packages]}
         store = self.workspace.store
         # Check the snapshot size before the run exists: a refused submission leaves nothing.
