@@ -29,6 +29,7 @@ TARGETS = ("docker", "local")
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 # A spare supervisor per workspace makes the next submission start ~0.5 s sooner.
 SPARES = os.environ.get("CELLTRAIN_SPARE", "1") != "0"
+DB_FILE = "celltrain.db"
 
 
 def default_path() -> Path:
@@ -46,12 +47,20 @@ def new_run_id(experiment: str, number: int) -> str:
 class Workspace:
     """A folder holding ``celltrain.db`` and ``runs/``: ``./.celltrain`` unless told otherwise."""
 
-    def __init__(self, path: str | os.PathLike | None = None, *, reconcile: bool = True):
+    def __init__(self, path: str | os.PathLike | None = None, *, reconcile: bool = True,
+                 create: bool = True):
+        """``create=False``: open only a workspace that exists (views must not make one)."""
         self.path = Path(path) if path is not None else default_path()
         self.path = self.path.expanduser().resolve()
+        if not create and not (self.path / DB_FILE).is_file():
+            raise FileNotFoundError(
+                f"no workspace at {self.path}: it has no {DB_FILE} (a workspace is created by "
+                f"the first submit, or pass -w with an existing one)")
         self.store = Store(self.path)
         if reconcile:
             self.reconcile()
+            from .registry import remove_leftovers
+            remove_leftovers(self.store)
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.path)!r})"
