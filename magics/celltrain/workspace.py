@@ -10,6 +10,7 @@ import fcntl
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +31,8 @@ PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 # A spare supervisor per workspace makes the next submission start ~0.5 s sooner.
 SPARES = os.environ.get("CELLTRAIN_SPARE", "1") != "0"
 DB_FILE = "celltrain.db"
+SUPERVISOR_LOCK, SUPERVISOR_LOG = "supervisor.lock", "supervisor.log"
+SNAPSHOT, PARTIAL_SNAPSHOT = "snapshot", "snapshot.partial"
 
 
 def default_path() -> Path:
@@ -96,10 +99,24 @@ class Workspace:
         """Give every unfinished run without a live supervisor a new one; returns their ids."""
         adopted = []
         for row in self.store.list_runs(status=states.ACTIVE):
-            if not supervisor_alive(self.store.run_dir(row["id"])):
-                self.spawn_supervisor(row["id"])
-                adopted.append(row["id"])
+            run_dir = self.store.run_dir(row["id"])
+            if supervisor_alive(run_dir):
+                continue
+            if row["status"] == states.QUEUED and not (run_dir / SNAPSHOT).is_dir():
+                self._fail_unsubmitted(row["id"])
+                continue
+            self.spawn_supervisor(row["id"])
+            adopted.append(row["id"])
         return adopted
+
+    def _fail_unsubmitted(self, run_id: str) -> None:
+        """A Queued run without its snapshot and without the submitter's lock: the submitting
+        process died (or was interrupted) while copying the code.  Never run half a snapshot."""
+        shutil.rmtree(self.store.run_dir(run_id) / PARTIAL_SNAPSHOT, ignore_errors=True)
+        self.store.set_status(run_id, states.FAILED, "submission incomplete", ended=time.time(),
+                              reason="the process that submitted this run ended before its code "
+                                     "snapshot was complete (killed or interrupted during "
+                                     "submit); nothing ran: submit it again")
 
     def spawn_supervisor(self, run_id: str) -> None:
         """Give the run a supervisor: the waiting spare if there is one, else a new process."""
@@ -114,7 +131,7 @@ class Workspace:
                 time.sleep(0 if taken else 0.01)
         if not taken:
             self._spawn(["celltrain.supervisor", str(self.path), run_id],
-                        run_dir / "supervisor.log")
+                        run_dir / SUPERVISOR_LOG)
         if SPARES:
             self._spawn(["celltrain.supervisor", "--spare", str(self.path)], os.devnull)
 
@@ -144,9 +161,17 @@ class Workspace:
         return get_model(self, name, version=version, alias=alias)
 
 
+def _hold_supervisor_lock(run_dir: Path):
+    """The run's supervisor lock, held (as a supervisor would) until the file is closed."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(run_dir / SUPERVISOR_LOCK, "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
+
+
 def supervisor_alive(run_dir: Path) -> bool:
     """A supervisor holds an exclusive lock on ``supervisor.lock`` for as long as it lives."""
-    lock = run_dir / "supervisor.lock"
+    lock = run_dir / SUPERVISOR_LOCK
     if not lock.exists():
         return False
     with open(lock, "a") as f:
@@ -220,15 +245,37 @@ class Experiment:
         from .snapshot import check_size, collect
         files = collect(source)
         check_size(source, files, snapshot_limit_mb)
-        record = store.create_run(
-            self.name, run_id_for=new_run_id, status=states.QUEUED, target=target,
-            script=script, args=[str(a) for a in args], params=dict(params or {}),
-            tags=dict(tags or {}), environment=environment.to_dict(), options=options)
-        run_id = record["id"]
+        # The run's supervisor lock is taken inside the transaction that creates the row, and
+        # held while the code is copied: no reconcile elsewhere ever sees the run without it,
+        # and if this process dies here the lock goes with it (reconcile then fails the run).
+        held: list = []
+
+        def locked_run_id(experiment: str, number: int) -> str:
+            run_id = new_run_id(experiment, number)
+            held.append(_hold_supervisor_lock(store.run_dir(run_id)))
+            return run_id
+
         try:
-            snapshot(source, store.run_dir(run_id) / "snapshot", snapshot_limit_mb, files)
-        except Exception as e:
-            store.set_status(run_id, states.FAILED, reason=f"could not snapshot {source}: {e}")
+            record = store.create_run(
+                self.name, run_id_for=locked_run_id, status=states.QUEUED, target=target,
+                script=script, args=[str(a) for a in args], params=dict(params or {}),
+                tags=dict(tags or {}), environment=environment.to_dict(), options=options)
+        except BaseException:
+            for lock in held:
+                lock.close()
+                shutil.rmtree(Path(lock.name).parent, ignore_errors=True)
             raise
+        run_id = record["id"]
+        run_dir = store.run_dir(run_id)
+        with held[-1]:
+            try:
+                snapshot(source, run_dir / PARTIAL_SNAPSHOT, snapshot_limit_mb, files)
+                os.rename(run_dir / PARTIAL_SNAPSHOT, run_dir / SNAPSHOT)
+            except BaseException as e:
+                store.set_status(run_id, states.FAILED, reason=(
+                    f"could not snapshot {source}: {e}" if isinstance(e, Exception) else
+                    "submit was interrupted while copying the code; nothing ran: submit it "
+                    "again"))
+                raise
         self.workspace.spawn_supervisor(run_id)
         return Run(self.workspace, run_id)
