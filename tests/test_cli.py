@@ -41,3 +41,23 @@ def test_unknown_run_is_a_clear_error(workspace):
     result = cli(workspace, "show", "nope")
     assert result.returncode == 2
     assert "no run 'nope' in workspace" in result.stderr
+
+
+def test_a_missing_workspace_is_an_error_and_is_not_created(tmp_path):
+    missing = tmp_path / "no-such-workspace"
+    for args in (["runs"], ["show", "x"], ["logs", "x"], ["cancel", "x"], ["models"]):
+        result = subprocess.run([sys.executable, "-m", "celltrain.cli", "-w", str(missing),
+                                 *args], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, (args, result.stdout)
+        assert f"no workspace at {missing}" in result.stderr
+        assert "a workspace is created by the first submit, or pass -w with an existing one" \
+            in result.stderr
+        assert not missing.exists()
+
+
+def test_an_empty_folder_is_not_taken_for_a_workspace(tmp_path):
+    """A folder without celltrain.db (a typo'd -w pointing at the project, say) is left alone."""
+    result = subprocess.run([sys.executable, "-m", "celltrain.cli", "-w", str(tmp_path), "runs"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and f"no workspace at {tmp_path}" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from IPython.testing.globalipapp import get_ipython
+from IPython.testing import globalipapp
 from IPython.utils.capture import capture_output
 
 from celltrain import states
@@ -22,7 +22,7 @@ from celltrain.run import Run
 
 @pytest.fixture(scope="module")
 def shell():
-    ip = get_ipython()
+    ip = globalipapp.get_ipython()   # the attribute: another module may have started it
     ip.run_cell("%load_ext celltrain")
     return ip
 

@@ -92,13 +92,23 @@ class LocalBackend:
         except ProcessLookupError:
             return
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and self.is_running(handle):
+        while time.monotonic() < deadline and self._group_alive(handle):
             time.sleep(0.1)
-        if self.is_running(handle):
+        if self._group_alive(handle):
             try:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+    def _group_alive(self, handle: str) -> bool:
+        """Whether any process of the run's group lives: the shell wrapper dies of SIGTERM
+        at once, a script that ignores it does not (it must still get the SIGKILL)."""
+        self.is_running(handle)            # reaps the wrapper if it is our child
+        try:
+            os.killpg(self._pid(handle), 0)
+            return True
+        except ProcessLookupError:
+            return False
 
     def result(self, handle: str) -> tuple[int | None, bool]:
         proc = getattr(self, "_proc", None)

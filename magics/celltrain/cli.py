@@ -151,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from .workspace import Workspace
     try:
-        ws = Workspace(args.workspace)
+        if args.func is cmd_base_image:    # needs no workspace, and must not make one
+            return args.func(None, args)
+        # A view opens only an existing workspace; creating one is submit's job.
+        ws = Workspace(args.workspace, create=False)
         return args.func(ws, args)
     except (CelltrainError, FileNotFoundError, ValueError) as e:
         print(f"celltrain: {e}", file=sys.stderr)

@@ -16,6 +16,7 @@ place inside the transaction that inserts the row.  A failure anywhere leaves no
 from __future__ import annotations
 
 import difflib
+import fcntl
 import hashlib
 import html
 import json
@@ -40,6 +41,8 @@ LATEST = "latest"
 FILES = "files"          # <version>/files/<the registered file or folder>
 ARTIFACTS = "artifacts"  # <version>/artifacts/<format>/ (e.g. onnx/model.onnx)
 TMP_PREFIX = ".tmp-"
+WORK_LOCK = ".work.lock"  # in models/: shared while a process has temporary folders there
+DELETED_RE = re.compile(rf"^{re.escape(TMP_PREFIX)}deleted-(.+)-(\d+)-[0-9a-f]{{8}}$")
 NEXT_VERSION_KEY = "model_next_version:"  # meta row: version numbers are never reused
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")  # what load() picks in a folder
 MODEL_SUFFIXES = TORCH_SUFFIXES + (".safetensors", ".onnx")
@@ -172,6 +175,7 @@ def register_model(run: "Run", name: str, path: str | os.PathLike, *,
     models_dir = store.models_dir
     tmp = models_dir / f"{TMP_PREFIX}{name}-{secrets.token_hex(4)}"
     final: Path | None = None
+    work = _hold_work_lock(store)
     try:
         (tmp / FILES).mkdir(parents=True)
         target = tmp / FILES / source.name
@@ -203,7 +207,53 @@ def register_model(run: "Run", name: str, path: str | os.PathLike, *,
         if final is not None and final.exists() and _row(store, name, version) is None:
             shutil.rmtree(final, ignore_errors=True)
         raise
+    finally:
+        work.close()
     return ModelVersion(run.workspace, name, version)
+
+
+def _hold_work_lock(store):
+    """A shared lock on models/.work.lock, held while this process has temporary folders
+    there: remove_leftovers() removes them only when nobody holds it."""
+    lock = open(store.models_dir / WORK_LOCK, "a")
+    fcntl.flock(lock, fcntl.LOCK_SH)
+    return lock
+
+
+def remove_leftovers(store) -> list[Path]:
+    """Remove the temporary folders of registrations, exports and deletes whose process died
+    (a kill -9 mid-copy left hundreds of MB).  Done when no process is working there: one
+    that is keeps its folders, and the next opening of the workspace cleans up."""
+    models = store.models_dir
+    with open(models / WORK_LOCK, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return []
+        removed = []
+        # Versions first: a version put back brings its artifacts' leftovers with it.
+        for pattern in (f"{TMP_PREFIX}*", f"*/*/{ARTIFACTS}/{TMP_PREFIX}*"):
+            for tmp in list(models.glob(pattern)):
+                if tmp.is_symlink() or not tmp.is_dir() or _put_back(store, tmp):
+                    continue
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed.append(tmp)
+        return removed
+
+
+def _put_back(store, tmp: Path) -> bool:
+    """A folder moved aside inside a transaction that never committed goes back in place."""
+    if tmp.name.startswith(f"{TMP_PREFIX}old-onnx-"):
+        home = tmp.parent / "onnx"          # an export died between its two renames
+    else:
+        deleted = DELETED_RE.match(tmp.name)
+        if deleted is None or _row(store, deleted[1], int(deleted[2])) is None:
+            return False
+        home = store.models_dir / deleted[1] / deleted[2]   # a delete that did not commit
+    if home.exists():
+        return False
+    os.rename(tmp, home)
+    return True
 
 
 def _next_version(conn, name: str) -> int:
@@ -629,6 +679,7 @@ class ModelVersion:
         final = self.folder / ARTIFACTS / "onnx"
         tmp = self.folder / ARTIFACTS / f"{TMP_PREFIX}onnx-{secrets.token_hex(4)}"
         old = self.folder / ARTIFACTS / f"{TMP_PREFIX}old-onnx-{secrets.token_hex(4)}"
+        work = _hold_work_lock(store)
         try:
             info = onnx_export.export_module(module, example_input, tmp, opset=opset,
                                              tolerance=tolerance, exporter=exporter)
@@ -654,7 +705,10 @@ class ModelVersion:
                 shutil.rmtree(final, ignore_errors=True)
                 os.rename(old, final)
             raise
-        shutil.rmtree(old, ignore_errors=True)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            work.close()
         return OnnxArtifact(self, info)
 
     @property
@@ -710,23 +764,24 @@ class ModelVersion:
         store = self.workspace.store
         trash = store.models_dir / f"{TMP_PREFIX}deleted-{self.name}-{self.version}-" \
                                    f"{secrets.token_hex(4)}"
-        with store.write() as conn:
-            aliases = [r[0] for r in conn.execute(
-                "SELECT alias FROM model_aliases WHERE name=? AND version=?",
-                (self.name, self.version)).fetchall()]
-            if aliases:
-                raise ModelRegistrationError(
-                    f"{self.name}:{self.version} is what {', '.join(map(repr, aliases))} "
-                    f"point{'s' if len(aliases) == 1 else ''} at: set the alias on another "
-                    "version (or remove_alias) before deleting it")
-            if not conn.execute("DELETE FROM models WHERE name=? AND version=?",
-                                (self.name, self.version)).rowcount:
-                raise ModelNotFound(f"model {self.name!r} version {self.version} does not "
-                                    "exist (already deleted?)")
-            _keep_counter_past(conn, self.name, self.version)
-            if self.folder.exists():
-                os.rename(self.folder, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        with _hold_work_lock(store):
+            with store.write() as conn:
+                aliases = [r[0] for r in conn.execute(
+                    "SELECT alias FROM model_aliases WHERE name=? AND version=?",
+                    (self.name, self.version)).fetchall()]
+                if aliases:
+                    raise ModelRegistrationError(
+                        f"{self.name}:{self.version} is what {', '.join(map(repr, aliases))} "
+                        f"point{'s' if len(aliases) == 1 else ''} at: set the alias on another "
+                        "version (or remove_alias) before deleting it")
+                if not conn.execute("DELETE FROM models WHERE name=? AND version=?",
+                                    (self.name, self.version)).rowcount:
+                    raise ModelNotFound(f"model {self.name!r} version {self.version} does not "
+                                        "exist (already deleted?)")
+                _keep_counter_past(conn, self.name, self.version)
+                if self.folder.exists():
+                    os.rename(self.folder, trash)
+            shutil.rmtree(trash, ignore_errors=True)
 
     # -- display ----------------------------------------------------------------------------------
     def load_hint(self) -> str:

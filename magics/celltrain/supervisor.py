@@ -292,7 +292,21 @@ def spare(workspace: str) -> int:
         os.close(reader)
         os.close(keepalive)
         lock.close()
-    return Supervisor(root, data.split(b"\n")[0].decode()).main()
+    supervisor = Supervisor(root, data.split(b"\n")[0].decode())
+    _log_to(supervisor.run_dir / "supervisor.log")
+    supervisor.log(f"spare supervisor {os.getpid()} was handed the run")
+    return supervisor.main()
+
+
+def _log_to(path: Path) -> None:
+    """Point stderr (until now /dev/null) at the run's supervisor.log, as a fresh supervisor's is."""
+    sys.stderr.flush()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+    try:
+        os.dup2(fd, 2)
+    finally:
+        os.close(fd)
 
 
 def hand_to_spare(workspace: Path, run_id: str) -> bool:

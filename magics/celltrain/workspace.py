@@ -10,6 +10,7 @@ import fcntl
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -29,6 +30,9 @@ TARGETS = ("docker", "local")
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 # A spare supervisor per workspace makes the next submission start ~0.5 s sooner.
 SPARES = os.environ.get("CELLTRAIN_SPARE", "1") != "0"
+DB_FILE = "celltrain.db"
+SUPERVISOR_LOCK, SUPERVISOR_LOG = "supervisor.lock", "supervisor.log"
+SNAPSHOT, PARTIAL_SNAPSHOT = "snapshot", "snapshot.partial"
 
 
 def default_path() -> Path:
@@ -46,12 +50,20 @@ def new_run_id(experiment: str, number: int) -> str:
 class Workspace:
     """A folder holding ``celltrain.db`` and ``runs/``: ``./.celltrain`` unless told otherwise."""
 
-    def __init__(self, path: str | os.PathLike | None = None, *, reconcile: bool = True):
+    def __init__(self, path: str | os.PathLike | None = None, *, reconcile: bool = True,
+                 create: bool = True):
+        """``create=False``: open only a workspace that exists (views must not make one)."""
         self.path = Path(path) if path is not None else default_path()
         self.path = self.path.expanduser().resolve()
+        if not create and not (self.path / DB_FILE).is_file():
+            raise FileNotFoundError(
+                f"no workspace at {self.path}: it has no {DB_FILE} (a workspace is created by "
+                f"the first submit, or pass -w with an existing one)")
         self.store = Store(self.path)
         if reconcile:
             self.reconcile()
+            from .registry import remove_leftovers
+            remove_leftovers(self.store)
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.path)!r})"
@@ -87,10 +99,24 @@ class Workspace:
         """Give every unfinished run without a live supervisor a new one; returns their ids."""
         adopted = []
         for row in self.store.list_runs(status=states.ACTIVE):
-            if not supervisor_alive(self.store.run_dir(row["id"])):
-                self.spawn_supervisor(row["id"])
-                adopted.append(row["id"])
+            run_dir = self.store.run_dir(row["id"])
+            if supervisor_alive(run_dir):
+                continue
+            if row["status"] == states.QUEUED and not (run_dir / SNAPSHOT).is_dir():
+                self._fail_unsubmitted(row["id"])
+                continue
+            self.spawn_supervisor(row["id"])
+            adopted.append(row["id"])
         return adopted
+
+    def _fail_unsubmitted(self, run_id: str) -> None:
+        """A Queued run without its snapshot and without the submitter's lock: the submitting
+        process died (or was interrupted) while copying the code.  Never run half a snapshot."""
+        shutil.rmtree(self.store.run_dir(run_id) / PARTIAL_SNAPSHOT, ignore_errors=True)
+        self.store.set_status(run_id, states.FAILED, "submission incomplete", ended=time.time(),
+                              reason="the process that submitted this run ended before its code "
+                                     "snapshot was complete (killed or interrupted during "
+                                     "submit); nothing ran: submit it again")
 
     def spawn_supervisor(self, run_id: str) -> None:
         """Give the run a supervisor: the waiting spare if there is one, else a new process."""
@@ -105,7 +131,7 @@ class Workspace:
                 time.sleep(0 if taken else 0.01)
         if not taken:
             self._spawn(["celltrain.supervisor", str(self.path), run_id],
-                        run_dir / "supervisor.log")
+                        run_dir / SUPERVISOR_LOG)
         if SPARES:
             self._spawn(["celltrain.supervisor", "--spare", str(self.path)], os.devnull)
 
@@ -135,9 +161,17 @@ class Workspace:
         return get_model(self, name, version=version, alias=alias)
 
 
+def _hold_supervisor_lock(run_dir: Path):
+    """The run's supervisor lock, held (as a supervisor would) until the file is closed."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(run_dir / SUPERVISOR_LOCK, "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
+
+
 def supervisor_alive(run_dir: Path) -> bool:
     """A supervisor holds an exclusive lock on ``supervisor.lock`` for as long as it lives."""
-    lock = run_dir / "supervisor.lock"
+    lock = run_dir / SUPERVISOR_LOCK
     if not lock.exists():
         return False
     with open(lock, "a") as f:
@@ -181,20 +215,16 @@ class Experiment:
         In [2]: run.wait(show_output=True)
         """
         from . import dockerutil
+        from .options import check_engine, check_options, check_script
         source = Path(source_dir).expanduser().resolve()
         if not source.is_dir():
             raise FileNotFoundError(f"source folder {source} does not exist: pass source_dir= "
                                     f"the folder that holds {script}")
-        if not (source / script).is_file():
-            raise FileNotFoundError(f"script {script!r} is not in the source folder {source}: "
-                                    f"pass its path relative to source_dir")
+        script = check_script(source, script)
         if target not in TARGETS:
             raise ValueError(f"target takes one of {', '.join(TARGETS)}, not {target!r}")
-        for host_path in (mounts or {}):
-            if not Path(host_path).exists():
-                raise FileNotFoundError(f"mount source {host_path} does not exist on the host")
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout takes a positive number of seconds, not {timeout!r}")
+        checked = check_options(memory=memory, cpus=cpus, shm_size=shm_size, env_vars=env_vars,
+                                mounts=mounts, timeout=timeout, network=network)
         for name in lib_packages:
             __import__(name)   # fails now, with the package's name, not in the container
         environment = environment or Environment()
@@ -205,27 +235,47 @@ class Experiment:
             if gpus == "auto":
                 gpus = "all" if dockerutil.gpu_runtime_available(client) else "none"
             dockerutil.check_gpus(client, gpus)
+            check_engine(client, network=checked["network"], cpus=checked["cpus"])
         elif gpus == "auto":
             gpus = "none"
-        options = {"gpus": gpus, "memory": memory, "cpus": cpus, "shm_size": shm_size,
-                   "env_vars": dict(env_vars or {}),
-                   "mounts": {str(Path(k).resolve()): v for k, v in (mounts or {}).items()},
-                   "timeout": timeout, "network": network, "source_dir": str(source),
+        options = {"gpus": gpus, **checked, "source_dir": str(source),
                    "lib_packages": ["celltrain", *lib_packages]}
         store = self.workspace.store
         # Check the snapshot size before the run exists: a refused submission leaves nothing.
         from .snapshot import check_size, collect
         files = collect(source)
         check_size(source, files, snapshot_limit_mb)
-        record = store.create_run(
-            self.name, run_id_for=new_run_id, status=states.QUEUED, target=target,
-            script=script, args=[str(a) for a in args], params=dict(params or {}),
-            tags=dict(tags or {}), environment=environment.to_dict(), options=options)
-        run_id = record["id"]
+        # The run's supervisor lock is taken inside the transaction that creates the row, and
+        # held while the code is copied: no reconcile elsewhere ever sees the run without it,
+        # and if this process dies here the lock goes with it (reconcile then fails the run).
+        held: list = []
+
+        def locked_run_id(experiment: str, number: int) -> str:
+            run_id = new_run_id(experiment, number)
+            held.append(_hold_supervisor_lock(store.run_dir(run_id)))
+            return run_id
+
         try:
-            snapshot(source, store.run_dir(run_id) / "snapshot", snapshot_limit_mb, files)
-        except Exception as e:
-            store.set_status(run_id, states.FAILED, reason=f"could not snapshot {source}: {e}")
+            record = store.create_run(
+                self.name, run_id_for=locked_run_id, status=states.QUEUED, target=target,
+                script=script, args=[str(a) for a in args], params=dict(params or {}),
+                tags=dict(tags or {}), environment=environment.to_dict(), options=options)
+        except BaseException:
+            for lock in held:
+                lock.close()
+                shutil.rmtree(Path(lock.name).parent, ignore_errors=True)
             raise
+        run_id = record["id"]
+        run_dir = store.run_dir(run_id)
+        with held[-1]:
+            try:
+                snapshot(source, run_dir / PARTIAL_SNAPSHOT, snapshot_limit_mb, files)
+                os.rename(run_dir / PARTIAL_SNAPSHOT, run_dir / SNAPSHOT)
+            except BaseException as e:
+                store.set_status(run_id, states.FAILED, reason=(
+                    f"could not snapshot {source}: {e}" if isinstance(e, Exception) else
+                    "submit was interrupted while copying the code; nothing ran: submit it "
+                    "again"))
+                raise
         self.workspace.spawn_supervisor(run_id)
         return Run(self.workspace, run_id)
