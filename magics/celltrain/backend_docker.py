@@ -180,7 +180,9 @@ class DockerBackend:
         self._get(handle).stop(timeout=int(max(grace, 0)))
 
     def result(self, handle: str) -> tuple[int | None, bool]:
-        state = self._get(handle).attrs["State"]
+        container = self._get(handle)
+        container.reload()   # the State after a stop, not the one of the last poll
+        state = container.attrs["State"]
         return state.get("ExitCode"), bool(state.get("OOMKilled"))
 
     # -- Finalizing ---------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from .dockerutil import LABEL_BUILD, LABEL_RUN, LABEL_WORKSPACE
 from .errors import DockerUnavailable
 
 MARKS = "docker-leftovers"
+PENDING = ("; its container is removed, and its exit code recorded, the next time the workspace "
+           "is opened with the engine up")   # the supervisor's words, replaced once done
 STOP_S = 2  # a finished run's container that still runs: nobody is watching it any more
 
 
@@ -92,7 +94,8 @@ def _finish(store, run: dict, container) -> None:
             kept = "its outputs were copied back"
         except Exception as e:
             kept = f"its outputs could not be copied back ({type(e).__name__}: {e})"
+        before = (run["reason"] or run["status"]).replace(PENDING, "")
         store.update_run(run["id"], exit_code=code, reason=(
-            f"{run['reason'] or run['status']}; its container exited with code {code}, found "
-            f"when the workspace was next opened: {kept} and the container removed"))
+            f"{before}; its container exited with code {code} (seen when the workspace was "
+            f"next opened): {kept} and the container removed"))
     container.remove(force=True)

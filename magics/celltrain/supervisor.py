@@ -152,8 +152,7 @@ class Supervisor:
                 return f"; stopping the process failed too ({_docker_reason(e)})", fields
             docker_leftovers.mark(self.store, self.run_id)
             if dockerutil.engine_unreachable(e):
-                return ("; its containers are removed, and its exit code recorded, the next "
-                        "time the workspace is opened with the engine up"), fields
+                return docker_leftovers.PENDING, fields
             return (f"; stopping its container failed too ({_docker_reason(e)}): "
                     f"docker rm -f celltrain-{self.run_id}"), fields
 
