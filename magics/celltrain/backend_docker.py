@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from . import copyback, dockerutil, safefiles
-from .dockerutil import LABEL_RUN, LABEL_WORKSPACE
+from .dockerutil import LABEL_BUILD, LABEL_RUN, LABEL_WORKSPACE
 from .environment import Environment, ensure_image
 from .run import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 from .telemetry import TELEMETRY_DIR
@@ -46,13 +46,39 @@ class DockerBackend:
         self.container = None
         self.resumed = False
 
+    @property
+    def labels(self) -> dict:
+        """On every container of the run (build and run), so leftovers can be found."""
+        return {LABEL_RUN: self.run["id"], LABEL_WORKSPACE: str(self.store.root)}
+
+    def reconnect(self, within_s: float) -> bool:
+        """Wait for an engine that stopped answering; whether it answers again in time."""
+        client = dockerutil.wait_for_engine(within_s)
+        if client is None:
+            return False
+        self.client, self.container = client, None
+        return True
+
     # -- Preparing ------------------------------------------------------------------------------
-    def prepare(self) -> dict:
+    def prepare(self, stop_requested=lambda: None) -> dict:
+        """Pull or build the run's image; ``stop_requested`` as for ensure_image (cancel)."""
         env = Environment.from_dict(self.run["environment"])
+        self.remove_build_containers()   # a build an earlier supervisor of this run left
         tag, image_id, built = ensure_image(self.client, env, self.run_dir / BUILD_LOG,
                                             notify=self.notify,
-                                            pull_failures=self.pull_failures)
+                                            pull_failures=self.pull_failures,
+                                            container_labels=self.labels,
+                                            stop_requested=stop_requested)
         return {"image": tag, "image_digest": image_id, "image_built": built}
+
+    def remove_build_containers(self) -> None:
+        import docker
+        filters = {"label": [f"{LABEL_RUN}={self.run['id']}", LABEL_BUILD]}
+        for container in self.client.containers.list(all=True, filters=filters):
+            try:
+                container.remove(force=True)
+            except docker.errors.APIError:  # being removed already
+                pass
 
     # -- Starting ---------------------------------------------------------------------------------
     def start(self, image: str) -> str:
@@ -92,6 +118,13 @@ class DockerBackend:
             kwargs["network_mode"] = opts["network"]
         if os.getuid() != 0:   # if we cannot chown telemetry/, the container writes as our group
             kwargs["group_add"] = [str(os.getgid())]
+        # A container of this name was created by a supervisor that died before recording it,
+        # so it never started (launch follows the record): make room for the new one.
+        import docker
+        try:
+            self.client.containers.get(kwargs["name"]).remove(force=True)
+        except docker.errors.NotFound:
+            pass
         self.container = self.client.containers.create(image, **kwargs)
         _let_write(telemetry, container_user(self.container))
         return self.container.id
@@ -120,16 +153,19 @@ class DockerBackend:
         between its replay and the live stream.  A resumed supervisor takes only what is new
         (``since``); at the end collect() rewrites both files from the complete log.
         """
-        self.resumed = resumed
+        self.resumed = self.resumed or resumed   # once resumed, collect() takes Docker's log
         since = int(time.time()) if resumed else None
 
         def follow(name: str, stdout: bool):
-            stream = self._get(handle).logs(stdout=stdout, stderr=True, stream=True,
-                                            follow=True, since=since)
-            with open(self.run_dir / name, "ab") as f:
-                for chunk in stream:
-                    f.write(chunk)
-                    f.flush()
+            try:
+                stream = self._get(handle).logs(stdout=stdout, stderr=True, stream=True,
+                                                follow=True, since=since)
+                with open(self.run_dir / name, "ab") as f:
+                    for chunk in stream:
+                        f.write(chunk)
+                        f.flush()
+            except Exception:  # the engine went away; the supervisor notices and waits for it
+                pass
 
         def both():
             err = threading.Thread(target=follow, args=(STDERR_LOG, False), daemon=True)
@@ -150,7 +186,9 @@ class DockerBackend:
         self._get(handle).stop(timeout=int(max(grace, 0)))
 
     def result(self, handle: str) -> tuple[int | None, bool]:
-        state = self._get(handle).attrs["State"]
+        container = self._get(handle)
+        container.reload()   # the State after a stop, not the one of the last poll
+        state = container.attrs["State"]
         return state.get("ExitCode"), bool(state.get("OOMKilled"))
 
     # -- Finalizing ---------------------------------------------------------------------------------

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 from .errors import DockerUnavailable, GPUUnavailable
 
 LABEL_RUN = "celltrain.run"
 LABEL_WORKSPACE = "celltrain.workspace"
 LABEL_ENV = "celltrain.env"
+LABEL_BUILD = "celltrain.build"  # only on build containers (images inherit celltrain.env)
 
 
 _clients: dict = {}
@@ -39,6 +41,45 @@ def client(timeout: int = 60):
         else:
             hint = "start the engine (dockerd, or `make docker`) or set DOCKER_HOST"
         raise DockerUnavailable(f"Docker is not reachable at {host}: {hint} ({_short(e)})") from e
+
+
+def engine_unreachable(e: BaseException) -> bool:
+    """Whether ``e`` means the engine stopped answering (down, restarting), not a refusal."""
+    if isinstance(e, DockerUnavailable):
+        return True
+    try:
+        import requests
+    except ImportError:  # pragma: no cover - docker depends on requests
+        return False
+    return isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout))
+
+
+def engine_wait_s() -> float:
+    """How long a supervisor waits for an engine that stopped answering (CELLTRAIN_ENGINE_WAIT)."""
+    value = os.environ.get("CELLTRAIN_ENGINE_WAIT", "300")
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        raise ValueError(f"CELLTRAIN_ENGINE_WAIT takes seconds, not {value!r}: unset it or "
+                         "give a number (the default is 300)") from None
+
+
+def wait_for_engine(within_s: float, sleep=time.sleep):
+    """A client once the engine answers again, or None after ``within_s`` seconds.
+
+    Backs off from half a second to five, so a restart is noticed soon and a long outage costs
+    little.
+    """
+    deadline = time.monotonic() + within_s
+    pause = 0.5
+    while True:
+        try:
+            return client(timeout=30)
+        except DockerUnavailable:
+            if time.monotonic() + pause > deadline:
+                return None
+            sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 def _short(e: BaseException) -> str:

@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-from .dockerutil import LABEL_ENV
+from .dockerutil import LABEL_BUILD, LABEL_ENV
 from .errors import ImageBuildError
 from .hostpip import HostPip
 
@@ -114,10 +114,16 @@ def default_base_image() -> str:
 
 
 PULL_RETRY_S = 3600
+STOP_POLL_S = 0.25  # how often a pull or build asks whether to stop
+
+
+class BuildCanceled(Exception):
+    """The run was canceled while its image was being pulled or built; nothing was committed."""
 
 
 def resolve_base(client, requested: str | None, notify: Callable[[str], None],
-                 pull_failures: Path | None = None) -> str:
+                 pull_failures: Path | None = None,
+                 stop_requested: Callable[[], float | None] = lambda: None) -> str:
     """Make sure the base image is present; fall back to the offline base for the default.
 
     A failed pull of the default image is remembered for an hour in ``pull_failures`` (a JSON
@@ -136,7 +142,7 @@ def resolve_base(client, requested: str | None, notify: Callable[[str], None],
     try:
         notify(f"pulling {name}")
         repo, _, tag = name.rpartition(":") if ":" in name.split("/")[-1] else (name, "", "latest")
-        client.images.pull(repo, tag=tag)
+        _pull(client, repo, tag, stop_requested)
         return name
     except docker.errors.APIError as e:
         if pull_failures is not None:
@@ -151,6 +157,31 @@ def resolve_base(client, requested: str | None, notify: Callable[[str], None],
                if requested is None else "check the name, or `docker pull` it first")
         raise ImageBuildError(f"base image {name} is not present and cannot be pulled "
                               f"({_first_line(e)}): {fix}") from e
+
+
+def _pull(client, repo: str, tag: str, stop_requested: Callable[[], float | None]) -> None:
+    """``docker pull`` in a thread, so that a cancel does not wait for a slow registry.
+
+    A canceled pull's thread is left to die with the supervisor, which exits right after;
+    the engine drops a pull whose client went away.
+    """
+    import threading
+    failure: list[BaseException] = []
+
+    def pull():
+        try:
+            client.images.pull(repo, tag=tag)
+        except BaseException as e:  # handed to the caller's thread
+            failure.append(e)
+
+    thread = threading.Thread(target=pull, daemon=True, name="celltrain-pull")
+    thread.start()
+    while thread.is_alive():
+        if stop_requested() is not None:
+            raise BuildCanceled(f"canceled while pulling {repo}:{tag}")
+        thread.join(STOP_POLL_S)
+    if failure:
+        raise failure[0]
 
 
 def _read_json(path: Path | None) -> dict:
@@ -181,11 +212,21 @@ def _first_line(e: BaseException) -> str:
 
 def build_in_container(client, base: str, script: str, tag: str, log_path: Path,
                        labels: dict | None = None, changes: list[str] | None = None,
-                       on_line: Callable[[str], None] | None = None) -> str:
+                       on_line: Callable[[str], None] | None = None,
+                       container_labels: dict | None = None,
+                       stop_requested: Callable[[], float | None] = lambda: None) -> str:
     """Run ``script`` in a container of ``base`` with the host's pip settings, commit it as ``tag``.
+
+    The build container is hardened like a run's (``init``, ``no-new-privileges``) and sits on
+    Docker's default bridge: it reaches package indexes, not the host's loopback services.
+    ``labels`` go on the container and the image; ``container_labels`` (the run, the workspace)
+    only on the container, so an orphan can be found and removed.  ``stop_requested`` is asked
+    every STOP_POLL_S: a number is the grace in seconds to stop the build within, and then
+    nothing is committed and BuildCanceled is raised.
 
     Returns the new image id; on failure raises ImageBuildError with the build log.
     """
+    import threading
     base_image = client.images.get(base)
     base_config = base_image.attrs["Config"] or {}
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,16 +239,38 @@ def build_in_container(client, base: str, script: str, tag: str, log_path: Path,
         # config: a commit keeps the container's Env and Volumes, so they would be baked in.
         command = ["env", *(f"{k}={v}" for k, v in env.items()), "sh", "-c", script]
         container = client.containers.create(
-            base, command, entrypoint=[], mounts=mounts, network_mode="host",
-            labels={LABEL_ENV: tag, **(labels or {})})
+            base, command, entrypoint=[], mounts=mounts, network_mode="bridge", init=True,
+            security_opt=["no-new-privileges"],
+            labels={LABEL_ENV: tag, LABEL_BUILD: tag, **(labels or {}),
+                    **(container_labels or {})})
         try:
             container.start()
-            for chunk in container.logs(stream=True, follow=True):
-                text = chunk.decode(errors="replace")
-                log.write(text)
-                log.flush()
-                if on_line:
-                    on_line(text)
+
+            def follow():  # the log, in a thread, so a cancel need not wait for output
+                try:
+                    for chunk in container.logs(stream=True, follow=True):
+                        text = chunk.decode(errors="replace")
+                        log.write(text)
+                        log.flush()
+                        if on_line:
+                            on_line(text)
+                except Exception:  # the engine went away: the poll below says so
+                    pass
+
+            follower = threading.Thread(target=follow, daemon=True, name="celltrain-build-log")
+            follower.start()
+            while True:
+                grace = stop_requested()
+                if grace is not None:
+                    container.stop(timeout=int(max(grace, 0)))
+                    follower.join(timeout=5)
+                    log.write("\n# canceled: the build was stopped, nothing committed\n")
+                    raise BuildCanceled(f"canceled while building {tag}")
+                container.reload()
+                if container.status not in ("created", "running", "restarting", "paused"):
+                    break
+                follower.join(STOP_POLL_S)
+            follower.join(timeout=10)
             code = container.wait()["StatusCode"]
             if code != 0:
                 log.flush()
@@ -225,7 +288,10 @@ def build_in_container(client, base: str, script: str, tag: str, log_path: Path,
             log.write(f"\n# committed {tag} ({image.id})\n")
             return image.id
         finally:
-            container.remove(force=True)
+            try:
+                container.remove(force=True)
+            except Exception:  # the engine is gone: reconcile removes it by its labels later
+                pass
 
 
 def tail(text: str, lines: int) -> str:
@@ -234,9 +300,15 @@ def tail(text: str, lines: int) -> str:
 
 def ensure_image(client, env: Environment, log_path: Path,
                  notify: Callable[[str], None] = lambda s: None,
-                 pull_failures: Path | None = None) -> tuple[str, str, bool]:
-    """The image for ``env``: (tag, image id, whether it was built now)."""
-    base = resolve_base(client, env.base_image, notify, pull_failures)
+                 pull_failures: Path | None = None, container_labels: dict | None = None,
+                 stop_requested: Callable[[], float | None] = lambda: None
+                 ) -> tuple[str, str, bool]:
+    """The image for ``env``: (tag, image id, whether it was built now).
+
+    ``stop_requested`` and ``container_labels`` as for build_in_container; a pull is
+    cancellable too.
+    """
+    base = resolve_base(client, env.base_image, notify, pull_failures, stop_requested)
     if not env.needs_build():
         image = client.images.get(base)
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -250,5 +322,7 @@ def ensure_image(client, env: Environment, log_path: Path,
         log_path.write_text(f"# image cached: {tag} (content hash of base, pip, apt, setup)\n")
         return tag, client.images.get(tag).id, False
     notify(f"building image {tag}")
-    image_id = build_in_container(client, base, env.install_script(), tag, log_path)
+    image_id = build_in_container(client, base, env.install_script(), tag, log_path,
+                                  container_labels=container_labels,
+                                  stop_requested=stop_requested)
     return tag, image_id, True

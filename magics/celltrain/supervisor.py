@@ -15,7 +15,8 @@ import time
 import traceback
 from pathlib import Path
 
-from . import safefiles, states
+from . import docker_leftovers, dockerutil, safefiles, states
+from .environment import BuildCanceled
 from .errors import CelltrainError, DockerUnavailable, ImageBuildError
 from .run import OUTPUT_LOG, STDERR_LOG
 from .store import Store
@@ -91,42 +92,131 @@ class Supervisor:
         run = self.store.get_run(self.run_id)
         if run is None or states.is_terminal(run["status"]):
             return 0
+        self.backend = self.handle = None
         try:
             self.carry(run)
         except Canceled:
             self.status(states.CANCELED, reason="canceled before the run started",
                         ended=time.time())
+        except BuildCanceled:
+            self.status(states.CANCELED, reason="canceled while preparing the image "
+                        "(the build was stopped; nothing was committed)", ended=time.time())
         except ImageBuildError as e:
             self.status(states.FAILED, "image build failed", reason=str(e), ended=time.time())
-        except DockerUnavailable as e:
-            self.status(states.FAILED, "Docker unreachable", reason=str(e), ended=time.time())
         except Exception as e:  # every failure becomes a state with a reason
             self.log(traceback.format_exc())
-            self.status(states.FAILED, "supervisor error",
-                        reason=f"celltrain could not carry the run: {_docker_reason(e)}",
-                        ended=time.time())
+            unreachable = dockerutil.engine_unreachable(e)
+            fate, fields = self.abandon()
+            if unreachable:
+                self.status(states.FAILED, "Docker unreachable", ended=time.time(), **fields,
+                            reason=f"{_docker_reason(e)}{fate}")
+            else:
+                self.status(states.FAILED, "supervisor error", ended=time.time(), **fields,
+                            reason=f"celltrain could not carry the run: {_docker_reason(e)}"
+                                   f"{fate}")
         return 0
 
+    def abandon(self) -> tuple[str, dict]:
+        """After a failure: stop and remove what the run started, keeping what it made.
+
+        Returns what became of the container (or process), as the end of a reason, and the
+        exit code where there is one.  What cannot be removed now (the engine is down) is
+        marked, and the next workspace open with the engine up removes it.
+        """
+        backend, handle = self.backend, self.handle
+        if backend is None:
+            return "", {}
+        what = "container" if self.store.get_run(self.run_id)["target"] == "docker" else "process"
+        fields = {}
+        try:
+            if handle is None:   # no run container; a build may have been left by a dead engine
+                if what == "container":
+                    backend.remove_build_containers()
+                return "", {}
+            if not backend.exists(handle):
+                return "", {}
+            if backend.is_running(handle):
+                backend.stop(handle, DEFAULT_GRACE_S)
+            exit_code, _ = backend.result(handle)
+            if exit_code is not None:
+                fields["exit_code"] = exit_code
+            try:
+                backend.collect(handle)   # its checkpoints, logs and output are kept
+            except Exception:
+                self.log("collecting outputs after the failure failed too:\n"
+                         + traceback.format_exc())
+            backend.cleanup(handle)
+            return f"; the run's {what} was stopped and removed", fields
+        except Exception as e:
+            self.log(f"stopping the {what} failed:\n" + traceback.format_exc())
+            if what != "container":
+                return f"; stopping the process failed too ({_docker_reason(e)})", fields
+            docker_leftovers.mark(self.store, self.run_id)
+            if dockerutil.engine_unreachable(e):
+                return docker_leftovers.PENDING, fields
+            return (f"; stopping its container failed too ({_docker_reason(e)}): "
+                    f"docker rm -f celltrain-{self.run_id}"), fields
+
+    def engine_back(self, since: float, reconnect=None) -> None:
+        """Wait for an engine that stopped answering, or raise DockerUnavailable saying so."""
+        reconnect = reconnect or self.backend.reconnect
+        wait = dockerutil.engine_wait_s()
+        clock = time.strftime("%H:%M:%S", time.localtime(since))
+        status = self.store.get_run(self.run_id)["status"]
+        self.status(status, f"Docker engine unreachable since {clock}; waiting up to {wait:g}s")
+        self.notify(f"the Docker engine is unreachable since {clock}; waiting for it")
+        if not reconnect(wait - (time.time() - since)):
+            raise DockerUnavailable(
+                f"the Docker engine stopped answering at {clock} and did not come back within "
+                f"{wait:g}s (CELLTRAIN_ENGINE_WAIT): start it again (dockerd, or `make "
+                "docker`)")
+        self.status(status, "Docker engine answers again")
+        self.notify("the Docker engine answers again")
+
+    def engine_call(self, fn, *args):
+        """``fn(*args)``, once more after the engine comes back if it stopped answering."""
+        try:
+            return fn(*args)
+        except Exception as e:
+            if not dockerutil.engine_unreachable(e):
+                raise
+            self.engine_back(time.time())
+            return fn(*args)
+
+    def connect(self, run: dict):
+        """The run's backend; for Docker this waits for an engine that is down right now."""
+        try:
+            return make_backend(self.store, run, notify=self.notify)
+        except DockerUnavailable:
+            self.engine_back(time.time(), lambda s: dockerutil.wait_for_engine(s) is not None)
+            return make_backend(self.store, run, notify=self.notify)
+
     def carry(self, run: dict) -> None:
-        backend = make_backend(self.store, run, notify=self.notify)
-        handle = run["container_id"]
+        backend = self.backend = self.connect(run)
+        handle = self.handle = run["container_id"]
         resumed = handle is not None
         if handle is None:
             if self.cancel_requested():
                 raise Canceled
             if run["status"] != states.PREPARING:
                 self.status(states.PREPARING, "preparing the image")
-            prepared = backend.prepare()
+            if run["target"] == "docker":    # a pull or build stops for a cancel
+                prepared = self.engine_call(backend.prepare, self.stop_requested)
+            else:
+                prepared = backend.prepare()
             detail = ("image cached" if not prepared["image_built"] else "image built")
             if self.cancel_requested():
                 raise Canceled
             self.status(states.STARTING, f"{detail}: {prepared['image']}",
                         image=prepared["image"], image_digest=prepared["image_digest"])
-            handle = backend.start(prepared["image"])
+            handle = self.handle = self.engine_call(backend.start, prepared["image"])
             self.store.update_run(self.run_id, container_id=handle)
+            if self.cancel_requested():   # created, never started: nothing ran
+                backend.cleanup(handle)
+                raise Canceled
             backend.launch(handle)
             self.status(states.RUNNING, started=time.time())
-        elif not backend.exists(handle):
+        elif not self.engine_call(backend.exists, handle):
             self.status(states.FAILED, "container vanished", ended=time.time(),
                         reason=f"the run's container {handle[:12]} no longer exists (removed "
                                "by hand or by a Docker prune?); its outputs are lost")
@@ -137,6 +227,13 @@ class Supervisor:
             self.status(states.RUNNING, started=time.time())
         canceled, timed_out = self.watch(backend, handle, resumed)
         self.finalize(backend, handle, canceled, timed_out)
+
+    def stop_requested(self) -> float | None:
+        """For a pull or build: the cancel's grace once a cancel was asked for, else None."""
+        run = self.store.get_run(self.run_id)
+        if not run["cancel_requested"]:
+            return None
+        return run["options"].get("cancel_grace", DEFAULT_GRACE_S)
 
     def watch(self, backend, handle: str, resumed: bool) -> tuple[bool, bool]:
         run = self.store.get_run(self.run_id)
@@ -153,17 +250,29 @@ class Supervisor:
             output_ended = pump is not None and not pump.is_alive()
             if now >= next_state_check or output_ended:
                 next_state_check = now + STATE_POLL_S
-                if not backend.is_running(handle):
-                    break
-                if not canceled and self.cancel_requested():
-                    canceled = True
-                    self.log("cancel requested: SIGTERM, then SIGKILL after the grace period")
-                    backend.stop(handle, self.store.get_run(self.run_id)["options"]
-                                 .get("cancel_grace", DEFAULT_GRACE_S))
-                elif deadline is not None and now > deadline and not timed_out:
-                    timed_out = True
-                    self.log(f"timed out after {timeout}s")
-                    backend.stop(handle, DEFAULT_GRACE_S)
+                try:
+                    if not backend.is_running(handle):
+                        break
+                    if output_ended:   # the engine restarted under us, quicker than a poll
+                        pump = backend.stream_output(handle, True)
+                    if not canceled and self.cancel_requested():
+                        self.log("cancel requested: SIGTERM, then SIGKILL after the grace "
+                                 "period")
+                        backend.stop(handle, self.store.get_run(self.run_id)["options"]
+                                     .get("cancel_grace", DEFAULT_GRACE_S))
+                        canceled = True
+                    elif deadline is not None and now > deadline and not timed_out:
+                        self.log(f"timed out after {timeout}s")
+                        backend.stop(handle, DEFAULT_GRACE_S)
+                        timed_out = True
+                except Exception as e:
+                    if not dockerutil.engine_unreachable(e):
+                        raise
+                    self.engine_back(time.time())   # then follow the log anew
+                    if pump is not None:
+                        pump.join(timeout=5)
+                    pump = backend.stream_output(handle, True)
+                    continue
             if pump is not None and pump.is_alive():
                 pump.join(POLL_S)       # wakes the moment the output ends (the run exited)
             else:
@@ -174,7 +283,7 @@ class Supervisor:
 
     def finalize(self, backend, handle: str, canceled: bool, timed_out: bool) -> None:
         self.status(states.FINALIZING, "copying ./outputs and ./logs back")
-        exit_code, oom = backend.result(handle)
+        exit_code, oom = self.engine_call(backend.result, handle)
         try:
             backend.collect(handle)
         finally:
@@ -197,7 +306,11 @@ class Supervisor:
             self.status(states.COMPLETED, **fields)
         else:
             self.status(states.FAILED, reason=self.failure_reason(exit_code), **fields)
-        backend.cleanup(handle)
+        try:
+            backend.cleanup(handle)
+        except Exception as e:   # the run's state stands; the container is removed later
+            self.log(f"removing the container failed: {_docker_reason(e)}")
+            docker_leftovers.mark(self.store, self.run_id)
 
     def failure_reason(self, exit_code: int | None) -> str:
         """The runner's own explanation (telemetry/failure.txt), else the exit code and the

@@ -97,6 +97,8 @@ class Workspace:
     # -- runs outlive their starter ---------------------------------------------------------
     def reconcile(self) -> list[str]:
         """Give every unfinished run without a live supervisor a new one; returns their ids."""
+        from .docker_leftovers import clean
+        clean(self.store, supervisor_alive)  # first: a new supervisor may start a new build
         adopted = []
         for row in self.store.list_runs(status=states.ACTIVE):
             run_dir = self.store.run_dir(row["id"])

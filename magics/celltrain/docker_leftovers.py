@@ -1,0 +1,101 @@
+"""Containers a run left behind, found by their labels and removed when the workspace is opened.
+
+A supervisor killed during a build leaves its build container; one that gave up on an engine
+that stopped answering leaves the run's container (and its exit code unread).  Every container
+of a run carries ``celltrain.run`` and ``celltrain.workspace``.  Opening the workspace removes
+the leftovers of runs nobody supervises, records the exit code a finished run lacks and copies
+its outputs back.  Docker is asked only when there may be leftovers: a run of target docker
+without a live supervisor, or a run its supervisor marked (``docker-leftovers/<run id>``) because
+the engine was down when it ended.  A workspace used only with target="local" never connects.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import dockerutil, states
+from .dockerutil import LABEL_BUILD, LABEL_RUN, LABEL_WORKSPACE
+from .errors import DockerUnavailable
+
+MARKS = "docker-leftovers"
+PENDING = ("; its container is removed, and its exit code recorded, the next time the workspace "
+           "is opened with the engine up")   # the supervisor's words, replaced once done
+STOP_S = 2  # a finished run's container that still runs: nobody is watching it any more
+
+
+def mark(store, run_id: str) -> None:
+    """Note that the run may have left containers the engine could not remove just now."""
+    folder = Path(store.root) / MARKS
+    folder.mkdir(exist_ok=True)
+    (folder / run_id).touch()
+
+
+def marked(store) -> list[str]:
+    try:
+        return os.listdir(Path(store.root) / MARKS)
+    except FileNotFoundError:
+        return []
+
+
+def clean(store, supervisor_alive) -> None:
+    """Remove this workspace's leftover containers; a no-op without Docker to ask."""
+    unsupervised = {r["id"] for r in store.list_runs(status=states.ACTIVE)
+                    if r["target"] == "docker" and not supervisor_alive(store.run_dir(r["id"]))}
+    marks = marked(store)
+    if not unsupervised and not marks:
+        return
+    try:
+        client = dockerutil.client(timeout=10)
+    except DockerUnavailable:
+        return  # the marks stay: next time
+    import docker
+    try:
+        containers = client.containers.list(
+            all=True, filters={"label": f"{LABEL_WORKSPACE}={store.root}"})
+    except Exception:  # the engine is going away: opening the workspace must not fail for it
+        return
+    done = True
+    for container in containers:
+        run = store.get_run(container.labels.get(LABEL_RUN, ""))
+        if run is None:
+            continue
+        terminal = states.is_terminal(run["status"])
+        try:
+            if LABEL_BUILD in container.labels:   # a build container
+                if terminal or run["id"] in unsupervised:  # its new supervisor builds anew
+                    container.remove(force=True)
+            elif terminal:
+                _finish(store, run, container)
+            # a run container of an unsupervised active run: its new supervisor re-attaches
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError:
+            done = False
+    if done:
+        for run_id in marks:
+            try:
+                os.remove(Path(store.root) / MARKS / run_id)
+            except FileNotFoundError:
+                pass
+
+
+def _finish(store, run: dict, container) -> None:
+    """A finished run's container: stop it, record its exit code, keep its outputs, remove it."""
+    if container.status in ("created", "running", "restarting", "paused"):
+        container.stop(timeout=STOP_S)
+    container.reload()
+    code = container.attrs["State"].get("ExitCode")
+    if run["exit_code"] is None and code is not None:
+        from .backend_docker import DockerBackend
+        backend = DockerBackend(store, run, notify=lambda message: None)
+        backend.resumed = True  # nobody followed the output to its end: take Docker's log
+        try:
+            backend.collect(container.id)
+            kept = "its outputs were copied back"
+        except Exception as e:
+            kept = f"its outputs could not be copied back ({type(e).__name__}: {e})"
+        before = (run["reason"] or run["status"]).replace(PENDING, "")
+        store.update_run(run["id"], exit_code=code, reason=(
+            f"{before}; its container exited with code {code} (seen when the workspace was "
+            f"next opened): {kept} and the container removed"))
+    container.remove(force=True)
