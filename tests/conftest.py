@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from celltrain import Workspace
-from celltrain.dockerutil import LABEL_WORKSPACE
+from celltrain.targets.docker.engine import LABEL_WORKSPACE
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Spare supervisors (see celltrain.supervisor.spare) leave soon after each test's workspace idles.
@@ -27,7 +27,7 @@ def workspace(tmp_path) -> Workspace:
 
 @pytest.fixture(scope="session")
 def docker_client():
-    from celltrain import dockerutil
+    from celltrain.targets.docker import engine as dockerutil
     from celltrain.errors import DockerUnavailable
     try:
         client = dockerutil.client()

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from celltrain import DockerUnavailable, Environment, GPUUnavailable, states
-from celltrain.dockerutil import LABEL_RUN, device_requests
+from celltrain.targets.docker.engine import LABEL_RUN, device_requests
 
 pytestmark = pytest.mark.docker
 
@@ -95,7 +95,7 @@ def test_cancel_stops_the_container_and_keeps_metrics(docker_workspace, make_sou
 def test_gpus_without_gpu_runtime_is_refused(docker_workspace, make_source, docker_client):
     """This engine has no NVIDIA runtime (no GPU here): asking for GPUs is a clear error.
     The GPU path itself is only checked on a machine with an accelerator."""
-    from celltrain.dockerutil import gpu_runtime_available
+    from celltrain.targets.docker.engine import gpu_runtime_available
     if gpu_runtime_available(docker_client):
         pytest.skip("this engine has a GPU runtime: the refusal cannot happen here")
     src = make_source("print(1)")

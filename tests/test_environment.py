@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from celltrain import Environment, states
-from celltrain.hostpip import HostPip, parse_config_list
+from celltrain.targets.docker.hostpip import HostPip, parse_config_list
 
 pytestmark = pytest.mark.docker
 

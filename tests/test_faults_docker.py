@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from celltrain import Environment, Workspace, states
-from celltrain.dockerutil import LABEL_BUILD, LABEL_RUN
+from celltrain.targets.docker.engine import LABEL_BUILD, LABEL_RUN
 from celltrain.workspace import supervisor_alive
 
 pytestmark = pytest.mark.docker

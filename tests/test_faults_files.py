@@ -19,9 +19,9 @@ import time
 import pytest
 
 from celltrain import Environment, states
-from celltrain.backend_docker import container_user
+from celltrain.targets.docker.target import container_user
 from celltrain.copyback import extract_tar
-from celltrain.dockerutil import LABEL_RUN
+from celltrain.targets.docker.engine import LABEL_RUN
 from celltrain.supervisor import Supervisor
 from celltrain.workspace import new_run_id
 

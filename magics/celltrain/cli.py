@@ -110,9 +110,9 @@ def cmd_models(ws, args) -> int:
 
 
 def cmd_base_image(ws, args) -> int:
-    from . import dockerutil
-    from .baseimage import build_offline_base
-    build_offline_base(dockerutil.client(timeout=1800), suite=args.suite,
+    from .targets.docker import engine
+    from .targets.docker.baseimage import build_offline_base
+    build_offline_base(engine.client(timeout=1800), suite=args.suite,
                        log=lambda m: print(m, flush=True))
     return 0
 

@@ -1,7 +1,8 @@
 """Exceptions raised by celltrain.
 
     CelltrainError
-     +-- DockerUnavailable        the engine is not installed, not running or not reachable
+     +-- TargetUnavailable        a compute target's engine does not answer (now)
+     |    +-- DockerUnavailable   the Docker engine is not installed, not running or not reachable
      +-- GPUUnavailable           GPUs were asked for but the engine has no GPU runtime
      +-- SourceTooLarge           the source folder is over the snapshot size limit
      +-- RunNotFound              no run has that id (or the prefix matches several)
@@ -17,7 +18,11 @@ class CelltrainError(Exception):
     """Base class of celltrain's own errors."""
 
 
-class DockerUnavailable(CelltrainError):
+class TargetUnavailable(CelltrainError):
+    """A compute target's engine (a daemon, a cluster) does not answer; it may come back."""
+
+
+class DockerUnavailable(TargetUnavailable):
     pass
 
 

@@ -354,7 +354,7 @@ class TrainMagics(Magics):
 
     def _docker(self):
         """One Docker client for the session, checked with a ping per cell (a clear error)."""
-        from . import dockerutil
+        from .targets.docker import engine as dockerutil
         if self._client is not None:
             try:
                 self._client.ping()
@@ -531,7 +531,7 @@ class TrainMagics(Magics):
 
 
 def _config_value(key: str, value: str):
-    from .dockerutil import parse_gpus
+    from .options import parse_gpus
     if key == "target" and value not in ("docker", "local"):
         raise UsageError(f"%train config target={value}: use docker or local")
     if key == "gpus":
@@ -563,7 +563,7 @@ def _ns(**kwargs):
 def _candidate_image(client, image: str | None) -> str | None:
     """The base image a Docker run will most likely use, if it is here already (no pulls)."""
     import docker
-    from .environment import OFFLINE_BASE, default_base_image
+    from .targets.docker.images import OFFLINE_BASE, default_base_image
     names = [image] if image else [default_base_image(), OFFLINE_BASE]
     for name in names:
         try:

@@ -68,6 +68,14 @@ class RunSpec:
         """A copy with some fields changed (``resources=`` etc. take whole values)."""
         return dataclasses.replace(self, **changes)
 
+    def legacy_options(self) -> dict[str, Any]:
+        """The ``options`` column as rows before the spec had it (read back by from_record)."""
+        res = self.resources
+        return {"gpus": res.gpus, "memory": res.memory, "cpus": res.cpus,
+                "shm_size": res.shm_size, "timeout": res.timeout, "env_vars": dict(self.env_vars),
+                "mounts": dict(self.mounts), "network": self.network,
+                "source_dir": self.source_dir, "lib_packages": list(self.lib_packages)}
+
     # -- stored form ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

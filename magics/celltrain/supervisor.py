@@ -15,11 +15,12 @@ import time
 import traceback
 from pathlib import Path
 
-from . import docker_leftovers, dockerutil, safefiles, states
-from .environment import BuildCanceled
-from .errors import CelltrainError, DockerUnavailable, ImageBuildError
-from .run import OUTPUT_LOG, STDERR_LOG
+from . import safefiles, states
+from .errors import CelltrainError, ImageBuildError, TargetUnavailable
+from .runfiles import OUTPUT_LOG, STDERR_LOG
+from .spec import RunSpec
 from .store import Store
+from .targets import Handle, PrepareStopped, kinds, target_class
 from .telemetry import TELEMETRY_DIR, events_path, ingest
 
 POLL_S = 0.05
@@ -37,12 +38,10 @@ class Canceled(Exception):
     pass
 
 
-def make_backend(store: Store, run: dict, notify):
-    if run["target"] == "local":
-        from .backend_local import LocalBackend
-        return LocalBackend(store, run, notify)
-    from .backend_docker import DockerBackend
-    return DockerBackend(store, run, notify)
+def make_target(store: Store, run: dict, notify):
+    """The run's compute target, built from the stored spec (not yet connected)."""
+    spec = RunSpec.from_record(run)
+    return target_class(run["target"])(store, run, spec, notify, run.get("target_settings"))
 
 
 class Supervisor:
@@ -92,29 +91,38 @@ class Supervisor:
         run = self.store.get_run(self.run_id)
         if run is None or states.is_terminal(run["status"]):
             return 0
-        self.backend = self.handle = None
+        self.target = self.handle = None
         try:
+            self.target = make_target(self.store, run, notify=self.notify)
             self.carry(run)
         except Canceled:
             self.status(states.CANCELED, reason="canceled before the run started",
                         ended=time.time())
-        except BuildCanceled:
+        except PrepareStopped:
             self.status(states.CANCELED, reason="canceled while preparing the image "
                         "(the build was stopped; nothing was committed)", ended=time.time())
         except ImageBuildError as e:
             self.status(states.FAILED, "image build failed", reason=str(e), ended=time.time())
         except Exception as e:  # every failure becomes a state with a reason
             self.log(traceback.format_exc())
-            unreachable = dockerutil.engine_unreachable(e)
+            unreachable = self.target is not None and self.target.unreachable(e)
             fate, fields = self.abandon()
             if unreachable:
-                self.status(states.FAILED, "Docker unreachable", ended=time.time(), **fields,
-                            reason=f"{_docker_reason(e)}{fate}")
+                self.status(states.FAILED, f"{self.target.unreachable_name} unreachable",
+                            ended=time.time(), **fields, reason=f"{self.explain(e)}{fate}")
             else:
                 self.status(states.FAILED, "supervisor error", ended=time.time(), **fields,
-                            reason=f"celltrain could not carry the run: {_docker_reason(e)}"
+                            reason=f"celltrain could not carry the run: {self.explain(e)}"
                                    f"{fate}")
         return 0
+
+    def explain(self, e: BaseException) -> str:
+        """An exception as words for a reason: the target's own, else celltrain's or its type."""
+        said = self.target.explain(e) if self.target is not None else None
+        if said:
+            return said
+        text = str(e).strip() or type(e).__name__
+        return text if isinstance(e, CelltrainError) else f"{type(e).__name__}: {text}"
 
     def abandon(self) -> tuple[str, dict]:
         """After a failure: stop and remove what the run started, keeping what it made.
@@ -123,110 +131,108 @@ class Supervisor:
         exit code where there is one.  What cannot be removed now (the engine is down) is
         marked, and the next workspace open with the engine up removes it.
         """
-        backend, handle = self.backend, self.handle
-        if backend is None:
+        target, handle = self.target, self.handle
+        if target is None:
             return "", {}
-        what = "container" if self.store.get_run(self.run_id)["target"] == "docker" else "process"
+        what = target.noun
         fields = {}
         try:
-            if handle is None:   # no run container; a build may have been left by a dead engine
-                if what == "container":
-                    backend.remove_build_containers()
+            if handle is None:   # nothing started; a build may have been left by a dead engine
+                target.clean_prepare()
                 return "", {}
-            if not backend.exists(handle):
+            if not target.exists(handle):
                 return "", {}
-            if backend.is_running(handle):
-                backend.stop(handle, DEFAULT_GRACE_S)
-            exit_code, _ = backend.result(handle)
+            if target.is_running(handle):
+                target.stop(handle, DEFAULT_GRACE_S)
+            exit_code = target.result(handle).exit_code
             if exit_code is not None:
                 fields["exit_code"] = exit_code
             try:
-                backend.collect(handle)   # its checkpoints, logs and output are kept
+                target.collect(handle)   # its checkpoints, logs and output are kept
             except Exception:
                 self.log("collecting outputs after the failure failed too:\n"
                          + traceback.format_exc())
-            backend.cleanup(handle)
+            target.cleanup(handle)
             return f"; the run's {what} was stopped and removed", fields
         except Exception as e:
             self.log(f"stopping the {what} failed:\n" + traceback.format_exc())
-            if what != "container":
-                return f"; stopping the process failed too ({_docker_reason(e)})", fields
-            docker_leftovers.mark(self.store, self.run_id)
-            if dockerutil.engine_unreachable(e):
-                return docker_leftovers.PENDING, fields
-            return (f"; stopping its container failed too ({_docker_reason(e)}): "
-                    f"docker rm -f celltrain-{self.run_id}"), fields
+            pending = target.leave_for_reconcile()
+            if not pending:
+                return f"; stopping the {what} failed too ({self.explain(e)})", fields
+            if target.unreachable(e):
+                return pending, fields
+            return (f"; stopping its {what} failed too ({self.explain(e)}): it is removed "
+                    "the next time the workspace is opened"), fields
 
-    def engine_back(self, since: float, reconnect=None) -> None:
-        """Wait for an engine that stopped answering, or raise DockerUnavailable saying so."""
-        reconnect = reconnect or self.backend.reconnect
-        wait = dockerutil.engine_wait_s()
+    def engine_back(self, since: float) -> None:
+        """Wait for a target's engine that stopped answering, or raise TargetUnavailable."""
+        target = self.target
+        name = target.unreachable_name
+        wait = target.reach_wait_s()
         clock = time.strftime("%H:%M:%S", time.localtime(since))
         status = self.store.get_run(self.run_id)["status"]
-        self.status(status, f"Docker engine unreachable since {clock}; waiting up to {wait:g}s")
-        self.notify(f"the Docker engine is unreachable since {clock}; waiting for it")
-        if not reconnect(wait - (time.time() - since)):
-            raise DockerUnavailable(
-                f"the Docker engine stopped answering at {clock} and did not come back within "
-                f"{wait:g}s (CELLTRAIN_ENGINE_WAIT): start it again (dockerd, or `make "
-                "docker`)")
-        self.status(status, "Docker engine answers again")
-        self.notify("the Docker engine answers again")
+        self.status(status, f"{name[0].upper()}{name[1:]} unreachable since {clock}; "
+                            f"waiting up to {wait:g}s")
+        self.notify(f"{name} is unreachable since {clock}; waiting for it")
+        if not target.wait_until_reachable(wait - (time.time() - since)):
+            raise TargetUnavailable(
+                f"{name} stopped answering at {clock} and did not come back within "
+                f"{wait:g}s (CELLTRAIN_ENGINE_WAIT): start it again")
+        self.status(status, f"{name[0].upper()}{name[1:]} answers again")
+        self.notify(f"{name} answers again")
 
     def engine_call(self, fn, *args):
         """``fn(*args)``, once more after the engine comes back if it stopped answering."""
         try:
             return fn(*args)
         except Exception as e:
-            if not dockerutil.engine_unreachable(e):
+            if not self.target.unreachable(e):
                 raise
             self.engine_back(time.time())
             return fn(*args)
 
-    def connect(self, run: dict):
-        """The run's backend; for Docker this waits for an engine that is down right now."""
+    def connect(self) -> None:
+        """Connect to the run's target; waits for an engine that is down right now."""
         try:
-            return make_backend(self.store, run, notify=self.notify)
-        except DockerUnavailable:
-            self.engine_back(time.time(), lambda s: dockerutil.wait_for_engine(s) is not None)
-            return make_backend(self.store, run, notify=self.notify)
+            self.target.connect()
+        except TargetUnavailable:
+            self.engine_back(time.time())
+            self.target.connect()
 
     def carry(self, run: dict) -> None:
-        backend = self.backend = self.connect(run)
-        handle = self.handle = run["container_id"]
+        self.connect()
+        target = self.target
+        handle = self.handle = Handle.from_record(run)
         resumed = handle is not None
         if handle is None:
             if self.cancel_requested():
                 raise Canceled
             if run["status"] != states.PREPARING:
                 self.status(states.PREPARING, "preparing the image")
-            if run["target"] == "docker":    # a pull or build stops for a cancel
-                prepared = self.engine_call(backend.prepare, self.stop_requested)
-            else:
-                prepared = backend.prepare()
-            detail = ("image cached" if not prepared["image_built"] else "image built")
+            prepared = self.engine_call(target.prepare, self.stop_requested)
+            detail = "image built" if prepared.built else "image cached"
             if self.cancel_requested():
                 raise Canceled
-            self.status(states.STARTING, f"{detail}: {prepared['image']}",
-                        image=prepared["image"], image_digest=prepared["image_digest"])
-            handle = self.handle = self.engine_call(backend.start, prepared["image"])
-            self.store.update_run(self.run_id, container_id=handle)
+            self.status(states.STARTING, f"{detail}: {prepared.image}",
+                        image=prepared.image, image_digest=prepared.image_digest)
+            handle = self.handle = self.engine_call(target.start, prepared)
+            self.store.update_run(self.run_id, container_id=handle.legacy_id())
             if self.cancel_requested():   # created, never started: nothing ran
-                backend.cleanup(handle)
+                target.cleanup(handle)
                 raise Canceled
-            backend.launch(handle)
+            target.launch(handle)
             self.status(states.RUNNING, started=time.time())
-        elif not self.engine_call(backend.exists, handle):
-            self.status(states.FAILED, "container vanished", ended=time.time(),
-                        reason=f"the run's container {handle[:12]} no longer exists (removed "
-                               "by hand or by a Docker prune?); its outputs are lost")
+        elif not self.engine_call(target.exists, handle):
+            self.status(states.FAILED, f"{target.noun} vanished", ended=time.time(),
+                        reason=f"the run's {target.noun} ({handle.short()}) no longer exists "
+                               "(removed by hand, or by a prune?); its outputs are lost")
             return
         elif run["status"] in (states.STARTING,):
-            if not backend.is_running(handle):
-                backend.launch(handle)
+            if not target.is_running(handle):
+                target.launch(handle)
             self.status(states.RUNNING, started=time.time())
-        canceled, timed_out = self.watch(backend, handle, resumed)
-        self.finalize(backend, handle, canceled, timed_out)
+        canceled, timed_out = self.watch(target, handle, resumed)
+        self.finalize(target, handle, canceled, timed_out)
 
     def stop_requested(self) -> float | None:
         """For a pull or build: the cancel's grace once a cancel was asked for, else None."""
@@ -235,13 +241,12 @@ class Supervisor:
             return None
         return run["options"].get("cancel_grace", DEFAULT_GRACE_S)
 
-    def watch(self, backend, handle: str, resumed: bool) -> tuple[bool, bool]:
+    def watch(self, target, handle: Handle, resumed: bool) -> tuple[bool, bool]:
         run = self.store.get_run(self.run_id)
-        opts = run["options"]
-        timeout = opts.get("timeout")
+        timeout = self.target.spec.resources.timeout
         started = run["started"] or time.time()
         deadline = None if timeout is None else self.clock() + timeout - (time.time() - started)
-        pump = backend.stream_output(handle, resumed)
+        pump = target.stream_output(handle, resumed)
         canceled = timed_out = False
         next_state_check = 0.0
         while True:
@@ -251,27 +256,27 @@ class Supervisor:
             if now >= next_state_check or output_ended:
                 next_state_check = now + STATE_POLL_S
                 try:
-                    if not backend.is_running(handle):
+                    if not target.is_running(handle):
                         break
                     if output_ended:   # the engine restarted under us, quicker than a poll
-                        pump = backend.stream_output(handle, True)
+                        pump = target.stream_output(handle, True)
                     if not canceled and self.cancel_requested():
                         self.log("cancel requested: SIGTERM, then SIGKILL after the grace "
                                  "period")
-                        backend.stop(handle, self.store.get_run(self.run_id)["options"]
+                        target.stop(handle, self.store.get_run(self.run_id)["options"]
                                      .get("cancel_grace", DEFAULT_GRACE_S))
                         canceled = True
                     elif deadline is not None and now > deadline and not timed_out:
                         self.log(f"timed out after {timeout}s")
-                        backend.stop(handle, DEFAULT_GRACE_S)
+                        target.stop(handle, DEFAULT_GRACE_S)
                         timed_out = True
                 except Exception as e:
-                    if not dockerutil.engine_unreachable(e):
+                    if not target.unreachable(e):
                         raise
                     self.engine_back(time.time())   # then follow the log anew
                     if pump is not None:
                         pump.join(timeout=5)
-                    pump = backend.stream_output(handle, True)
+                    pump = target.stream_output(handle, True)
                     continue
             if pump is not None and pump.is_alive():
                 pump.join(POLL_S)       # wakes the moment the output ends (the run exited)
@@ -281,11 +286,12 @@ class Supervisor:
             pump.join(timeout=5)
         return canceled, timed_out
 
-    def finalize(self, backend, handle: str, canceled: bool, timed_out: bool) -> None:
+    def finalize(self, target, handle: Handle, canceled: bool, timed_out: bool) -> None:
         self.status(states.FINALIZING, "copying ./outputs and ./logs back")
-        exit_code, oom = self.engine_call(backend.result, handle)
+        result = self.engine_call(target.result, handle)
+        exit_code, oom = result.exit_code, result.oom
         try:
-            backend.collect(handle)
+            target.collect(handle)
         finally:
             self.ingest()
         run = self.store.get_run(self.run_id)
@@ -294,23 +300,23 @@ class Supervisor:
         if canceled or (run["cancel_requested"] and exit_code != 0):
             self.status(states.CANCELED, reason="canceled by the user", **fields)
         elif timed_out:
-            timeout = run["options"].get("timeout")
+            timeout = target.spec.resources.timeout
             self.status(states.FAILED, reason=f"timed out after {timeout:g}s (timeout="
                         f"{timeout:g}); the run was stopped", **fields)
         elif oom:
             self.status(states.FAILED, reason=(
-                f"out of memory: the container was OOM-killed (exit code {exit_code}); "
-                f"raise memory= (now {run['options'].get('memory') or 'no limit'}) or lower "
+                f"out of memory: the {target.noun} was OOM-killed (exit code {exit_code}); "
+                f"raise memory= (now {target.spec.resources.memory or 'no limit'}) or lower "
                 "the batch size"), **fields)
         elif exit_code == 0:
             self.status(states.COMPLETED, **fields)
         else:
             self.status(states.FAILED, reason=self.failure_reason(exit_code), **fields)
         try:
-            backend.cleanup(handle)
+            target.cleanup(handle)
         except Exception as e:   # the run's state stands; the container is removed later
-            self.log(f"removing the container failed: {_docker_reason(e)}")
-            docker_leftovers.mark(self.store, self.run_id)
+            self.log(f"removing the {target.noun} failed: {self.explain(e)}")
+            target.leave_for_reconcile()
 
     def failure_reason(self, exit_code: int | None) -> str:
         """The runner's own explanation (telemetry/failure.txt), else the exit code and the
@@ -339,23 +345,6 @@ class Supervisor:
         return head + " (nothing on stderr)"
 
 
-def _docker_reason(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    if "could not select device driver" in text:
-        return ("GPUs were asked for but this Docker engine has no GPU runtime: install the "
-                "NVIDIA Container Toolkit and restart dockerd, or run with gpus='none'")
-    if isinstance(e, CelltrainError):
-        return text
-    try:
-        import requests
-        if isinstance(e, requests.exceptions.ConnectionError):
-            return (f"Docker became unreachable ({text[:200]}): start the engine again; the "
-                    "run's container may still exist (docker ps -a --filter label=celltrain.run)")
-    except ImportError:
-        pass
-    return f"{type(e).__name__}: {text}"
-
-
 def _lock(f, within_s: float) -> bool:
     """Take an exclusive lock, retrying briefly: a liveness check may hold it for a moment."""
     deadline = time.monotonic() + within_s
@@ -381,11 +370,11 @@ def spare(workspace: str) -> int:
     lock = open(root / SPARE_LOCK, "a")
     if not _lock(lock, 0):
         return 0
-    from . import backend_docker, dockerutil  # noqa: F401  (pay for the imports now)
-    try:
-        dockerutil.client()        # and for the client's version negotiation
-    except Exception:  # no engine now: the run's own supervisor will say so
-        pass
+    for kind in kinds():               # pay for the targets' imports and connections now
+        try:
+            target_class(kind).warm_up()
+        except Exception:  # no engine now: the run's own supervisor will say so
+            pass
     fifo = root / SPARE_FIFO
     try:
         os.mkfifo(fifo)

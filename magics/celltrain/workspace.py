@@ -19,6 +19,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from . import states
 from .environment import Environment
+from .paths import PACKAGE_PARENT
+from .spec import Resources, RunSpec
 from .errors import RunNotFound
 from .run import Run
 from .snapshot import DEFAULT_LIMIT_MB, snapshot
@@ -26,8 +28,6 @@ from .store import Store
 
 WORKSPACE_ENV = "CELLTRAIN_WORKSPACE"
 DEFAULT_DIR = ".celltrain"
-TARGETS = ("docker", "local")
-PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 # A spare supervisor per workspace makes the next submission start ~0.5 s sooner.
 SPARES = os.environ.get("CELLTRAIN_SPARE", "1") != "0"
 DB_FILE = "celltrain.db"
@@ -97,8 +97,9 @@ class Workspace:
     # -- runs outlive their starter ---------------------------------------------------------
     def reconcile(self) -> list[str]:
         """Give every unfinished run without a live supervisor a new one; returns their ids."""
-        from .docker_leftovers import clean
-        clean(self.store, supervisor_alive)  # first: a new supervisor may start a new build
+        from .targets import kinds, target_class
+        for kind in kinds():   # first: a new supervisor may start a new build
+            target_class(kind).reconcile(self.store, supervisor_alive)
         adopted = []
         for row in self.store.list_runs(status=states.ACTIVE):
             run_dir = self.store.run_dir(row["id"])
@@ -216,32 +217,40 @@ class Experiment:
         In [1]: run = ws.experiment("birds").submit("train.py", "./src", args=["--epochs", 3])
         In [2]: run.wait(show_output=True)
         """
-        from . import dockerutil
-        from .options import check_engine, check_options, check_script
+        from .options import check_options, check_script, parse_gpus
+        from .targets import target_class
         source = Path(source_dir).expanduser().resolve()
         if not source.is_dir():
             raise FileNotFoundError(f"source folder {source} does not exist: pass source_dir= "
                                     f"the folder that holds {script}")
         script = check_script(source, script)
-        if target not in TARGETS:
-            raise ValueError(f"target takes one of {', '.join(TARGETS)}, not {target!r}")
+        target_cls = target_class(target)
         checked = check_options(memory=memory, cpus=cpus, shm_size=shm_size, env_vars=env_vars,
                                 mounts=mounts, timeout=timeout, network=network)
         for name in lib_packages:
             __import__(name)   # fails now, with the package's name, not in the container
-        environment = environment or Environment()
-        if gpus != "auto":
-            gpus = dockerutil.parse_gpus(gpus)
-        if target == "docker":
-            client = dockerutil.client()
-            if gpus == "auto":
-                gpus = "all" if dockerutil.gpu_runtime_available(client) else "none"
-            dockerutil.check_gpus(client, gpus)
-            check_engine(client, network=checked["network"], cpus=checked["cpus"])
-        elif gpus == "auto":
-            gpus = "none"
-        options = {"gpus": gpus, **checked, "source_dir": str(source),
-                   "lib_packages": ["celltrain", *lib_packages]}
+        spec = RunSpec(
+            script=script, source_dir=str(source), args=[str(a) for a in args],
+            environment=environment or Environment(),
+            resources=Resources(gpus=gpus if gpus == "auto" else parse_gpus(gpus),
+                                memory=checked["memory"], cpus=checked["cpus"],
+                                shm_size=checked["shm_size"], timeout=checked["timeout"]),
+            params=dict(params or {}), tags=dict(tags or {}), env_vars=checked["env_vars"],
+            mounts=checked["mounts"], network=checked["network"], target=target,
+            lib_packages=["celltrain", *lib_packages])
+        return self.submit_spec(target_cls.validate(spec), snapshot_limit_mb=snapshot_limit_mb)
+
+    def submit_spec(self, spec: RunSpec, *, snapshot_limit_mb: float = DEFAULT_LIMIT_MB,
+                    validated: bool = True) -> Run:
+        """Start the run ``spec`` describes; ``submit()``, ``%train rerun`` and sweeps end here.
+
+        ``validated=False`` checks the spec against its target first (a spec read back from
+        a stored run, say).
+        """
+        from .targets import target_class
+        if not validated:
+            spec = target_class(spec.target).validate(spec)
+        source, target = Path(spec.source_dir), spec.target
         store = self.workspace.store
         # Check the snapshot size before the run exists: a refused submission leaves nothing.
         from .snapshot import check_size, collect
@@ -260,8 +269,9 @@ class Experiment:
         try:
             record = store.create_run(
                 self.name, run_id_for=locked_run_id, status=states.QUEUED, target=target,
-                script=script, args=[str(a) for a in args], params=dict(params or {}),
-                tags=dict(tags or {}), environment=environment.to_dict(), options=options)
+                script=spec.script, args=list(spec.args), params=dict(spec.params),
+                tags=dict(spec.tags), environment=spec.environment.to_dict(),
+                options=spec.legacy_options())
         except BaseException:
             for lock in held:
                 lock.close()

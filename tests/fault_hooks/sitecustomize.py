@@ -25,7 +25,7 @@ def _install():
     if env.get("CELLTRAIN_TEST_HOLD_SUPERVISOR"):
         _hold(env["CELLTRAIN_TEST_HOLD_SUPERVISOR"])      # the run stays Queued
     if env.get("CELLTRAIN_TEST_HOLD_START"):
-        from celltrain.backend_docker import DockerBackend
+        from celltrain.targets.docker.target import DockerTarget as DockerBackend
         start = DockerBackend.start
 
         def held_start(self, image):                      # the run stays Starting
@@ -33,7 +33,7 @@ def _install():
             return start(self, image)
         DockerBackend.start = held_start
     if env.get("CELLTRAIN_TEST_HOLD_COLLECT"):
-        from celltrain.backend_docker import DockerBackend
+        from celltrain.targets.docker.target import DockerTarget as DockerBackend
         collect = DockerBackend.collect
 
         def held_collect(self, handle):                   # the run stays Finalizing

@@ -19,7 +19,7 @@ from .base import ComputeTarget, Handle, Prepared, PrepareStopped, Result
 
 ENTRY_POINT_GROUP = "celltrain.targets"
 BUILTIN = {
-    "docker": "celltrain.targets.docker:DockerTarget",
+    "docker": "celltrain.targets.docker.target:DockerTarget",
     "local": "celltrain.targets.local:LocalTarget",
 }
 
@@ -47,9 +47,9 @@ def target_class(kind: str) -> type[ComputeTarget]:
         return getattr(importlib.import_module(module), name)
     found = _entry_points().get(kind)
     if found is None:
-        raise UnknownTarget(f"target {kind!r} is not a kind of compute target ({', '.join(kinds())})"
-                            " nor a target saved in this workspace: `celltrain targets` lists "
-                            "them, Workspace.add_target(name, kind, ...) saves one")
+        raise UnknownTarget(f"target takes one of {', '.join(kinds())}, not {kind!r} (nor is "
+                            "it a target saved in this workspace: `celltrain targets` lists "
+                            "them, Workspace.add_target(name, kind, ...) saves one)")
     cls = found.load()
     if not (isinstance(cls, type) and issubclass(cls, ComputeTarget)):
         raise UnknownTarget(f"the entry point {found.value!r} for target {kind!r} is not a "

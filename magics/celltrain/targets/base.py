@@ -27,9 +27,14 @@ The contract, which ``tests/targets`` checks for every registered target:
   may be called on a handle whose processes are already gone, and more than once.
 - ``explain(error)`` turns an exception the target raised into a sentence for the run's reason
   (or None to let the supervisor describe it).
-- ``reconcile(store)`` (a class method) runs when a workspace is opened: it tidies what runs of
-  this target left behind while nobody supervised them.  It must cost nothing when the workspace
-  has no such runs.
+- ``reconcile(store, supervisor_alive)`` (a class method) runs when a workspace is opened: it
+  tidies what runs of this target left behind while nobody supervised them.  It must cost
+  nothing when the workspace has no such runs.
+- A target whose engine can stop answering (a daemon, a cluster head) says so: ``connect()``
+  raises ``TargetUnavailable`` while it is down, ``unreachable(error)`` tells such an error from
+  a refusal, ``wait_until_reachable(seconds)`` waits for it to come back, and
+  ``leave_for_reconcile()`` notes that what the run left could not be removed now (the next
+  ``reconcile`` removes it) and returns the words for the reason.
 """
 from __future__ import annotations
 
@@ -60,6 +65,25 @@ class Handle:
     def from_dict(cls, d: dict[str, Any]) -> "Handle":
         return cls(target=d["target"], ids=dict(d.get("ids") or {}))
 
+    @classmethod
+    def from_record(cls, run: dict) -> "Handle | None":
+        """The handle stored with a run, or None before it started.  Rows from before handles
+        were stored as JSON hold a container id, or "pid:N" for a local process."""
+        if run.get("handle"):
+            return cls.from_dict(run["handle"])
+        legacy = run.get("container_id")
+        if not legacy:
+            return None
+        if run.get("target") == "local" and legacy.startswith("pid:"):
+            return cls("local", {"pid": int(legacy[4:])})
+        return cls(run.get("target") or "docker", {"container": legacy})
+
+    def legacy_id(self) -> str:
+        """The ``container_id`` column's text: a container id, or "pid:N"."""
+        if "container" in self.ids:
+            return str(self.ids["container"])
+        return ", ".join(f"{k}:{v}" for k, v in self.ids.items())
+
     def short(self) -> str:
         """A few characters a person can match against ``docker ps`` or ``ps``."""
         return ", ".join(f"{k} {str(v)[:12]}" for k, v in self.ids.items())
@@ -83,6 +107,8 @@ class ComputeTarget:
     """Base of every compute target; see the module docstring for the contract."""
 
     kind: ClassVar[str] = ""
+    noun: ClassVar[str] = "process"              # what a run is made of here, for reasons
+    unreachable_name: ClassVar[str] = "the compute target"
 
     def __init__(self, store: "Store", run: dict, spec: "RunSpec",
                  notify: Callable[[str], None], settings: dict | None = None):
@@ -96,7 +122,32 @@ class ComputeTarget:
         return spec
 
     @classmethod
-    def reconcile(cls, store: "Store") -> None:
+    def reconcile(cls, store: "Store", supervisor_alive: Callable[[Path], bool]) -> None:
+        return None
+
+    @classmethod
+    def warm_up(cls) -> None:
+        """Pay for imports and connections ahead of a run (the spare supervisor calls it)."""
+        return None
+
+    # -- an engine that can stop answering -----------------------------------------------------
+    def connect(self) -> None:
+        return None
+
+    def unreachable(self, error: BaseException) -> bool:
+        return False
+
+    def reach_wait_s(self) -> float:
+        return 0.0
+
+    def wait_until_reachable(self, within_s: float) -> bool:
+        return True
+
+    def leave_for_reconcile(self) -> str:
+        return ""
+
+    def clean_prepare(self) -> None:
+        """Remove what an interrupted ``prepare`` of this run left (a build container)."""
         return None
 
     # -- the supervisor's steps ----------------------------------------------------------------

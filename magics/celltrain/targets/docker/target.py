@@ -8,6 +8,7 @@ are copied back at the end, from a stopped container too, so a failed run keeps 
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -17,11 +18,14 @@ import threading
 import time
 from pathlib import Path
 
-from . import copyback, dockerutil, safefiles
-from .dockerutil import LABEL_BUILD, LABEL_RUN, LABEL_WORKSPACE
-from .environment import Environment, ensure_image
-from .run import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
-from .telemetry import TELEMETRY_DIR
+from ... import copyback, safefiles
+from ...runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
+from ..base import ComputeTarget, Handle, Prepared, Result
+from ...telemetry import TELEMETRY_DIR
+from ...errors import DockerUnavailable
+from . import engine
+from .engine import LABEL_BUILD, LABEL_RUN, LABEL_WORKSPACE
+from .images import ensure_image
 
 WORKDIR = "/celltrain-run/src"
 TELEMETRY_IN_CONTAINER = "/celltrain-run/telemetry"
@@ -37,14 +41,70 @@ PYTHON = (f'if [ ! -w . ]; then cd "$(mktemp -d)" && pwd > {TELEMETRY_IN_CONTAIN
           'exec "$(command -v python3 || command -v python)" -u "$@"')
 
 
-class DockerBackend:
-    def __init__(self, store, run: dict, notify):
-        self.store, self.run, self.notify = store, run, notify
-        self.run_dir: Path = store.run_dir(run["id"])
+class DockerTarget(ComputeTarget):
+    """One container per run on this machine's Docker engine (or ``DOCKER_HOST``'s)."""
+
+    kind = "docker"
+    noun = "container"
+    unreachable_name = "the Docker engine"
+
+    def __init__(self, store, run: dict, spec, notify, settings: dict | None = None):
+        super().__init__(store, run, spec, notify, settings)
         self.pull_failures = store.root / "pull-failures.json"
-        self.client = dockerutil.client()
+        self.client = None
         self.container = None
         self.resumed = False
+
+    # -- in the submitting process, and when a workspace opens -----------------------------------
+    @classmethod
+    def validate(cls, spec, settings: dict | None = None):
+        """Settle gpus="auto" with the engine, and refuse GPUs it cannot give, a network it
+        does not have or more CPUs than it has, before the run exists."""
+        client = engine.client()
+        gpus = spec.resources.gpus
+        if gpus == "auto":
+            gpus = "all" if engine.gpu_runtime_available(client) else "none"
+        engine.check_gpus(client, gpus)
+        engine.check_engine(client, network=spec.network, cpus=spec.resources.cpus)
+        return spec.replace(resources=dataclasses.replace(spec.resources, gpus=gpus))
+
+    @classmethod
+    def reconcile(cls, store, supervisor_alive) -> None:
+        from .leftovers import clean
+        clean(store, supervisor_alive)
+
+    @classmethod
+    def warm_up(cls) -> None:
+        engine.client()      # the SDK's import and the client's version negotiation
+
+    # -- an engine that stops answering ------------------------------------------------------------
+    def connect(self) -> None:
+        self.client = engine.client()
+
+    def unreachable(self, error: BaseException) -> bool:
+        return engine.engine_unreachable(error)
+
+    def reach_wait_s(self) -> float:
+        return engine.engine_wait_s()
+
+    def wait_until_reachable(self, within_s: float) -> bool:
+        return self.reconnect(within_s)
+
+    def leave_for_reconcile(self) -> str:
+        from . import leftovers
+        leftovers.mark(self.store, self.run["id"])
+        return leftovers.PENDING
+
+    def explain(self, error: BaseException) -> str | None:
+        text = str(error).strip() or type(error).__name__
+        if "could not select device driver" in text:
+            return ("GPUs were asked for but this Docker engine has no GPU runtime: install "
+                    "the NVIDIA Container Toolkit and restart dockerd, or run with gpus='none'")
+        if engine.engine_unreachable(error) and not isinstance(error, DockerUnavailable):
+            return (f"Docker became unreachable ({text[:200]}): start the engine again; the "
+                    "run's container may still exist (docker ps -a --filter "
+                    "label=celltrain.run)")
+        return None
 
     @property
     def labels(self) -> dict:
@@ -53,25 +113,26 @@ class DockerBackend:
 
     def reconnect(self, within_s: float) -> bool:
         """Wait for an engine that stopped answering; whether it answers again in time."""
-        client = dockerutil.wait_for_engine(within_s)
+        client = engine.wait_for_engine(within_s)
         if client is None:
             return False
         self.client, self.container = client, None
         return True
 
     # -- Preparing ------------------------------------------------------------------------------
-    def prepare(self, stop_requested=lambda: None) -> dict:
-        """Pull or build the run's image; ``stop_requested`` as for ensure_image (cancel)."""
-        env = Environment.from_dict(self.run["environment"])
-        self.remove_build_containers()   # a build an earlier supervisor of this run left
+    def prepare(self, should_stop=lambda: None) -> Prepared:
+        """Pull or build the run's image; ``should_stop`` as for ensure_image (cancel)."""
+        env = self.spec.environment
+        self.clean_prepare()   # a build an earlier supervisor of this run left
         tag, image_id, built = ensure_image(self.client, env, self.run_dir / BUILD_LOG,
                                             notify=self.notify,
                                             pull_failures=self.pull_failures,
                                             container_labels=self.labels,
-                                            stop_requested=stop_requested)
-        return {"image": tag, "image_digest": image_id, "image_built": built}
+                                            stop_requested=should_stop)
+        return Prepared(tag, image_id, built)
 
-    def remove_build_containers(self) -> None:
+    def clean_prepare(self) -> None:
+        """Remove build containers this run left (a supervisor that died mid-build)."""
         import docker
         filters = {"label": [f"{LABEL_RUN}={self.run['id']}", LABEL_BUILD]}
         for container in self.client.containers.list(all=True, filters=filters):
@@ -81,41 +142,41 @@ class DockerBackend:
                 pass
 
     # -- Starting ---------------------------------------------------------------------------------
-    def start(self, image: str) -> str:
-        run, opts = self.run, self.run["options"]
+    def start(self, prepared: Prepared) -> Handle:
+        run, spec, res = self.run, self.spec, self.spec.resources
         telemetry = self.run_dir / TELEMETRY_DIR
         telemetry.mkdir(parents=True, exist_ok=True)
         telemetry.chmod(0o700)
         self.run_dir.chmod(0o750)
         volumes = {str(telemetry): {"bind": TELEMETRY_IN_CONTAINER, "mode": "rw"},
                    str(self.run_dir / "snapshot"): {"bind": SNAPSHOT_IN_CONTAINER, "mode": "ro"}}
-        for name in opts.get("lib_packages", ["celltrain"]):
+        for name in spec.lib_packages:
             folder = Path(__import__(name).__file__).resolve().parent
             volumes[str(folder)] = {"bind": f"{LIB_IN_CONTAINER}/{name}", "mode": "ro"}
-        for host, inside in (opts.get("mounts") or {}).items():
+        for host, inside in spec.mounts.items():
             volumes[host] = {"bind": inside, "mode": "ro"}
         environment = {
-            **Environment.from_dict(run["environment"]).env, **(opts.get("env_vars") or {}),
+            **spec.environment.env, **spec.env_vars,
             "CELLTRAIN_RUN_ID": run["id"], "CELLTRAIN_EXPERIMENT": run["experiment"],
-            "CELLTRAIN_PARAMS": json.dumps(run["params"]),
+            "CELLTRAIN_PARAMS": json.dumps(spec.params),
             "CELLTRAIN_TELEMETRY_DIR": TELEMETRY_IN_CONTAINER,
             "PYTHONPATH": LIB_IN_CONTAINER, "PYTHONUNBUFFERED": "1",
         }
         kwargs = dict(
-            command=["sh", "-c", PYTHON, "sh", run["script"], *run["args"]],
+            command=["sh", "-c", PYTHON, "sh", spec.script, *spec.args],
             entrypoint=[], working_dir=WORKDIR, detach=True, environment=environment,
             volumes=volumes, labels={LABEL_RUN: run["id"],
                                      LABEL_WORKSPACE: str(self.store.root)},
             name=f"celltrain-{run['id']}", init=True, security_opt=["no-new-privileges"],
-            shm_size=opts.get("shm_size") or "2g",
-            device_requests=dockerutil.device_requests(opts.get("gpus")),
+            shm_size=res.shm_size or "2g",
+            device_requests=engine.device_requests(res.gpus),
         )
-        if opts.get("memory"):
-            kwargs["mem_limit"] = opts["memory"]
-        if opts.get("cpus"):
-            kwargs["nano_cpus"] = int(float(opts["cpus"]) * 1e9)
-        if opts.get("network"):
-            kwargs["network_mode"] = opts["network"]
+        if res.memory:
+            kwargs["mem_limit"] = res.memory
+        if res.cpus:
+            kwargs["nano_cpus"] = int(float(res.cpus) * 1e9)
+        if spec.network:
+            kwargs["network_mode"] = spec.network
         if os.getuid() != 0:   # if we cannot chown telemetry/, the container writes as our group
             kwargs["group_add"] = [str(os.getgid())]
         # A container of this name was created by a supervisor that died before recording it,
@@ -125,20 +186,21 @@ class DockerBackend:
             self.client.containers.get(kwargs["name"]).remove(force=True)
         except docker.errors.NotFound:
             pass
-        self.container = self.client.containers.create(image, **kwargs)
+        self.container = self.client.containers.create(prepared.image, **kwargs)
         _let_write(telemetry, container_user(self.container))
-        return self.container.id
+        return Handle(self.kind, {"container": self.container.id})
 
-    def launch(self, handle: str) -> None:
+    def launch(self, handle: Handle) -> None:
         self._get(handle).start()
 
     # -- Running ----------------------------------------------------------------------------------
-    def _get(self, handle: str):
-        if self.container is None or self.container.id != handle:
-            self.container = self.client.containers.get(handle)
+    def _get(self, handle: Handle):
+        container_id = handle.ids["container"]
+        if self.container is None or self.container.id != container_id:
+            self.container = self.client.containers.get(container_id)
         return self.container
 
-    def exists(self, handle: str) -> bool:
+    def exists(self, handle: Handle) -> bool:
         import docker
         try:
             self._get(handle)
@@ -146,7 +208,7 @@ class DockerBackend:
         except docker.errors.NotFound:
             return False
 
-    def stream_output(self, handle: str, resumed: bool) -> threading.Thread:
+    def stream_output(self, handle: Handle, resumed: bool) -> threading.Thread:
         """Follow the container's log into output.log (both streams) and stderr.log.
 
         Docker's own log is followed rather than attaching: attach can drop output written
@@ -177,22 +239,22 @@ class DockerBackend:
         thread.start()
         return thread
 
-    def is_running(self, handle: str) -> bool:
+    def is_running(self, handle: Handle) -> bool:
         container = self._get(handle)
         container.reload()
         return container.status in ("created", "running", "restarting", "paused")
 
-    def stop(self, handle: str, grace: float) -> None:
+    def stop(self, handle: Handle, grace: float) -> None:
         self._get(handle).stop(timeout=int(max(grace, 0)))
 
-    def result(self, handle: str) -> tuple[int | None, bool]:
+    def result(self, handle: Handle) -> Result:
         container = self._get(handle)
         container.reload()   # the State after a stop, not the one of the last poll
         state = container.attrs["State"]
-        return state.get("ExitCode"), bool(state.get("OOMKilled"))
+        return Result(state.get("ExitCode"), bool(state.get("OOMKilled")))
 
     # -- Finalizing ---------------------------------------------------------------------------------
-    def collect(self, handle: str) -> None:
+    def collect(self, handle: Handle) -> None:
         """Copy ./outputs and ./logs back, and rewrite the captured output from Docker's own log."""
         import docker
         container = self._get(handle)
@@ -218,7 +280,7 @@ class DockerBackend:
             return note
         return WORKDIR
 
-    def cleanup(self, handle: str) -> None:
+    def cleanup(self, handle: Handle) -> None:
         import docker
         try:
             self._get(handle).remove(force=True)

@@ -7,6 +7,7 @@ supervisor and a new supervisor can pick it up.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -16,26 +17,37 @@ import sys
 import time
 from pathlib import Path
 
-from . import copyback, safefiles
-from .run import OUTPUT_LOG, STDERR_LOG
-from .telemetry import TELEMETRY_DIR
-from .workspace import PACKAGE_PARENT
+from .. import copyback, safefiles
+from ..paths import PACKAGE_PARENT
+from .base import ComputeTarget, Handle, Prepared, Result
+from ..runfiles import OUTPUT_LOG, STDERR_LOG
+from ..telemetry import TELEMETRY_DIR
 
 EXIT_FILE = "exit_code"
 WRAPPER = '"$@"; echo $? > "$CELLTRAIN_EXIT_FILE"'
 
 
-class LocalBackend:
-    def __init__(self, store, run: dict, notify):
-        self.store, self.run, self.notify = store, run, notify
-        self.run_dir: Path = store.run_dir(run["id"])
+class LocalTarget(ComputeTarget):
+    """The run's script as a process of this machine, with this kernel's Python."""
+
+    kind = "local"
+    noun = "process"
+
+    def __init__(self, store, run: dict, spec, notify, settings: dict | None = None):
+        super().__init__(store, run, spec, notify, settings)
         self.work = self.run_dir / "work"
 
-    def prepare(self) -> dict:
-        return {"image": f"local:{sys.executable}", "image_digest": None, "image_built": False}
+    @classmethod
+    def validate(cls, spec, settings: dict | None = None):
+        if spec.resources.gpus == "auto":   # a local process sees what this machine has
+            return spec.replace(resources=dataclasses.replace(spec.resources, gpus="none"))
+        return spec
 
-    def start(self, image: str) -> str:
-        run, opts = self.run, self.run["options"]
+    def prepare(self, should_stop=lambda: None) -> Prepared:
+        return Prepared(f"local:{sys.executable}")
+
+    def start(self, prepared: Prepared) -> Handle:
+        run, spec = self.run, self.spec
         if self.work.exists():
             shutil.rmtree(self.work)
         shutil.copytree(self.run_dir / "snapshot", self.work)
@@ -43,10 +55,9 @@ class LocalBackend:
         telemetry.mkdir(parents=True, exist_ok=True)
         telemetry.chmod(0o700)   # the process runs as us: nobody else writes there
         self.run_dir.chmod(0o750)
-        env = {**os.environ, **(run["environment"].get("env") or {}),
-               **(opts.get("env_vars") or {}),
+        env = {**os.environ, **spec.environment.env, **spec.env_vars,
                "CELLTRAIN_RUN_ID": run["id"], "CELLTRAIN_EXPERIMENT": run["experiment"],
-               "CELLTRAIN_PARAMS": json.dumps(run["params"]),
+               "CELLTRAIN_PARAMS": json.dumps(spec.params),
                "CELLTRAIN_TELEMETRY_DIR": str(telemetry),
                "CELLTRAIN_EXIT_FILE": str(self.run_dir / EXIT_FILE),
                "PYTHONUNBUFFERED": "1",
@@ -55,26 +66,26 @@ class LocalBackend:
         # The process writes straight to the log file, so it needs nobody alive to drain a pipe.
         with open(self.run_dir / OUTPUT_LOG, "ab") as out:
             proc = subprocess.Popen(["sh", "-c", WRAPPER, "sh", sys.executable, "-u",
-                                     run["script"], *run["args"]], cwd=self.work, env=env,
+                                     spec.script, *spec.args], cwd=self.work, env=env,
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                     start_new_session=True)
         self._proc = proc
-        return f"pid:{proc.pid}"
+        return Handle(self.kind, {"pid": proc.pid})
 
-    def launch(self, handle: str) -> None:
+    def launch(self, handle: Handle) -> None:
         pass  # started in start(): a process has no created-but-not-started state
 
     @staticmethod
-    def _pid(handle: str) -> int:
-        return int(handle.split(":", 1)[1])
+    def _pid(handle: Handle) -> int:
+        return int(handle.ids["pid"])
 
-    def exists(self, handle: str) -> bool:
+    def exists(self, handle: Handle) -> bool:
         return self.is_running(handle) or (self.run_dir / EXIT_FILE).exists()
 
-    def stream_output(self, handle: str, resumed: bool):
+    def stream_output(self, handle: Handle, resumed: bool):
         return None  # the process writes output.log itself
 
-    def is_running(self, handle: str) -> bool:
+    def is_running(self, handle: Handle) -> bool:
         proc = getattr(self, "_proc", None)
         if proc is not None and proc.pid == self._pid(handle):
             return proc.poll() is None
@@ -85,7 +96,7 @@ class LocalBackend:
         stat = Path(f"/proc/{self._pid(handle)}/stat")
         return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
 
-    def stop(self, handle: str, grace: float) -> None:
+    def stop(self, handle: Handle, grace: float) -> None:
         pid = self._pid(handle)
         try:
             os.killpg(pid, signal.SIGTERM)
@@ -100,7 +111,7 @@ class LocalBackend:
             except ProcessLookupError:
                 pass
 
-    def _group_alive(self, handle: str) -> bool:
+    def _group_alive(self, handle: Handle) -> bool:
         """Whether any process of the run's group lives: the shell wrapper dies of SIGTERM
         at once, a script that ignores it does not (it must still get the SIGKILL)."""
         self.is_running(handle)            # reaps the wrapper if it is our child
@@ -110,7 +121,7 @@ class LocalBackend:
         except ProcessLookupError:
             return False
 
-    def result(self, handle: str) -> tuple[int | None, bool]:
+    def result(self, handle: Handle) -> Result:
         proc = getattr(self, "_proc", None)
         code = None
         if proc is not None and proc.pid == self._pid(handle):
@@ -120,9 +131,9 @@ class LocalBackend:
             code = int(exit_file.read_text().strip())
         elif code is not None and code < 0:
             code = 128 - code  # killed by a signal, as a shell reports it
-        return code, False
+        return Result(code, False)
 
-    def collect(self, handle: str) -> None:
+    def collect(self, handle: Handle) -> None:
         skipped = []
         for folder in ("outputs", "logs"):
             source = self.work / folder
@@ -141,5 +152,5 @@ class LocalBackend:
             stderr.unlink()
         stderr.write_bytes(tail)
 
-    def cleanup(self, handle: str) -> None:
+    def cleanup(self, handle: Handle) -> None:
         shutil.rmtree(self.work, ignore_errors=True)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import dockerutil, states
-from .dockerutil import LABEL_BUILD, LABEL_RUN, LABEL_WORKSPACE
-from .errors import DockerUnavailable
+from ... import states
+from ...errors import DockerUnavailable
+from . import engine
+from .engine import LABEL_BUILD, LABEL_RUN, LABEL_WORKSPACE
 
 MARKS = "docker-leftovers"
 PENDING = ("; its container is removed, and its exit code recorded, the next time the workspace "
@@ -45,7 +46,7 @@ def clean(store, supervisor_alive) -> None:
     if not unsupervised and not marks:
         return
     try:
-        client = dockerutil.client(timeout=10)
+        client = engine.client(timeout=10)
     except DockerUnavailable:
         return  # the marks stay: next time
     import docker
@@ -65,7 +66,7 @@ def clean(store, supervisor_alive) -> None:
                 if terminal or run["id"] in unsupervised:  # its new supervisor builds anew
                     container.remove(force=True)
             elif terminal:
-                _finish(store, run, container)
+                _finish(store, run, container, client)
             # a run container of an unsupervised active run: its new supervisor re-attaches
         except docker.errors.NotFound:
             pass
@@ -79,18 +80,21 @@ def clean(store, supervisor_alive) -> None:
                 pass
 
 
-def _finish(store, run: dict, container) -> None:
+def _finish(store, run: dict, container, client) -> None:
     """A finished run's container: stop it, record its exit code, keep its outputs, remove it."""
     if container.status in ("created", "running", "restarting", "paused"):
         container.stop(timeout=STOP_S)
     container.reload()
     code = container.attrs["State"].get("ExitCode")
     if run["exit_code"] is None and code is not None:
-        from .backend_docker import DockerBackend
-        backend = DockerBackend(store, run, notify=lambda message: None)
-        backend.resumed = True  # nobody followed the output to its end: take Docker's log
+        from ...spec import RunSpec
+        from ..base import Handle
+        from .target import DockerTarget
+        target = DockerTarget(store, run, RunSpec.from_record(run), notify=lambda message: None)
+        target.client = client
+        target.resumed = True  # nobody followed the output to its end: take Docker's log
         try:
-            backend.collect(container.id)
+            target.collect(Handle(DockerTarget.kind, {"container": container.id}))
             kept = "its outputs were copied back"
         except Exception as e:
             kept = f"its outputs could not be copied back ({type(e).__name__}: {e})"

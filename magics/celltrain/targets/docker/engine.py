@@ -5,7 +5,8 @@ import os
 import shutil
 import time
 
-from .errors import DockerUnavailable, GPUUnavailable
+from ...errors import DockerUnavailable, GPUUnavailable
+from ...options import NETWORK_MODES, parse_gpus
 
 LABEL_RUN = "celltrain.run"
 LABEL_WORKSPACE = "celltrain.workspace"
@@ -121,15 +122,19 @@ def device_requests(gpus):
     return [docker.types.DeviceRequest(count=parse_gpus(gpus), capabilities=[["gpu"]])]
 
 
-def parse_gpus(gpus):
-    """Validate a gpus value early: 'all', 'none', a non-negative count or a list of device ids."""
-    if gpus in (None, "none", "all") or isinstance(gpus, (list, tuple)):
-        return gpus
-    try:
-        count = int(gpus)
-    except (TypeError, ValueError):
-        count = -1
-    if count < 0 or isinstance(gpus, bool) or (isinstance(gpus, float) and not gpus.is_integer()):
-        raise ValueError(f"gpus takes 'all', 'none', a count or a list of device ids, "
-                         f"not {gpus!r}")
-    return count
+def check_engine(client, *, network: str | None, cpus: float | None) -> None:
+    """What only the Docker engine can say: the network exists, the CPUs are there."""
+    if network is not None and network not in NETWORK_MODES:
+        import docker
+        try:
+            client.api.inspect_network(network)
+        except docker.errors.NotFound:
+            raise ValueError(f"network={network!r} is not a network of this Docker engine: "
+                             f"pass one of {', '.join(map(repr, NETWORK_MODES))} or an existing "
+                             f"network's name (`docker network ls`; `docker network create "
+                             f"{network}` makes it)") from None
+    if cpus is not None:
+        available = client.info().get("NCPU")
+        if available and cpus > available:
+            raise ValueError(f"cpus={cpus:g} is more than this Docker engine's {available} CPUs: "
+                             f"pass at most cpus={available}")

@@ -18,7 +18,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from .environment import OFFLINE_BASE, build_in_container, image_present
+from .images import OFFLINE_BASE, build_in_container, image_present
 
 DEBIAN_PACKAGES = ["python3", "python3-venv", "ca-certificates", "procps"]
 BASE_FORMAT = 2
