@@ -273,7 +273,8 @@ def test_garbage_and_a_2gb_header_are_skipped_up_to_the_next_frame():
 
 def events_store(tmp_path, data: bytes):
     store = Store(tmp_path / "ws")
-    run_id = store.create_run("e", run_id_for=lambda exp, n: f"run-{n}", status=states.RUNNING)["id"]
+    run_id = store.create_run("e", run_id_for=lambda exp, n: f"run-{n}",
+                              status=states.RUNNING)["id"]
     path = telemetry.events_path(store, run_id)
     path.parent.mkdir(parents=True)
     path.write_bytes(data)
@@ -325,7 +326,7 @@ def test_a_partial_frame_is_ingested_when_complete_and_the_offset_never_sticks(t
 
 
 GARBAGE_RUN = """
-import os, random, struct, sys, zlib
+import os, random, struct, sys, tempfile, zlib
 from celltrain import Run, log, progress
 from celltrain.context import EVENTS_FILE, MAGIC, encode_frame
 
@@ -353,6 +354,10 @@ os.close(fd)
 print("skipped", sum(map(len, skipped)), flush=True)
 for i in progress(range(1000), desc=b"after"):
     log("after", float(i))
+plot = os.path.join(tempfile.mkdtemp(), "plot.png")
+open(plot, "wb").write(b"\\x89PNG fake")
+run.log_image("plot", plot, step=3)
+run.log_row("summary", best=1.5, note=b"bytes")
 """
 
 
@@ -371,6 +376,10 @@ def test_a_run_that_writes_garbage_into_its_events_file_keeps_every_later_point(
     assert [s for s, _, _ in run.metric("after")] == list(range(1000))
     assert set(metrics) == {"before", "after"}
     assert run.record["progress"]["desc"] == "after" and run.record["progress"]["done"]
+    assert run.table("summary") == [{"best": 1.5, "note": "bytes"}]
+    [image] = ws.store.images(run.id)
+    assert (image["name"], image["step"]) == ("plot", 3)
+    assert (run.folder / image["path"]).read_bytes() == b"\x89PNG fake"
     skipped = int(run.logs().split("skipped ")[1].split()[0])
     warnings = {w["kind"]: w["count"] for w in ws.store.warnings(run.id)}
     assert warnings == {"skipped-bytes": skipped, "bad-frame": 2, "bad-value": 2}

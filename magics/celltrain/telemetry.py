@@ -183,7 +183,7 @@ class _Batch:
         name, path, step, t = payload
         inside = isinstance(path, str) and path.startswith(IMAGES_DIR)
         base = path[len(IMAGES_DIR):] if inside else ""
-        if (not self.name_ok(name) or not base or "/" in base or "\\" in base or base in (".", "..") or "\0" in base
+        if (not self.name_ok(name) or base in ("", ".", "..") or any(c in base for c in "/\\\0")
                 or not _step_ok(step)):
             self.refuse(f"an image record {_short(name)} with the path {_short(path)} "
                         f"(images must be files in telemetry/images/)")
