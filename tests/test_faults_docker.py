@@ -133,7 +133,7 @@ def test_cancel_of_a_finished_run_answers_its_state_and_changes_nothing(docker_w
 @pytest.mark.parametrize("target", ["docker", "local"])
 def test_a_failing_supervisor_stops_and_removes_the_container(docker_workspace, make_source, hooks,
                                                               monkeypatch, docker_client, target):
-    monkeypatch.setenv("CELLTRAIN_TEST_FAIL_METRICS", "1")
+    monkeypatch.setenv("CELLTRAIN_TEST_FAIL_WATCH", "1")
     run = docker_workspace.experiment("crash").submit("train.py", make_source(SLEEPER),
                                                       gpus="none", target=target)
     assert run.wait(timeout=120) == states.FAILED

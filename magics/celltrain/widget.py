@@ -34,7 +34,7 @@ import numpy as np
 from . import charts, states
 from .downsample import downsample
 from .registry import load_hint
-from .run import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
+from .run import BUILD_LOG, OUTPUT_LOG, STDERR_LOG, format_warning
 
 POLL_S = 0.1                 # store poll interval: a logged point shows well within 1 s
 MAX_FPS = 5.0                # redraws per second, at most
@@ -231,6 +231,7 @@ class RunView:
         self.log_lines: list[str] = []
         self.log_source = OUTPUT_LOG
         self.models: list[tuple[str, int]] = []
+        self.warnings: list[str] = []      # Run.warnings: what the host could not take
         self.changed: set[str] = set()
         self.redraws = 0
         self._last_redraw = -math.inf
@@ -272,6 +273,10 @@ class RunView:
                 self.on_points(rows, received)
         if self._read_log():
             changed.add("log")
+        warnings = [format_warning(w) for w in self.store.warnings(self.run_id)]
+        if warnings != self.warnings:
+            self.warnings = warnings
+            changed |= {"status", "final"}
         if self.terminal and self._read_models():
             changed.add("final")
         self.changed |= changed
@@ -421,7 +426,8 @@ class RunView:
                 "status": self.status, "reason": self.record.get("reason"),
                 "exit_code": self.record.get("exit_code"),
                 "elapsed": self.elapsed(), "metrics": metrics, "files": files,
-                "models": list(self.models), "traceback": traceback}
+                "models": list(self.models), "traceback": traceback,
+                "warnings": list(self.warnings)}
 
 
 def _xlabel(x: str) -> str:
@@ -433,6 +439,16 @@ def badge(status: str) -> str:
     color = STATUS_COLORS.get(status, "#6b7280")
     return (f'<span style="background:{color};color:white;border-radius:9px;'
             f'padding:1px 9px;font-size:12px;font-weight:600">{html.escape(status)}</span>')
+
+
+def warnings_badge(warnings: list[str]) -> str:
+    """A compact "⚠ N warnings" for the header; the lines themselves in its tooltip."""
+    if not warnings:
+        return ""
+    count = f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''}"
+    return (f'<span style="color:#b45309" title="{html.escape(chr(10).join(warnings))}">'
+            f"⚠ {count}: {html.escape(warnings[0][:80])}"
+            f"{'…' if len(warnings[0]) > 80 or len(warnings) > 1 else ''}</span>")
 
 
 def summary_html(summary: dict) -> str:
@@ -456,6 +472,9 @@ def summary_html(summary: dict) -> str:
         parts.append("<div><b>Output files:</b> " + ", ".join(
             f"<code>{html.escape(f)}</code>" for f in shown)
             + (f" and {more} more" if more > 0 else "") + "</div>")
+    if summary.get("warnings"):
+        parts.append("<div><b>Warnings:</b><ul style='margin:2px 0'>" + "".join(
+            f"<li>{html.escape(line)}</li>" for line in summary["warnings"]) + "</ul></div>")
     if summary["reason"] and summary["status"] == states.FAILED:
         parts.append(f"<div><b>Reason:</b><pre style='white-space:pre-wrap;margin:2px 0'>"
                      f"{html.escape(summary['reason'])}</pre></div>")
@@ -477,6 +496,8 @@ def summary_text(summary: dict) -> str:
                                                         for n, v in summary["models"]))
     if summary["files"]:
         lines.append("  output files: " + ", ".join(summary["files"][:20]))
+    for line in summary.get("warnings", ()):
+        lines.append("  warning: " + line)
     if summary["reason"] and summary["status"] != states.COMPLETED:
         lines.append("  reason: " + summary["reason"])
     if summary["traceback"]:
@@ -691,6 +712,7 @@ class RunWidget:
             f"<span>{html.escape(detail or '')}</span>"
             f"<span>elapsed {format_duration(m.elapsed(now))}</span>"
             + (f"<span>ETA {format_duration(eta)}</span>" if eta is not None else "")
+            + warnings_badge(m.warnings)
             + "</div>")
         if p:
             self.bar_row.layout.display = "flex"

@@ -40,12 +40,24 @@ def _install():
             _hold(env["CELLTRAIN_TEST_HOLD_COLLECT"])
             return collect(self, handle)
         DockerBackend.collect = held_collect
-    if env.get("CELLTRAIN_TEST_FAIL_METRICS"):
-        from celltrain.store import Store
+    if env.get("CELLTRAIN_TEST_FAIL_WATCH"):
+        _fail_once_running()
 
-        def failing_add_metrics(self, *args, **kwargs):   # a bug in the supervisor's own path
-            raise RuntimeError("metrics could not be stored (fault injected by the test)")
-        Store.add_metrics = failing_add_metrics
+
+def _fail_once_running():
+    """A bug in the supervisor's own path while the run runs: the first state check after the
+    script said "ready" raises (once: the supervisor's clean-up may check again)."""
+    from celltrain.backend_docker import DockerBackend
+    from celltrain.backend_local import LocalBackend
+    for cls in (DockerBackend, LocalBackend):
+        def failing(self, handle, _is_running=cls.is_running):
+            log = self.run_dir / "output.log"
+            if not getattr(self, "_fault_done", False) and log.exists() \
+                    and "ready" in log.read_text(errors="replace"):
+                self._fault_done = True
+                raise RuntimeError("the state check failed (fault injected by the test)")
+            return _is_running(self, handle)
+        cls.is_running = failing
 
 
 _install()
