@@ -47,8 +47,8 @@ def _install():
 def _fail_once_running():
     """A bug in the supervisor's own path while the run runs: the first state check after the
     script said "ready" raises (once: the supervisor's clean-up may check again)."""
-    from celltrain.backend_docker import DockerBackend
-    from celltrain.backend_local import LocalBackend
+    from celltrain.targets.docker.target import DockerTarget as DockerBackend
+    from celltrain.targets.local import LocalTarget as LocalBackend
     for cls in (DockerBackend, LocalBackend):
         def failing(self, handle, _is_running=cls.is_running):
             log = self.run_dir / "output.log"
