@@ -171,18 +171,18 @@ def test_registration_is_atomic(trained, monkeypatch):
     ws, (run1, _) = trained
     run1.register_model("atomic", "outputs/model.pt")
     before = model_dirs(ws)
-    import celltrain.registry as registry
+    import celltrain.registry.register as registering
 
     def failing_rename(src, dst):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(registry.os, "rename", failing_rename)
+    monkeypatch.setattr(registering.os, "rename", failing_rename)
     with pytest.raises(OSError, match="No space left"):
         run1.register_model("atomic", "outputs/model.pt", aliases=["production"])
     monkeypatch.undo()
 
     def failing_copy(*args, **kwargs):
         raise OSError(5, "Input/output error")
-    monkeypatch.setattr(registry.shutil, "copytree", failing_copy)
+    monkeypatch.setattr(registering.shutil, "copytree", failing_copy)
     with pytest.raises(OSError, match="Input/output error"):
         run1.register_model("atomic", "outputs/checkpoint")
     monkeypatch.undo()

@@ -259,7 +259,7 @@ class TrainMagics(Magics):
                 raise UsageError(f"--mount {item!r}: {host} does not exist on this machine")
             mounts[str(Path(host).expanduser().resolve())] = inside
         if args.register is not None:
-            from .registry import check_name
+            from .registry.names import check_name
             try:
                 check_name(args.register)
             except ValueError as e:
@@ -309,7 +309,7 @@ class TrainMagics(Magics):
 
     def register(self, run, name: str, path: str):
         """``--register``: the run's file becomes the next version of model ``name``."""
-        from .registry import register_model
+        from .registry.version import register_model
         try:
             model = register_model(run, name, path)
         except (CelltrainError, ValueError, OSError) as e:

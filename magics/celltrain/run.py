@@ -231,5 +231,5 @@ class Run:
 
     def register_model(self, name: str, path: str, **kwargs):
         """Register a file of this run as a new version of model ``name``."""
-        from .registry import register_model
+        from .registry.version import register_model
         return register_model(self, name, path, **kwargs)

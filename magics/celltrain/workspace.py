@@ -62,7 +62,7 @@ class Workspace:
         self.store = Store(self.path)
         if reconcile:
             self.reconcile()
-            from .registry import remove_leftovers
+            from .registry.leftovers import remove_leftovers
             remove_leftovers(self.store)
 
     def __repr__(self) -> str:
@@ -154,12 +154,12 @@ class Workspace:
 
     def models(self):
         """Registered models: names, versions, aliases."""
-        from .registry import list_models
+        from .registry.catalog import list_models
         return list_models(self)
 
     def model(self, name: str, version: int | None = None, alias: str | None = None):
         """One registered model version (the latest unless a version or alias is given)."""
-        from .registry import get_model
+        from .registry.catalog import get_model
         return get_model(self, name, version=version, alias=alias)
 
 

@@ -1,0 +1,1 @@
+"""Views of the store: widgets, charts, tables; the core never imports them at module level."""
