@@ -401,7 +401,7 @@ class TrainMagics(Magics):
         if getattr(self.shell, "kernel", None) is None:
             return None   # a terminal IPython: stream text
         try:
-            from .widget import show_run
+            from .views.widget import show_run
             return show_run(run)
         except Exception as e:  # the live view is a nicety: text streaming always works
             print(f"(live view unavailable: {type(e).__name__}: {e}; streaming the output)")

@@ -205,7 +205,7 @@ class Run:
 
     def show(self):
         """Display the live run widget (progress, charts, logs, Cancel)."""
-        from .widget import show_run
+        from .views.widget import show_run
         return show_run(self)
 
     def register_model(self, name: str, path: str, **kwargs):

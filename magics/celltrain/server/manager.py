@@ -31,7 +31,7 @@ LOG_FILES = {"output": OUTPUT_LOG, "stderr": STDERR_LOG, "build": BUILD_LOG,
 DEFAULT_TAIL_BYTES = 64 * 1024
 MAX_LOG_BYTES = 4 * 1024 * 1024
 MAX_CHART_POINTS = 100_000
-# Up to this many points a series is read whole and downsampled exactly (celltrain.downsample);
+# Up to this many points a series is read whole and downsampled exactly (views.downsample);
 # longer ones become min/max per bucket of ids, merged from the store's per-block rollups
 # (``metric_blocks``: 256 ids each) when buckets are that wide, else aggregated inside SQLite.
 READ_WHOLE_UP_TO = 20_000
@@ -311,7 +311,7 @@ class CelltrainManager:
             return out
 
     def _series_whole(self, run_id: str, name: str, max_points: int) -> dict[str, Any]:
-        from ..downsample import downsample
+        from ..views.downsample import downsample
         rows = self.store.conn.execute(
             "SELECT step, value FROM metrics WHERE run_id=? AND name=? ORDER BY id",
             (run_id, name)).fetchall()

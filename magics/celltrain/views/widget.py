@@ -31,10 +31,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import charts, states
+from . import charts
+from .. import states
 from .downsample import downsample
-from .registry import load_hint
-from .run import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
+from ..registry import load_hint
+from ..run import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 
 POLL_S = 0.1                 # store poll interval: a logged point shows well within 1 s
 MAX_FPS = 5.0                # redraws per second, at most
