@@ -18,7 +18,7 @@ from pathlib import Path
 from . import dockerutil
 from .dockerutil import LABEL_RUN, LABEL_WORKSPACE
 from .environment import Environment, ensure_image
-from .run import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
+from .runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 from .telemetry import TELEMETRY_DIR
 
 WORKDIR = "/celltrain-run/src"

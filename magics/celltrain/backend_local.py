@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .run import OUTPUT_LOG, STDERR_LOG
+from .runfiles import OUTPUT_LOG, STDERR_LOG
 from .telemetry import TELEMETRY_DIR
 from .workspace import PACKAGE_PARENT
 

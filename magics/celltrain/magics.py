@@ -615,7 +615,7 @@ class _Adopter:
 
 def _stream(run, poll: float = 0.02) -> str:
     """Print the run's output as it comes; returns the final status."""
-    from .run import OUTPUT_LOG
+    from .runfiles import OUTPUT_LOG
     import codecs
     log_path = run.folder / OUTPUT_LOG
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

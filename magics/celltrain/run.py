@@ -13,13 +13,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from . import states
 from .errors import RunFailed
+from .runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 
 if TYPE_CHECKING:
     from .workspace import Workspace
-
-OUTPUT_LOG = "output.log"
-STDERR_LOG = "stderr.log"
-BUILD_LOG = "build.log"
 
 
 def format_warning(w: dict) -> str:

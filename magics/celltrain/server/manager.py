@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .. import states
-from ..run import BUILD_LOG, OUTPUT_LOG, STDERR_LOG, Run, format_warning
+from ..run import Run, format_warning
+from ..runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 from ..store import METRIC_BLOCK_BITS
 
 WORKSPACE_ENV = "CELLTRAIN_WORKSPACE"
