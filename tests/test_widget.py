@@ -15,8 +15,8 @@ import nbformat
 import pytest
 
 from celltrain import Environment, Workspace, states
-from celltrain.views.widget import MAX_DISPLAY_POINTS, RunWidget, best_value, last_traceback, \
-    panel_key, show_run
+from celltrain.views.format import MAX_DISPLAY_POINTS, best_value, last_traceback, panel_key
+from celltrain.views.widget import RunWidget, show_run
 
 TRAIN = """
 import os, time
