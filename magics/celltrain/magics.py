@@ -22,8 +22,10 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import (MagicArgumentParser, argument, magic_arguments,
                                           parse_argstring)
 
-from . import bundle as bundling
 from . import states
+from .cell.image_probe import candidate_image, check_python, image_facts
+from .cell.packing import DEFAULT_MAX_MB, build_bundle, load_results
+from .cell.pins import auto_pins, read_requirements
 from .cellrunner import BUNDLE_DIR, META_FILE, RESULTS_FILE
 from .errors import CelltrainError
 
@@ -185,9 +187,9 @@ class TrainMagics(Magics):
     @argument("--env", nargs="+", action="append", metavar="KEY=VALUE",
               help="environment variables for the run")
     @argument("--tag", nargs="+", action="append", metavar="KEY=VALUE", help="run tags")
-    @argument("--max-bundle-mb", type=float, default=bundling.DEFAULT_MAX_MB,
+    @argument("--max-bundle-mb", type=float, default=DEFAULT_MAX_MB,
               help=f"size limit of the variables that travel (default "
-                   f"{bundling.DEFAULT_MAX_MB:g} MB); mount bigger data")
+                   f"{DEFAULT_MAX_MB:g} MB); mount bigger data")
     @argument("--workspace", help="workspace folder")
     @argument("--register", metavar="MODEL",
               help="after success, register --model-path as the next version of MODEL")
@@ -276,7 +278,7 @@ class TrainMagics(Magics):
         pip = _flatten(args.pip)
         try:
             if args.requirements:
-                pip += bundling.read_requirements(args.requirements)
+                pip += read_requirements(args.requirements)
             ws = self.workspace(args.workspace)
             bundle = self._bundle(cell, line, out, params, args.max_bundle_mb)
         except (CelltrainError, OSError) as e:
@@ -327,7 +329,7 @@ class TrainMagics(Magics):
         # entry is its number, which execution_count may already have moved past.
         number = max(filename_map.values(), default=getattr(shell, "execution_count", 0))
         labels = {name: f"Cell In[{n}]" for name, n in filename_map.items()}
-        return bundling.build_bundle(
+        return build_bundle(
             cell, shell.user_ns, out=out, params=params, first_line=2,
             cell_text=f"%%train {line}\n{cell}", label=f"Cell In[{number}]",
             hidden=set(getattr(shell, "user_ns_hidden", {})), folder=os.getcwd(),
@@ -341,12 +343,12 @@ class TrainMagics(Magics):
             return Environment(pip=pip, base_image=image)
         facts = None
         client = self._docker()
-        candidate = _candidate_image(client, image)
+        candidate = candidate_image(client, image)
         if candidate is not None:
-            facts = bundling.image_facts(client, candidate, ws.path / "cache" / "images")
+            facts = image_facts(client, candidate, ws.path / "cache" / "images")
             if bundle.meta.get("code_by_value"):
-                bundling.check_python(candidate, facts)
-        pins = [] if no_pin else bundling.auto_pins(
+                check_python(candidate, facts)
+        pins = [] if no_pin else auto_pins(
             bundle.distributions, facts["packages"] if facts else None, explicit=pip)
         if pins:
             print(f"pinning to this kernel's versions: {' '.join(pins)} (--no-pin to skip)")
@@ -415,7 +417,7 @@ class TrainMagics(Magics):
                 raise UsageError(f"run {run.id} has no results file ({path}): was it started "
                                  f"by %%train?")
             return None
-        values, value, has_value = bundling.load_results(path)
+        values, value, has_value = load_results(path)
         names = out if out is not None else list(values)
         for name in names:
             if name in values:
@@ -558,20 +560,6 @@ def _config_value(key: str, value: str):
 def _ns(**kwargs):
     import argparse
     return argparse.Namespace(**kwargs)
-
-
-def _candidate_image(client, image: str | None) -> str | None:
-    """The base image a Docker run will most likely use, if it is here already (no pulls)."""
-    import docker
-    from .environment import OFFLINE_BASE, default_base_image
-    names = [image] if image else [default_base_image(), OFFLINE_BASE]
-    for name in names:
-        try:
-            client.images.get(name)
-            return name
-        except docker.errors.ImageNotFound:
-            continue
-    return None
 
 
 def _cell_meta(run) -> dict:
