@@ -16,7 +16,8 @@ from IPython.testing import globalipapp
 from IPython.utils.capture import capture_output
 
 from celltrain import states
-from celltrain.magics import CellRunFailed, StoppedWaiting, parse_param
+from celltrain.cell_wait import CellRunFailed, StoppedWaiting
+from celltrain.magic_args import parse_param
 from celltrain.run import Run
 
 
@@ -115,8 +116,8 @@ def test_a_non_zero_exit_shows_the_foundation_reason(ip):
 
 def test_a_dead_supervisor_does_not_leave_the_cell_waiting(ip, monkeypatch):
     """Kill the run's supervisor mid-run: the waiting cell has a new one adopt the run."""
-    from celltrain import magics
-    monkeypatch.setattr(magics._Adopter, "EVERY_S", 0.5)
+    from celltrain import cell_wait
+    monkeypatch.setattr(cell_wait.Adopter, "EVERY_S", 0.5)
     ws = workspace(ip)
     killed = []
 

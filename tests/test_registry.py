@@ -345,7 +345,8 @@ def test_train_magic_registers_and_the_run_summary_shows_it(tmp_path):
     """`%%train --register` in a real IPython shell (local target): the version appears, with
     its lineage, in the run widget's summary; a bad path is a clear error after the run."""
     from IPython.core.interactiveshell import InteractiveShell
-    from celltrain.widget import RunView, summary_html
+    from celltrain.views.run_view import RunView
+    from celltrain.views.summary import summary_html
     shell = InteractiveShell()
     shell.run_line_magic("load_ext", "celltrain")
     shell.run_cell("import os, torch")

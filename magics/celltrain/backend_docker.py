@@ -20,7 +20,7 @@ from pathlib import Path
 from . import copyback, dockerutil, safefiles
 from .dockerutil import LABEL_BUILD, LABEL_RUN, LABEL_WORKSPACE
 from .environment import Environment, ensure_image
-from .run import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
+from .runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 from .telemetry import TELEMETRY_DIR
 
 WORKDIR = "/celltrain-run/src"

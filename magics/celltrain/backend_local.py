@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from . import copyback, safefiles
-from .run import OUTPUT_LOG, STDERR_LOG
+from .runfiles import OUTPUT_LOG, STDERR_LOG
 from .telemetry import TELEMETRY_DIR
 from .workspace import PACKAGE_PARENT
 

@@ -15,13 +15,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from . import safefiles, states
 from .errors import RunFailed
+from .runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 
 if TYPE_CHECKING:
     from .workspace import Workspace
-
-OUTPUT_LOG = "output.log"
-STDERR_LOG = "stderr.log"
-BUILD_LOG = "build.log"
 
 
 def format_warning(w: dict) -> str:
@@ -226,7 +223,7 @@ class Run:
 
     def show(self):
         """Display the live run widget (progress, charts, logs, Cancel)."""
-        from .widget import show_run
+        from .views.widget import show_run
         return show_run(self)
 
     def register_model(self, name: str, path: str, **kwargs):

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import docker_leftovers, dockerutil, safefiles, states
 from .environment import BuildCanceled
 from .errors import CelltrainError, DockerUnavailable, ImageBuildError
-from .run import OUTPUT_LOG, STDERR_LOG
+from .runfiles import OUTPUT_LOG, STDERR_LOG
 from .store import Store
 from .telemetry import TELEMETRY_DIR, events_path, ingest
 

@@ -149,7 +149,7 @@ class Workspace:
     # -- views -------------------------------------------------------------------------------
     def runs_table(self, **kwargs):
         """A sortable table of runs with status, params and key metrics (a widget)."""
-        from .runs_table import runs_table
+        from .views.runs_table import runs_table
         return runs_table(self, **kwargs)
 
     def models(self):

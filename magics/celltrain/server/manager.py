@@ -20,7 +20,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from .. import safefiles, states
-from ..run import BUILD_LOG, OUTPUT_LOG, STDERR_LOG, Run, format_warning
+from ..run import Run, format_warning
+from ..runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 from ..store.runs import RUN_SUMMARY
 from ..store.series import MetricSeries
 

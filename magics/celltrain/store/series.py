@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from .schema import METRIC_BLOCK_BITS
 
-# Up to this many points a series is read whole and downsampled exactly (celltrain.downsample);
+# Up to this many points a series is read whole and downsampled exactly (views.downsample);
 # longer ones become min/max per bucket of ids, merged from the store's per-block rollups
 # (``metric_blocks``: 256 ids each) when buckets are that wide, else aggregated inside SQLite.
 READ_WHOLE_UP_TO = 20_000
@@ -89,7 +89,7 @@ class MetricSeries:
             return out
 
     def _series_whole(self, run_id: str, name: str, max_points: int) -> dict[str, Any]:
-        from ..downsample import downsample
+        from ..views.downsample import downsample
         rows = self.store.conn.execute(
             "SELECT step, value FROM metrics WHERE run_id=? AND name=? ORDER BY id",
             (run_id, name)).fetchall()

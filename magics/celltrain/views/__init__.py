@@ -1,1 +1,1 @@
-"""Views of the store: widgets, charts, tables; the core never imports them at module level."""
+"""Views of the store: widgets, charts, tables. The core never imports them at module level."""
