@@ -207,6 +207,23 @@ def test_no_wait_returns_the_handle_and_attach_brings_values_back(ip):
     assert ip.user_ns["total"] == 42 and run.status == states.COMPLETED
 
 
+def test_a_results_file_the_run_made_a_link_is_refused_not_followed(ip, tmp_path):
+    """The container can write its telemetry folder: a cell-results.pkl that is a link (here to
+    a results file of the attacker's choosing outside the run) is not read, and says so."""
+    result, out = cell(ip, "%%train --out total\ntotal = 42\n")
+    assert result.error_in_exec is None, out
+    run = workspace(ip).runs()[0]
+    results = run.folder / "telemetry" / "cell-results.pkl"
+    elsewhere = tmp_path / "elsewhere.pkl"
+    os.rename(results, elsewhere)
+    os.symlink(elsewhere, results)
+    ip.user_ns["total"] = 0
+    result, out = cell(ip, f"%train attach {run.id}")
+    assert "is a link or not a plain file: it is not read" in out
+    assert str(results) in out
+    assert ip.user_ns["total"] == 0                    # nothing came back through the link
+
+
 def _interrupt_when_running(ws, delay=0.3):
     """Send SIGINT to this process (as Jupyter's interrupt does) once a run is Running."""
     def fire():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import linecache
 import math
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from . import states
+from . import safefiles, states
 from .cell.image_probe import candidate_image, check_python, image_facts
 from .cell.packing import DEFAULT_MAX_MB, build_bundle, load_results
 from .cell.pins import auto_pins, read_requirements
@@ -28,6 +29,9 @@ from .cellrunner import RESULTS_FILE
 from .errors import CelltrainError
 from .magic_args import DEFAULT_EXPERIMENT, config_value, flatten, pairs, parse_param
 from .magic_commands import TrainCommands
+
+# What a cell's results file may hold: as much as may travel with a cell (the bundle's limit).
+MAX_RESULTS_MB = DEFAULT_MAX_MB
 
 
 class _LinecacheSources:
@@ -318,12 +322,26 @@ class TrainMagics(TrainCommands, Magics):
     def bring_back(self, run, out: list[str] | None = None):
         from .telemetry import TELEMETRY_DIR
         path = run.folder / TELEMETRY_DIR / RESULTS_FILE
-        if not path.exists():
+        try:
+            results = _open_results(run.folder, f"{TELEMETRY_DIR}/{RESULTS_FILE}")
+        except FileNotFoundError:
             if out:
                 raise UsageError(f"run {run.id} has no results file ({path}): was it started "
-                                 f"by %%train?")
+                                 f"by %%train?") from None
             return None
-        values, value, has_value = load_results(path)
+        except (safefiles.UnsafePath, NotADirectoryError):
+            raise UsageError(f"run {run.id}'s results file ({path}) is a link or not a plain "
+                             f"file: it is not read (the run's container can write there, and "
+                             f"links are never followed); nothing came back") from None
+        with results:
+            size = os.fstat(results.fileno()).st_size
+            if size > MAX_RESULTS_MB * 2**20:
+                raise UsageError(
+                    f"run {run.id}'s results file ({path}) is {size / 2**20:.0f} MB, over the "
+                    f"{MAX_RESULTS_MB:g} MB limit for what comes back to the notebook: save big "
+                    f"values under ./outputs (torch.save, np.save) and load them from the "
+                    f"run's outputs folder")
+            values, value, has_value = load_results(results)
         names = out if out is not None else list(values)
         for name in names:
             if name in values:
@@ -332,6 +350,17 @@ class TrainMagics(TrainCommands, Magics):
             print(f"run {run.id}: {', '.join(n for n in names if n in values)} now in the "
                   f"notebook")
         return value if has_value else None
+
+
+def _open_results(folder: Path, rel: str):
+    """The plain file ``folder/rel``, open for reading, never through a link (a run's
+    container writes its telemetry folder): FileNotFoundError, or UnsafePath for a link."""
+    fd = safefiles.open_beneath(folder, rel)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise safefiles.UnsafePath(0, f"{rel!r} is not a plain file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def load_ipython_extension(ipython) -> None:

@@ -18,9 +18,10 @@ import sys
 import tempfile
 import types
 from collections import ChainMap
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, BinaryIO, Iterable, Mapping
 
 from .. import cellrunner
 from ..errors import BundleError
@@ -352,12 +353,14 @@ def _pickle_variables(values: Mapping[str, Any], path: Path, by_value: list,
 
 
 
-def load_results(path: str | os.PathLike) -> tuple[dict[str, Any], Any, bool]:
-    """What the runner sent back: ({--out name: value}, last expression value, whether any)."""
+def load_results(source: str | os.PathLike | BinaryIO) -> tuple[dict[str, Any], Any, bool]:
+    """What the runner sent back: ({--out name: value}, last expression value, whether any).
+    ``source``: the results file's path, or the file already open (``%%train`` opens it
+    without following links)."""
     import cloudpickle  # noqa: F401
     values: dict[str, Any] = {}
     value, has_value = None, False
-    with open(path, "rb") as f:
+    with (nullcontext(source) if hasattr(source, "read") else open(source, "rb")) as f:
         unpickler = pickle.Unpickler(f)
         header = unpickler.load()
         for _ in header["out"]:
