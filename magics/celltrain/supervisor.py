@@ -71,17 +71,33 @@ class Supervisor:
     def cancel_requested(self) -> bool:
         return bool(self.store.get_run(self.run_id)["cancel_requested"])
 
-    def ingest(self) -> None:
-        """Move new telemetry into the store; a stat, not a query, when nothing was logged."""
+    def ingest(self, final: bool = False) -> None:
+        """Move new telemetry into the store; a stat, not a query, when nothing was logged.
+
+        ``final``: the run has ended, so a frame cut short at the end is skipped, not waited
+        for.  Nothing the run wrote may stop the supervisor: what ingestion cannot take becomes
+        a warning on the run (telemetry.ingest), and anything else is noted there too.
+        """
         try:
-            size = os.path.getsize(self.events)
+            size = os.lstat(self.events).st_size     # lstat: a link is not followed
         except FileNotFoundError:
             return
-        if size == self.ingested_size:
+        if size == self.ingested_size and not final:
             return
-        if self.last_steps is None:
-            self.last_steps = self.store.last_steps(self.run_id)
-        ingest(self.store, self.run_id, self.last_steps)
+        try:
+            if self.last_steps is None:
+                self.last_steps = self.store.last_steps(self.run_id)
+            ingest(self.store, self.run_id, self.last_steps, final=final)
+        except Exception as e:  # noqa: BLE001  (e.g. the database locked for too long)
+            self.log("telemetry ingestion failed: " + traceback.format_exc())
+            self.last_steps = None
+            try:
+                self.store.add_warning(self.run_id, "ingest-error",
+                                       f"telemetry ingestion failed ({type(e).__name__}: "
+                                       f"{str(e)[:200]}); it is retried as the run logs more")
+            except Exception:  # noqa: BLE001
+                pass
+            return
         self.ingested_size = size
 
     # -- the life of a run ------------------------------------------------------------------------
@@ -287,7 +303,7 @@ class Supervisor:
         try:
             backend.collect(handle)
         finally:
-            self.ingest()
+            self.ingest(final=True)
         run = self.store.get_run(self.run_id)
         ended = time.time()
         fields = dict(exit_code=exit_code, ended=ended)

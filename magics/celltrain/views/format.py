@@ -102,3 +102,13 @@ def badge(status: str) -> str:
     color = STATUS_COLORS.get(status, "#6b7280")
     return (f'<span style="background:{color};color:white;border-radius:9px;'
             f'padding:1px 9px;font-size:12px;font-weight:600">{html.escape(status)}</span>')
+
+
+def warnings_badge(warnings: list[str]) -> str:
+    """A compact "⚠ N warnings" for the header; the lines themselves in its tooltip."""
+    if not warnings:
+        return ""
+    count = f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''}"
+    return (f'<span style="color:#b45309" title="{html.escape(chr(10).join(warnings))}">'
+            f"⚠ {count}: {html.escape(warnings[0][:80])}"
+            f"{'…' if len(warnings[0]) > 80 or len(warnings) > 1 else ''}</span>")

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import charts
 from .. import states
+from ..run import format_warning
 from ..runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 from .downsample import downsample
 from .format import MAX_DISPLAY_POINTS, MAX_PANELS, best_value, group_panels, last_traceback, \
@@ -47,6 +48,7 @@ class RunView:
         self.log_lines: list[str] = []
         self.log_source = OUTPUT_LOG
         self.models: list[tuple[str, int]] = []
+        self.warnings: list[str] = []      # Run.warnings: what the host could not take
         self.changed: set[str] = set()
         self.redraws = 0
         self._last_redraw = -math.inf
@@ -88,6 +90,10 @@ class RunView:
                 self.on_points(rows, received)
         if self._read_log():
             changed.add("log")
+        warnings = [format_warning(w) for w in self.store.warnings(self.run_id)]
+        if warnings != self.warnings:
+            self.warnings = warnings
+            changed |= {"status", "final"}
         if self.terminal and self._read_models():
             changed.add("final")
         self.changed |= changed
@@ -237,7 +243,8 @@ class RunView:
                 "status": self.status, "reason": self.record.get("reason"),
                 "exit_code": self.record.get("exit_code"),
                 "elapsed": self.elapsed(), "metrics": metrics, "files": files,
-                "models": list(self.models), "traceback": traceback}
+                "models": list(self.models), "traceback": traceback,
+                "warnings": list(self.warnings)}
 
 
 def _xlabel(x: str) -> str:

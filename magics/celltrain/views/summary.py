@@ -29,6 +29,9 @@ def summary_html(summary: dict) -> str:
         parts.append("<div><b>Output files:</b> " + ", ".join(
             f"<code>{html.escape(f)}</code>" for f in shown)
             + (f" and {more} more" if more > 0 else "") + "</div>")
+    if summary.get("warnings"):
+        parts.append("<div><b>Warnings:</b><ul style='margin:2px 0'>" + "".join(
+            f"<li>{html.escape(line)}</li>" for line in summary["warnings"]) + "</ul></div>")
     if summary["reason"] and summary["status"] == states.FAILED:
         parts.append(f"<div><b>Reason:</b><pre style='white-space:pre-wrap;margin:2px 0'>"
                      f"{html.escape(summary['reason'])}</pre></div>")
@@ -50,6 +53,8 @@ def summary_text(summary: dict) -> str:
                                                         for n, v in summary["models"]))
     if summary["files"]:
         lines.append("  output files: " + ", ".join(summary["files"][:20]))
+    for line in summary.get("warnings", ()):
+        lines.append("  warning: " + line)
     if summary["reason"] and summary["status"] != states.COMPLETED:
         lines.append("  reason: " + summary["reason"])
     if summary["traceback"]:

@@ -28,7 +28,7 @@ from typing import Callable
 
 from .. import states
 from ..runfiles import BUILD_LOG
-from .format import badge, format_duration
+from .format import badge, format_duration, warnings_badge
 from .run_view import LOG_LINES_LONG, MAX_FPS, RunView
 from .subshell import route_to_subshell
 from .summary import summary_html, summary_text
@@ -246,6 +246,7 @@ class RunWidget:
             f"<span>{html.escape(detail or '')}</span>"
             f"<span>elapsed {format_duration(m.elapsed(now))}</span>"
             + (f"<span>ETA {format_duration(eta)}</span>" if eta is not None else "")
+            + warnings_badge(m.warnings)
             + "</div>")
         if p:
             self.bar_row.layout.display = "flex"
