@@ -21,11 +21,6 @@ if TYPE_CHECKING:
     from .workspace import Workspace
 
 
-def format_warning(w: dict) -> str:
-    """One warning row as a line: its message, and how often it happened when more than once."""
-    return w["message"] + (f" ({w['count']} times)" if w["count"] > 1 else "")
-
-
 class Run:
     """A run of the workspace: status, metrics, files, logs; wait, cancel, download."""
 
@@ -89,6 +84,7 @@ class Run:
     def warnings(self) -> list[str]:
         """What the host could not take from the run (bad values, skipped bytes, output links),
         one line per kind with its count.  The run went on despite them."""
+        from .store.runs import format_warning   # not at the top: run.py loads in containers
         return [format_warning(w) for w in self.workspace.store.warnings(self.id)]
 
     def history(self) -> list[dict]:

@@ -20,9 +20,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from .. import safefiles, states
-from ..run import Run, format_warning
+from ..run import Run
 from ..runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
-from ..store.runs import RUN_SUMMARY
+from ..store.runs import RUN_SUMMARY, format_warning
 from ..store.series import MetricSeries
 
 WORKSPACE_ENV = "CELLTRAIN_WORKSPACE"

@@ -202,5 +202,10 @@ class RunTables:
         return [dict(r) for r in rows]
 
 
+def format_warning(w: dict) -> str:
+    """One warning row as a line: its message, and how often it happened when more than once."""
+    return w["message"] + (f" ({w['count']} times)" if w["count"] > 1 else "")
+
+
 def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

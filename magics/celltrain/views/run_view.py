@@ -14,8 +14,8 @@ import numpy as np
 
 from . import charts
 from .. import states
-from ..run import format_warning
 from ..runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
+from ..store.runs import format_warning
 from .downsample import downsample
 from .format import MAX_DISPLAY_POINTS, MAX_PANELS, best_value, group_panels, last_traceback, \
     panel_key, terminal_lines
