@@ -25,7 +25,7 @@ from celltrain import log
 for i in range(30):
     log("loss", 1.0 / (i + 1), step=i)
     log("acc", i / 30, step=i)
-log("loss", None, step=30)          # a NaN must come out as null, not break the JSON
+log("loss", float("nan"), step=30)  # a NaN must come out as null, not break the JSON
 print("épochs done ✓")
 import os
 os.makedirs("outputs/sub", exist_ok=True)
@@ -176,7 +176,7 @@ async def test_one_run_has_params_tags_history_and_latest_metrics(jp_fetch, fill
     assert [h["status"] for h in detail["history"]][0] == "Queued"
     assert detail["history"][-1]["status"] == "Completed"
     assert detail["metric_names"] == ["acc", "loss"]
-    assert detail["metrics"]["loss"] is None            # the last loss logged was None
+    assert detail["metrics"]["loss"] is None            # the last loss logged was NaN
     assert detail["terminal"] is True
 
 
