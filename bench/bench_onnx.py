@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 
-from celltrain.onnx_export import _session, export_module  # noqa: E402
+from celltrain.registry.onnx_export import export_module, open_session  # noqa: E402
 
 
 def paired_medians(fns, repeat: int, warmup: int = 2) -> list[float]:
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         info = export_module(model, example, Path(tmp) / "onnx")
         export_s = time.perf_counter() - start
-        session = _session(Path(tmp) / "onnx" / "model.onnx", threads=args.threads)
+        session = open_session(Path(tmp) / "onnx" / "model.onnx", threads=args.threads)
         name = session.get_inputs()[0].name
         results = {"model": "resnet18 (random init, 2 classes)", "input": "3x224x224",
                    "cpus": os.cpu_count(), "threads": args.threads or "default",

@@ -251,7 +251,7 @@ def report(base: str, token: str, ws_path: Path, big: str, args) -> None:
     api_warm, _ = timed(lambda: get(f"runs/{big}/metrics?name=loss&max_points=1000"))
     # The cold read in this process, as CPU time: on a machine shared with other jobs the wall
     # times above include waiting for a core, this does not.
-    from celltrain.server import manager as manager_module
+    from celltrain.store import series as series_module
 
     def cold_cpu() -> tuple[float, dict]:
         cpu = []
@@ -265,11 +265,11 @@ def report(base: str, token: str, ws_path: Path, big: str, args) -> None:
     cpu_cold, with_blocks = cold_cpu()
     # The same read the way it was done before the store kept blocks: no bucket is as wide as
     # a block of 2**62 ids, so every bucket is two aggregates over each of its points.
-    bits, manager_module.METRIC_BLOCK_BITS = manager_module.METRIC_BLOCK_BITS, 62
+    bits, series_module.METRIC_BLOCK_BITS = series_module.METRIC_BLOCK_BITS, 62
     try:
         cpu_scan, scanned = cold_cpu()
     finally:
-        manager_module.METRIC_BLOCK_BITS = bits
+        series_module.METRIC_BLOCK_BITS = bits
     assert with_blocks["series"][0]["count"] == scanned["series"][0]["count"]
     s = series["series"][0]
     assert s["count"] >= args.points and len(s["x"]) <= 1000

@@ -34,7 +34,7 @@ def notebook_namespace(array_mb: int = 100, functions: int = 50) -> dict:
 
 
 def bench_packaging(rounds: int = 3) -> dict:
-    from celltrain.bundle import build_bundle
+    from celltrain.cell.packing import build_bundle
     namespace = notebook_namespace()
     cell = "total = f49(0) + float(data.sum())\n"
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "magics"))
 import numpy as np  # noqa: E402
 
 from celltrain import Environment, Workspace, states  # noqa: E402
-from celltrain.widget import RunWidget  # noqa: E402
+from celltrain.views.widget import RunWidget  # noqa: E402
 
 LATENCY_SCRIPT = """
 import time
@@ -120,7 +120,7 @@ def bench_kernel_cpu(ws, folder, target, seconds):
             reply = kc.execute_interactive(code, timeout=120, output_hook=lambda msg: None)
             if reply["content"]["status"] != "ok":
                 raise RuntimeError(f"kernel: {reply['content']}")
-        execute("import celltrain, celltrain.widget, ipywidgets")
+        execute("import celltrain, celltrain.views.widget, ipywidgets")
         time.sleep(2)
         c0, t0 = _kernel_cpu(pid), time.monotonic()
         time.sleep(seconds)
@@ -158,7 +158,7 @@ def bench_kernel_cpu(ws, folder, target, seconds):
 
 
 def bench_redraw():
-    from celltrain import charts
+    from celltrain.views import charts
     x = np.arange(2000.0)
     panels = [("loss", [("loss", x, np.exp(-x / 500)), ("val_loss", x, np.exp(-x / 400))]),
               ("acc", [("acc", x, 1 - np.exp(-x / 300)), ("val_acc", x, 1 - np.exp(-x / 350))])]

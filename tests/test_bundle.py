@@ -1,4 +1,4 @@
-"""Packaging a cell (celltrain.bundle) and running it (celltrain.cellrunner), without a workspace.
+"""Packaging a cell (celltrain.cell) and running it (celltrain.cellrunner), without a workspace.
 
 The runner runs for real, in a subprocess of this Python, exactly as a run starts it: with the
 bundle folder as working directory and a telemetry folder in the environment.
@@ -17,10 +17,13 @@ import threading
 import numpy as np
 import pytest
 
-from celltrain import bundle as bundling
-from celltrain.bundle import BundleError, analyse, build_bundle, import_statement, load_results
+from celltrain.cell import pins, python_check
+from celltrain.cell.analysis import analyse, split_last_expression
+from celltrain.cell.modules import import_statement
+from celltrain.cell.packing import build_bundle, load_results
+from celltrain.errors import BundleError
 from celltrain.cellrunner import BUNDLE_DIR, META_FILE, RESULTS_FILE
-from celltrain.workspace import PACKAGE_PARENT
+from celltrain.paths import PACKAGE_PARENT
 
 
 def notebook(code: str) -> dict:
@@ -323,8 +326,8 @@ def test_a_package_the_image_lacks_is_named_with_the_fix(build, tmp_path):
 
 def test_python_check_before_launch_explains_the_mismatch():
     with pytest.raises(BundleError, match=r"runs Python 3\.8, but this kernel runs"):
-        bundling.check_python("old/image", {"python": [3, 8, 10]})
-    bundling.check_python("same/image", {"python": list(sys.version_info[:3])})
+        python_check.check_python("old/image", {"python": [3, 8, 10]})
+    python_check.check_python("same/image", {"python": list(sys.version_info[:3])})
 
 
 # -- the environment --------------------------------------------------------------------------
@@ -339,20 +342,20 @@ def test_packages_the_cell_uses_are_found_with_kernel_versions(build):
 def test_auto_pins_only_what_differs_and_leave_user_pins_alone():
     kernel = {"torch": "2.14.1+cpu", "numpy": "2.4.6", "pandas": "2.2.0", "tqdm": "4.70.1"}
     image = {"torch": "2.14.1+cu128", "numpy": "1.26.0", "tqdm": "4.70.1"}
-    assert bundling.auto_pins(kernel, image, explicit=["Pandas>=2"]) == ["numpy==2.4.6"]
-    assert bundling.auto_pins(kernel, None) == [
+    assert pins.auto_pins(kernel, image, explicit=["Pandas>=2"]) == ["numpy==2.4.6"]
+    assert pins.auto_pins(kernel, None) == [
         "torch==2.14.1", "numpy==2.4.6", "pandas==2.2.0", "tqdm==4.70.1"]
 
 
 def test_requirements_files_are_read_and_options_refused(tmp_path):
     req = tmp_path / "requirements.txt"
     req.write_text("# deps\ntimm==1.0.0  # models\n\npandas\n")
-    assert bundling.read_requirements(req) == ["timm==1.0.0", "pandas"]
+    assert pins.read_requirements(req) == ["timm==1.0.0", "pandas"]
     req.write_text("--index-url http://x\n")
     with pytest.raises(BundleError, match="line 1.*pip option"):
-        bundling.read_requirements(req)
+        pins.read_requirements(req)
     with pytest.raises(BundleError, match="no such file"):
-        bundling.read_requirements(tmp_path / "missing.txt")
+        pins.read_requirements(tmp_path / "missing.txt")
 
 
 def test_results_file_keeps_an_unpicklable_last_value_as_its_repr(build, tmp_path):
@@ -364,9 +367,9 @@ def test_results_file_keeps_an_unpicklable_last_value_as_its_repr(build, tmp_pat
 
 
 def test_last_expression_split_keeps_the_cells_line_numbers(build, tmp_path):
-    body, expression = bundling.split_last_expression("a = 1; (a +\n  2)\n", 2, True)
+    body, expression = split_last_expression("a = 1; (a +\n  2)\n", 2, True)
     assert body == "\na = 1; " and expression == "\n(a +\n  2)"
-    assert bundling.split_last_expression("x = 1\nx;\n", 1, analyse("x = 1\nx;\n").last_expr) \
+    assert split_last_expression("x = 1\nx;\n", 1, analyse("x = 1\nx;\n").last_expr) \
         == ("x = 1\nx;\n", None)   # a trailing ; hides the value, as in IPython
     b = build("t = 'é'; (t +\n 'x')\n", {})
     code, (_, value, has_value), failure = run_bundle(b, tmp_path)

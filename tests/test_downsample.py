@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from celltrain.downsample import downsample
+from celltrain.views.downsample import downsample
 
 
 def test_short_series_come_back_whole():

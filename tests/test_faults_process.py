@@ -24,7 +24,7 @@ import pytest
 from celltrain import Workspace, states
 from celltrain import workspace as workspace_module
 from celltrain.targets.docker.engine import LABEL_RUN
-from celltrain.registry import TMP_PREFIX
+from celltrain.registry.names import TMP_PREFIX
 from celltrain.workspace import supervisor_alive
 
 POINTS = """

@@ -21,7 +21,8 @@ import torch
 from celltrain import context, states, telemetry
 from celltrain.context import EVENTS_FILE, MAGIC, NO_STEP, decode_body, decode_frames
 from celltrain.store import Store
-from celltrain.widget import RunWidget, summary_text
+from celltrain.views.summary import summary_text
+from celltrain.views.widget import RunWidget
 
 RUNS = 16
 POINTS = 100_000

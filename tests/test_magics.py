@@ -16,7 +16,8 @@ from IPython.testing import globalipapp
 from IPython.utils.capture import capture_output
 
 from celltrain import states
-from celltrain.magics import CellRunFailed, StoppedWaiting, parse_param
+from celltrain.cell_wait import CellRunFailed, StoppedWaiting
+from celltrain.magic_args import parse_param
 from celltrain.run import Run
 
 
@@ -115,8 +116,8 @@ def test_a_non_zero_exit_shows_the_foundation_reason(ip):
 
 def test_a_dead_supervisor_does_not_leave_the_cell_waiting(ip, monkeypatch):
     """Kill the run's supervisor mid-run: the waiting cell has a new one adopt the run."""
-    from celltrain import magics
-    monkeypatch.setattr(magics._Adopter, "EVERY_S", 0.5)
+    from celltrain import cell_wait
+    monkeypatch.setattr(cell_wait.Adopter, "EVERY_S", 0.5)
     ws = workspace(ip)
     killed = []
 
@@ -204,6 +205,23 @@ def test_no_wait_returns_the_handle_and_attach_brings_values_back(ip):
     result, out = cell(ip, f"%train attach {run.id}")
     assert result.error_in_exec is None, out
     assert ip.user_ns["total"] == 42 and run.status == states.COMPLETED
+
+
+def test_a_results_file_the_run_made_a_link_is_refused_not_followed(ip, tmp_path):
+    """The container can write its telemetry folder: a cell-results.pkl that is a link (here to
+    a results file of the attacker's choosing outside the run) is not read, and says so."""
+    result, out = cell(ip, "%%train --out total\ntotal = 42\n")
+    assert result.error_in_exec is None, out
+    run = workspace(ip).runs()[0]
+    results = run.folder / "telemetry" / "cell-results.pkl"
+    elsewhere = tmp_path / "elsewhere.pkl"
+    os.rename(results, elsewhere)
+    os.symlink(elsewhere, results)
+    ip.user_ns["total"] = 0
+    result, out = cell(ip, f"%train attach {run.id}")
+    assert "is a link or not a plain file: it is not read" in out
+    assert str(results) in out
+    assert ip.user_ns["total"] == 0                    # nothing came back through the link
 
 
 def _interrupt_when_running(ws, delay=0.3):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from celltrain import Workspace
-from celltrain.onnx_export import OnnxExportError, OnnxParityError
+from celltrain.registry.onnx_export import OnnxExportError, OnnxParityError
 from celltrain.registry import ModelLoadError
 
 TINYNET = """

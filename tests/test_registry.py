@@ -171,18 +171,18 @@ def test_registration_is_atomic(trained, monkeypatch):
     ws, (run1, _) = trained
     run1.register_model("atomic", "outputs/model.pt")
     before = model_dirs(ws)
-    import celltrain.registry as registry
+    import celltrain.registry.register as registering
 
     def failing_rename(src, dst):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(registry.os, "rename", failing_rename)
+    monkeypatch.setattr(registering.os, "rename", failing_rename)
     with pytest.raises(OSError, match="No space left"):
         run1.register_model("atomic", "outputs/model.pt", aliases=["production"])
     monkeypatch.undo()
 
     def failing_copy(*args, **kwargs):
         raise OSError(5, "Input/output error")
-    monkeypatch.setattr(registry.shutil, "copytree", failing_copy)
+    monkeypatch.setattr(registering.shutil, "copytree", failing_copy)
     with pytest.raises(OSError, match="Input/output error"):
         run1.register_model("atomic", "outputs/checkpoint")
     monkeypatch.undo()
@@ -345,7 +345,8 @@ def test_train_magic_registers_and_the_run_summary_shows_it(tmp_path):
     """`%%train --register` in a real IPython shell (local target): the version appears, with
     its lineage, in the run widget's summary; a bad path is a clear error after the run."""
     from IPython.core.interactiveshell import InteractiveShell
-    from celltrain.widget import RunView, summary_html
+    from celltrain.views.run_view import RunView
+    from celltrain.views.summary import summary_html
     shell = InteractiveShell()
     shell.run_line_magic("load_ext", "celltrain")
     shell.run_cell("import os, torch")

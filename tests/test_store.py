@@ -8,7 +8,8 @@ import sqlite3
 import pytest
 
 from celltrain import states
-from celltrain.store import METRIC_BLOCK_BITS, MIGRATIONS, SCHEMA_VERSION, Store
+from celltrain.store import Store
+from celltrain.store.schema import METRIC_BLOCK_BITS, MIGRATIONS, SCHEMA_VERSION
 from celltrain.workspace import new_run_id
 
 

@@ -15,8 +15,8 @@ import nbformat
 import pytest
 
 from celltrain import Environment, Workspace, states
-from celltrain.widget import MAX_DISPLAY_POINTS, RunWidget, best_value, last_traceback, \
-    panel_key, show_run
+from celltrain.views.format import MAX_DISPLAY_POINTS, best_value, last_traceback, panel_key
+from celltrain.views.widget import RunWidget, show_run
 
 TRAIN = """
 import os, time
@@ -305,7 +305,7 @@ def test_helpers_name_panels_best_values_and_tracebacks():
 
 
 def test_svg_charts_ticks_gaps_and_log_scale():
-    from celltrain.charts import log_ticks, nice_ticks, svg_panel
+    from celltrain.views.charts import log_ticks, nice_ticks, svg_panel
     assert nice_ticks(0, 1) == [0.0, 0.5, 1.0]
     assert nice_ticks(0.13, 0.87) == [0.2, 0.4, 0.6000000000000001, 0.8] or \
         [round(t, 6) for t in nice_ticks(0.13, 0.87)] == [0.2, 0.4, 0.6, 0.8]

@@ -32,14 +32,8 @@ def _duration(record: dict) -> str:
     return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
 
 
-def format_table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
-    return "\n".join(lines)
-
-
 def cmd_runs(ws, args) -> int:
+    from .views.tables import format_table
     records = ws.store.list_runs(experiment=args.experiment,
                                  status=[args.status] if args.status else None, limit=args.limit)
     if not records:
@@ -104,7 +98,7 @@ def cmd_cancel(ws, args) -> int:
 
 
 def cmd_models(ws, args) -> int:
-    from .registry import format_models
+    from .views.model_cards import format_models
     print(format_models(ws))
     return 0
 

@@ -8,6 +8,7 @@
      +-- RunNotFound              no run has that id (or the prefix matches several)
      +-- ImageBuildError          an environment's image failed to build (carries the build log)
      +-- RunFailed                wait() on a run that ended Failed or Canceled
+     +-- BundleError              a %%train cell cannot be packaged (celltrain.cell)
 
 Each message says what happened, the value at fault and the fix.
 """
@@ -50,3 +51,7 @@ class RunFailed(CelltrainError):
     def __init__(self, run_id: str, status: str, reason: str | None, exit_code: int | None):
         self.run_id, self.status, self.reason, self.exit_code = run_id, status, reason, exit_code
         super().__init__(f"run {run_id} ended {status}: {reason or 'no reason recorded'}")
+
+
+class BundleError(CelltrainError):
+    """The cell cannot be packaged (bad syntax, an unpicklable variable, too much data)."""

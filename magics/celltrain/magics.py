@@ -1,125 +1,37 @@
 """``%%train`` and ``%train``: the notebook's way to send a cell to a run and bring results back.
 
-A thin layer (design rule 4): packaging is ``bundle.build_bundle``, starting is
+A thin layer (design rule 4): packaging is ``cell.packing.build_bundle``, starting is
 ``Experiment.submit``, watching is the run widget (or ``Run`` text streaming), and results come
-back with ``bundle.load_results``.  Load with ``%load_ext celltrain``.
+back with ``cell.packing.load_results``.  Load with ``%load_ext celltrain``.  The ``%train``
+subcommands are in ``magic_commands``, argument parsing in ``magic_args``, waiting in
+``cell_wait``.
 """
 from __future__ import annotations
 
-import ast
-import json
 import linecache
 import math
 import os
-import shlex
-import sys
+import stat
 import time
 from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import (MagicArgumentParser, argument, magic_arguments,
-                                          parse_argstring)
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from . import bundle as bundling
-from . import states
-from .cellrunner import BUNDLE_DIR, META_FILE, RESULTS_FILE
+from . import safefiles, states
+from .cell.python_check import check_python
+from .cell.packing import DEFAULT_MAX_MB, build_bundle, load_results
+from .cell.pins import auto_pins, read_requirements
+from .cell_wait import Adopter, CellRunFailed, StoppedWaiting, stream
+from .cellrunner import RESULTS_FILE
 from .errors import CelltrainError
+from .magic_args import DEFAULT_EXPERIMENT, config_value, flatten, pairs, parse_param
+from .magic_commands import TrainCommands
 
-DEFAULT_EXPERIMENT = "notebook"
-CONFIG_KEYS = {
-    "image": "base image for runs (default: the PyTorch image matching this kernel's torch)",
-    "gpus": "'all', 'none', a count or comma-separated ids (default: auto)",
-    "experiment": f"experiment name (default: {DEFAULT_EXPERIMENT!r})",
-    "target": "docker or local",
-    "workspace": "workspace folder (default: $CELLTRAIN_WORKSPACE or ./.celltrain)",
-    "memory": "memory limit, e.g. 8g",
-    "cpus": "CPU limit, e.g. 2",
-    "timeout": "seconds before a run is stopped",
-}
-SUBCOMMANDS = ("list", "show", "logs", "attach", "cancel", "rerun", "config")
-
-
-class CellRunFailed(CelltrainError):
-    """A %%train run ended Failed or Canceled; shown as the run's own reason, not our stack."""
-
-    def __init__(self, run, status: str, reason: str | None):
-        self.run, self.status, self.reason = run, status, reason
-        super().__init__(f"run {run.id} ended {status}: {reason or 'no reason recorded'}")
-
-    def _render_traceback_(self) -> list[str]:
-        lines = [f"\x1b[31mrun {self.run.id} ended {self.status}\x1b[0m"]
-        lines += (self.reason or "no reason recorded").splitlines()
-        lines.append(f"(%train logs {self.run.id} shows the whole output; "
-                     f"%train show {self.run.id} the details)")
-        return lines
-
-
-class StoppedWaiting(CelltrainError):
-    """Waiting was interrupted; the run goes on (or was canceled, as asked)."""
-
-    def _render_traceback_(self) -> list[str]:
-        return str(self).splitlines()
-
-
-def parse_param(text: str) -> tuple[str, Any]:
-    """``lr=0.01`` -> ("lr", 0.01): ints, floats, bools, None, strings and lists."""
-    name, sep, raw = text.partition("=")
-    name = name.strip()
-    if not sep or not name:
-        raise UsageError(f"--param {text!r} is not NAME=VALUE: write e.g. --param lr=0.01 "
-                         f"epochs=30 name=resnet layers=[64,128]")
-    if not name.isidentifier() or name in ("log", "progress", "Run") or \
-            name in __import__("keyword").kwlist:
-        raise UsageError(f"--param {text!r}: {name!r} cannot be a variable name in the cell; "
-                         f"use a plain identifier such as lr or num_epochs")
-    return name, parse_value(raw.strip(), text)
-
-
-def parse_value(raw: str, context: str = "") -> Any:
-    lowered = raw.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        if "," in raw and not raw.startswith(("[", "(")):
-            return [parse_value(part.strip(), context) for part in raw.split(",")]
-        if raw.startswith(("[", "(", "{")):
-            raise UsageError(f"--param {context!r}: {raw!r} is not a valid list; write "
-                             f"e.g. layers=[64,128] (no spaces) or layers=64,128") from None
-        return raw
-    if isinstance(value, tuple):
-        value = list(value)
-    if isinstance(value, (bool, int, float, str)) or value is None:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UsageError(f"--param {context!r}: {raw} is not a finite number")
-        return value
-    if isinstance(value, list) and all(isinstance(v, (bool, int, float, str)) or v is None
-                                       for v in value):
-        return value
-    raise UsageError(f"--param {context!r}: {type(value).__name__} values are not supported; "
-                     f"use ints, floats, bools, strings or lists of them")
-
-
-def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
-    out = {}
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{option} {item!r} is not KEY=VALUE")
-        out[key] = value
-    return out
-
-
-def _flatten(values) -> list[str]:
-    out: list[str] = []
-    for item in values or []:
-        out.extend(item if isinstance(item, list) else [item])
-    return out
+# What a cell's results file may hold: as much as may travel with a cell (the bundle's limit).
+MAX_RESULTS_MB = DEFAULT_MAX_MB
 
 
 class _LinecacheSources:
@@ -133,14 +45,13 @@ class _LinecacheSources:
 
 
 @magics_class
-class TrainMagics(Magics):
+class TrainMagics(TrainCommands, Magics):
     """``%%train`` runs a cell in a container; ``%train`` lists, follows and manages runs."""
 
     def __init__(self, shell):
         super().__init__(shell)
         self.config_values: dict[str, Any] = {}
         self._workspaces: dict[str, Any] = {}
-        self._client = None
 
     # -- shared helpers --------------------------------------------------------------------
     def workspace(self, path: str | None = None):
@@ -185,9 +96,9 @@ class TrainMagics(Magics):
     @argument("--env", nargs="+", action="append", metavar="KEY=VALUE",
               help="environment variables for the run")
     @argument("--tag", nargs="+", action="append", metavar="KEY=VALUE", help="run tags")
-    @argument("--max-bundle-mb", type=float, default=bundling.DEFAULT_MAX_MB,
+    @argument("--max-bundle-mb", type=float, default=DEFAULT_MAX_MB,
               help=f"size limit of the variables that travel (default "
-                   f"{bundling.DEFAULT_MAX_MB:g} MB); mount bigger data")
+                   f"{DEFAULT_MAX_MB:g} MB); mount bigger data")
     @argument("--workspace", help="workspace folder")
     @argument("--register", metavar="MODEL",
               help="after success, register --model-path as the next version of MODEL")
@@ -245,12 +156,12 @@ class TrainMagics(Magics):
             raise UsageError("%%train: the cell is empty; write the training code under the "
                              "%%train line")
         params: dict[str, Any] = {}
-        for item in _flatten(args.param):
+        for item in flatten(args.param):
             name, value = parse_param(item)
             params[name] = value
-        out = _flatten(args.out)
+        out = flatten(args.out)
         mounts = {}
-        for item in _flatten(args.mount):
+        for item in flatten(args.mount):
             host, sep, inside = item.rpartition(":")
             if not sep or not host or not inside.startswith("/"):
                 raise UsageError(f"--mount {item!r} is not HOST:CONTAINER with an absolute "
@@ -259,7 +170,7 @@ class TrainMagics(Magics):
                 raise UsageError(f"--mount {item!r}: {host} does not exist on this machine")
             mounts[str(Path(host).expanduser().resolve())] = inside
         if args.register is not None:
-            from .registry import check_name
+            from .registry.names import check_name
             try:
                 check_name(args.register)
             except ValueError as e:
@@ -269,14 +180,14 @@ class TrainMagics(Magics):
                                  "drop --no-wait, or later call run.register_model(name, path)")
         gpus = self.setting(args, "gpus", "auto")
         if isinstance(gpus, str) and gpus not in ("auto",):
-            gpus = _config_value("gpus", gpus)
+            gpus = config_value("gpus", gpus)
         target = self.setting(args, "target", "docker")
         experiment = self.setting(args, "experiment", DEFAULT_EXPERIMENT)
         image = self.setting(args, "image")
-        pip = _flatten(args.pip)
+        pip = flatten(args.pip)
         try:
             if args.requirements:
-                pip += bundling.read_requirements(args.requirements)
+                pip += read_requirements(args.requirements)
             ws = self.workspace(args.workspace)
             bundle = self._bundle(cell, line, out, params, args.max_bundle_mb)
         except (CelltrainError, OSError) as e:
@@ -286,9 +197,9 @@ class TrainMagics(Magics):
             run = ws.experiment(experiment).submit(
                 bundle.script, bundle.folder, environment=environment,
                 gpus=gpus, params=params,
-                tags={"source": "%%train", **_pairs(_flatten(args.tag), "--tag")},
+                tags={"source": "%%train", **pairs(flatten(args.tag), "--tag")},
                 memory=self.setting(args, "memory"), cpus=self.setting(args, "cpus"),
-                env_vars=_pairs(_flatten(args.env), "--env"), mounts=mounts,
+                env_vars=pairs(flatten(args.env), "--env"), mounts=mounts,
                 timeout=self.setting(args, "timeout"), target=target,
                 snapshot_limit_mb=math.inf, lib_packages=["cloudpickle"])
         except (CelltrainError, FileNotFoundError, ValueError) as e:
@@ -309,7 +220,7 @@ class TrainMagics(Magics):
 
     def register(self, run, name: str, path: str):
         """``--register``: the run's file becomes the next version of model ``name``."""
-        from .registry import register_model
+        from .registry.version import register_model
         try:
             model = register_model(run, name, path)
         except (CelltrainError, ValueError, OSError) as e:
@@ -327,7 +238,7 @@ class TrainMagics(Magics):
         # entry is its number, which execution_count may already have moved past.
         number = max(filename_map.values(), default=getattr(shell, "execution_count", 0))
         labels = {name: f"Cell In[{n}]" for name, n in filename_map.items()}
-        return bundling.build_bundle(
+        return build_bundle(
             cell, shell.user_ns, out=out, params=params, first_line=2,
             cell_text=f"%%train {line}\n{cell}", label=f"Cell In[{number}]",
             hidden=set(getattr(shell, "user_ns_hidden", {})), folder=os.getcwd(),
@@ -335,34 +246,22 @@ class TrainMagics(Magics):
 
     def _environment(self, ws, target: str, image: str | None, pip: list[str], bundle,
                      no_pin: bool):
-        """The cell's environment; for Docker, checked against the image before launch."""
+        """The cell's environment, checked against what the target will run it with (the
+        image's Python and packages, for Docker) before anything starts."""
         from .environment import Environment
-        if target != "docker":
-            return Environment(pip=pip, base_image=image)
-        facts = None
-        client = self._docker()
-        candidate = _candidate_image(client, image)
-        if candidate is not None:
-            facts = bundling.image_facts(client, candidate, ws.path / "cache" / "images")
-            if bundle.meta.get("code_by_value"):
-                bundling.check_python(candidate, facts)
-        pins = [] if no_pin else bundling.auto_pins(
-            bundle.distributions, facts["packages"] if facts else None, explicit=pip)
+        from .targets import target_class
+        wanted = Environment(pip=pip, base_image=image)
+        facts = target_class(ws.target_kind(target)).describe_environment(
+            wanted, ws.path / "cache" / "images")
+        if facts is None:
+            return wanted
+        if facts.get("python") and bundle.meta.get("code_by_value"):
+            check_python(facts["image"], facts)
+        pins = [] if no_pin else auto_pins(bundle.distributions, facts.get("packages"),
+                                           explicit=pip)
         if pins:
             print(f"pinning to this kernel's versions: {' '.join(pins)} (--no-pin to skip)")
         return Environment(pip=pip + pins, base_image=image)
-
-    def _docker(self):
-        """One Docker client for the session, checked with a ping per cell (a clear error)."""
-        from .targets.docker import engine as dockerutil
-        if self._client is not None:
-            try:
-                self._client.ping()
-                return self._client
-            except Exception:
-                self._client = None
-        self._client = dockerutil.client()   # DockerUnavailable says what to do
-        return self._client
 
     # -- waiting and results ------------------------------------------------------------------
     def follow(self, run, out: list[str] | None = None, cancel_on_interrupt: bool = False):
@@ -388,9 +287,9 @@ class TrainMagics(Magics):
     def _wait(self, run) -> str:
         widget = self._widget(run)
         if widget is None:
-            return _stream(run)
+            return stream(run)
         # The store says when the run ended, not the widget: a view must never hang the cell.
-        keeper = _Adopter(run)
+        keeper = Adopter(run)
         while not states.is_terminal(status := run.status):
             keeper.check()
             time.sleep(0.05)
@@ -401,7 +300,7 @@ class TrainMagics(Magics):
         if getattr(self.shell, "kernel", None) is None:
             return None   # a terminal IPython: stream text
         try:
-            from .widget import show_run
+            from .views.widget import show_run
             return show_run(run)
         except Exception as e:  # the live view is a nicety: text streaming always works
             print(f"(live view unavailable: {type(e).__name__}: {e}; streaming the output)")
@@ -410,12 +309,26 @@ class TrainMagics(Magics):
     def bring_back(self, run, out: list[str] | None = None):
         from .telemetry import TELEMETRY_DIR
         path = run.folder / TELEMETRY_DIR / RESULTS_FILE
-        if not path.exists():
+        try:
+            results = _open_results(run.folder, f"{TELEMETRY_DIR}/{RESULTS_FILE}")
+        except FileNotFoundError:
             if out:
                 raise UsageError(f"run {run.id} has no results file ({path}): was it started "
-                                 f"by %%train?")
+                                 f"by %%train?") from None
             return None
-        values, value, has_value = bundling.load_results(path)
+        except (safefiles.UnsafePath, NotADirectoryError):
+            raise UsageError(f"run {run.id}'s results file ({path}) is a link or not a plain "
+                             f"file: it is not read (the run's container can write there, and "
+                             f"links are never followed); nothing came back") from None
+        with results:
+            size = os.fstat(results.fileno()).st_size
+            if size > MAX_RESULTS_MB * 2**20:
+                raise UsageError(
+                    f"run {run.id}'s results file ({path}) is {size / 2**20:.0f} MB, over the "
+                    f"{MAX_RESULTS_MB:g} MB limit for what comes back to the notebook: save big "
+                    f"values under ./outputs (torch.save, np.save) and load them from the "
+                    f"run's outputs folder")
+            values, value, has_value = load_results(results)
         names = out if out is not None else list(values)
         for name in names:
             if name in values:
@@ -425,216 +338,16 @@ class TrainMagics(Magics):
                   f"notebook")
         return value if has_value else None
 
-    # -- %train -------------------------------------------------------------------------------
-    def line(self, line: str):
-        words = shlex.split(line)
-        if not words or words[0] not in SUBCOMMANDS:
-            given = f" {words[0]!r}" if words else ""
-            raise UsageError(f"%train{given}: use one of {', '.join(SUBCOMMANDS)}, e.g. "
-                             f"`%train list`; `%%train` (two %) runs a cell. `%train?` has "
-                             f"examples.")
-        command, rest = words[0], words[1:]
-        try:
-            return getattr(self, f"_cmd_{command}")(rest)
-        except CelltrainError as e:
-            if isinstance(e, (CellRunFailed, StoppedWaiting)):
-                raise
-            raise UsageError(f"%train {command}: {e}") from None
 
-    @staticmethod
-    def _parser(command: str, *arguments) -> MagicArgumentParser:
-        parser = MagicArgumentParser(prog=f"%train {command}", add_help=False)
-        for names, kwargs in arguments:
-            parser.add_argument(*names, **kwargs)
-        return parser
-
-    def _parse(self, command, rest, *arguments):
-        try:
-            return self._parser(command, *arguments).parse_args(rest)
-        except UsageError as e:
-            raise UsageError(f"%train {command}: {e}") from None
-
-    RUN_ARG = (("run",), {"help": "run id (or its unique start)"})
-
-    def _cmd_list(self, rest):
-        args = self._parse("list", rest, (("--experiment", "-e"), {}),
-                           (("--limit", "-n"), {"type": int, "default": 50}))
-        ws = self.workspace()
-        if getattr(self.shell, "kernel", None) is not None:
-            try:
-                return ws.runs_table(experiment=args.experiment, limit=args.limit)
-            except ImportError:
-                pass
-        from .cli import cmd_runs
-        cmd_runs(ws, _ns(experiment=args.experiment, status=None, limit=args.limit))
-
-    def _cmd_show(self, rest):
-        from .cli import cmd_show
-        args = self._parse("show", rest, self.RUN_ARG)
-        cmd_show(self.workspace(), args)
-
-    def _cmd_logs(self, rest):
-        args = self._parse("logs", rest, self.RUN_ARG)
-        sys.stdout.write(self.workspace().run(args.run).logs())
-
-    def _cmd_cancel(self, rest):
-        args = self._parse("cancel", rest, self.RUN_ARG,
-                           (("--grace",), {"type": float, "default": 10.0}))
-        run = self.workspace().run(args.run)
-        status = run.cancel(grace=args.grace)
-        print(f"run {run.id}: {status}")
-
-    def _cmd_attach(self, rest):
-        args = self._parse("attach", rest, self.RUN_ARG,
-                           (("--cancel-on-interrupt",), {"action": "store_true"}))
-        run = self.workspace().run(args.run)
-        return self.follow(run, _cell_meta(run).get("out", []), args.cancel_on_interrupt)
-
-    def _cmd_rerun(self, rest):
-        args = self._parse("rerun", rest, self.RUN_ARG,
-                           (("--param",), {"nargs": "+", "action": "append"}),
-                           (("--no-wait",), {"action": "store_true"}),
-                           (("-o",), {"dest": "handle"}))
-        ws = self.workspace()
-        old = ws.run(args.run)
-        record = old.record
-        params = dict(record["params"])
-        for item in _flatten(args.param):
-            name, value = parse_param(item)
-            params[name] = value
-        run = rerun(ws, old, params)
-        if args.handle:
-            self.shell.user_ns[args.handle] = run
-        print(f"run {run.id}: rerun of {old.id} with {json.dumps(params)}")
-        if args.no_wait:
-            return run
-        return self.follow(run, _cell_meta(run).get("out", []))
-
-    def _cmd_config(self, rest):
-        if not rest:
-            width = max(map(len, CONFIG_KEYS))
-            for key, help_text in CONFIG_KEYS.items():
-                value = self.config_values.get(key)
-                shown = "-" if value is None else str(value)
-                print(f"{key.ljust(width)}  {shown.ljust(20)}  {help_text}")
-            return None
-        for item in rest:
-            key, sep, value = item.partition("=")
-            if not sep or key not in CONFIG_KEYS:
-                raise UsageError(f"%train config {item!r}: write KEY=VALUE with KEY one of "
-                                 f"{', '.join(CONFIG_KEYS)} (KEY= unsets it)")
-            if value == "":
-                self.config_values.pop(key, None)
-                continue
-            self.config_values[key] = _config_value(key, value)
-        return None
-
-
-def _config_value(key: str, value: str):
-    from .options import parse_gpus
-    if key == "target" and value not in ("docker", "local"):
-        raise UsageError(f"%train config target={value}: use docker or local")
-    if key == "gpus":
-        if value in ("all", "none", "auto"):
-            return value
-        else:
-            parts = value.split(",")
-            try:
-                return parse_gpus(int(value)) if len(parts) == 1 else parts
-            except ValueError:
-                raise UsageError(f"%train config gpus={value}: use all, none, a count or "
-                                 f"comma-separated device ids") from None
-    if key in ("cpus", "timeout"):
-        try:
-            number = float(value)
-        except ValueError:
-            raise UsageError(f"%train config {key}={value}: give a number") from None
-        if number <= 0:
-            raise UsageError(f"%train config {key}={value}: give a positive number")
-        return number
-    return value
-
-
-def _ns(**kwargs):
-    import argparse
-    return argparse.Namespace(**kwargs)
-
-
-def _candidate_image(client, image: str | None) -> str | None:
-    """The base image a Docker run will most likely use, if it is here already (no pulls)."""
-    import docker
-    from .targets.docker.images import OFFLINE_BASE, default_base_image
-    names = [image] if image else [default_base_image(), OFFLINE_BASE]
-    for name in names:
-        try:
-            client.images.get(name)
-            return name
-        except docker.errors.ImageNotFound:
-            continue
-    return None
-
-
-def _cell_meta(run) -> dict:
-    path = run.folder / "snapshot" / BUNDLE_DIR / META_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def rerun(ws, old, params: dict):
-    """Submit a run again from its own snapshot, with the same options and new params."""
-    from .environment import Environment
-    record = old.record
-    options = record["options"]
-    return ws.experiment(record["experiment"]).submit(
-        record["script"], old.folder / "snapshot", args=record["args"],
-        environment=Environment.from_dict(record["environment"]),
-        gpus=options.get("gpus", "auto"), params=params,
-        tags={**record["tags"], "rerun_of": old.id}, memory=options.get("memory"),
-        cpus=options.get("cpus"), shm_size=options.get("shm_size") or "2g",
-        env_vars=options.get("env_vars"), mounts=options.get("mounts"),
-        timeout=options.get("timeout"), target=record["target"],
-        network=options.get("network"), snapshot_limit_mb=math.inf,
-        lib_packages=[p for p in options.get("lib_packages", []) if p != "celltrain"])
-
-
-class _Adopter:
-    """While a cell waits, a run whose supervisor died gets a new one (no endless waiting)."""
-
-    EVERY_S = 5.0
-
-    def __init__(self, run):
-        self.run, self.next = run, time.monotonic() + self.EVERY_S
-
-    def check(self) -> None:
-        if time.monotonic() >= self.next:
-            self.next = time.monotonic() + self.EVERY_S
-            self.run.workspace.reconcile()
-
-
-def _stream(run, poll: float = 0.02) -> str:
-    """Print the run's output as it comes; returns the final status."""
-    from .run import OUTPUT_LOG
-    import codecs
-    log_path = run.folder / OUTPUT_LOG
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    offset = 0
-    keeper = _Adopter(run)
-    while True:
-        keeper.check()
-        status = run.status
-        if log_path.exists():
-            with open(log_path, "rb") as f:
-                f.seek(offset)
-                chunk = f.read()
-            if chunk:
-                offset += len(chunk)
-                sys.stdout.write(decoder.decode(chunk))
-                sys.stdout.flush()
-        if states.is_terminal(status):
-            return status
-        time.sleep(poll)
+def _open_results(folder: Path, rel: str):
+    """The plain file ``folder/rel``, open for reading, never through a link (a run's
+    container writes its telemetry folder): FileNotFoundError, or UnsafePath for a link."""
+    fd = safefiles.open_beneath(folder, rel)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise safefiles.UnsafePath(0, f"{rel!r} is not a plain file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def load_ipython_extension(ipython) -> None:

@@ -15,18 +15,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from . import safefiles, states
 from .errors import RunFailed
+from .runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 
 if TYPE_CHECKING:
     from .workspace import Workspace
-
-OUTPUT_LOG = "output.log"
-STDERR_LOG = "stderr.log"
-BUILD_LOG = "build.log"
-
-
-def format_warning(w: dict) -> str:
-    """One warning row as a line: its message, and how often it happened when more than once."""
-    return w["message"] + (f" ({w['count']} times)" if w["count"] > 1 else "")
 
 
 class Run:
@@ -92,6 +84,7 @@ class Run:
     def warnings(self) -> list[str]:
         """What the host could not take from the run (bad values, skipped bytes, output links),
         one line per kind with its count.  The run went on despite them."""
+        from .store.runs import format_warning   # not at the top: run.py loads in containers
         return [format_warning(w) for w in self.workspace.store.warnings(self.id)]
 
     def history(self) -> list[dict]:
@@ -226,10 +219,10 @@ class Run:
 
     def show(self):
         """Display the live run widget (progress, charts, logs, Cancel)."""
-        from .widget import show_run
+        from .views.widget import show_run
         return show_run(self)
 
     def register_model(self, name: str, path: str, **kwargs):
         """Register a file of this run as a new version of model ``name``."""
-        from .registry import register_model
+        from .registry.version import register_model
         return register_model(self, name, path, **kwargs)

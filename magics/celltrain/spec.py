@@ -60,6 +60,7 @@ class RunSpec:
     mounts: dict[str, str] = field(default_factory=dict)
     network: str | None = None
     target: str = "docker"
+    target_settings: dict[str, Any] = field(default_factory=dict)
     lib_packages: list[str] = field(default_factory=lambda: ["celltrain"])
     kind: str = "run"
     parent: str | None = None

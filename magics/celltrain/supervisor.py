@@ -41,7 +41,7 @@ class Canceled(Exception):
 def make_target(store: Store, run: dict, notify):
     """The run's compute target, built from the stored spec (not yet connected)."""
     spec = RunSpec.from_record(run)
-    return target_class(run["target"])(store, run, spec, notify, run.get("target_settings"))
+    return target_class(run["target"])(store, run, spec, notify, spec.target_settings)
 
 
 class Supervisor:
@@ -232,7 +232,8 @@ class Supervisor:
             self.status(states.STARTING, f"{detail}: {prepared.image}",
                         image=prepared.image, image_digest=prepared.image_digest)
             handle = self.handle = self.engine_call(target.start, prepared)
-            self.store.update_run(self.run_id, container_id=handle.legacy_id())
+            self.store.update_run(self.run_id, container_id=handle.legacy_id(),
+                                  handle=handle.to_dict())
             if self.cancel_requested():   # created, never started: nothing ran
                 target.cleanup(handle)
                 raise Canceled

@@ -62,7 +62,7 @@ class Workspace:
         self.store = Store(self.path)
         if reconcile:
             self.reconcile()
-            from .registry import remove_leftovers
+            from .registry.leftovers import remove_leftovers
             remove_leftovers(self.store)
 
     def __repr__(self) -> str:
@@ -147,20 +147,59 @@ class Workspace:
                              stdout=subprocess.DEVNULL, stderr=err, env=env,
                              start_new_session=True, close_fds=True, cwd=str(self.path))
 
+    # -- compute targets ---------------------------------------------------------------------
+    def add_target(self, name: str, kind: str, **settings: Any) -> dict[str, Any]:
+        """Save a compute target by name: ``ws.add_target("gpu-box", "docker")``; then
+        ``submit(target="gpu-box")``.  Its settings are checked by the kind's ``check_settings``."""
+        from .targets import kinds, target_class
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError(f"a target name takes letters, digits, '.', '_' and '-', not "
+                             f"{name!r}")
+        if name in kinds():
+            raise ValueError(f"{name!r} is a kind of compute target: give the saved target "
+                             "another name")
+        cls = target_class(kind)
+        self.store.save_target(name, kind, cls.check_settings(dict(settings)))
+        return self.store.saved_target(name)
+
+    def targets(self) -> list[dict[str, Any]]:
+        """Every target ``target=`` takes: the kinds, then the targets saved here."""
+        from .targets import kinds
+        return ([{"name": k, "kind": k, "settings": {}, "saved": False} for k in kinds()]
+                + [{**t, "saved": True} for t in self.store.saved_targets()])
+
+    def remove_target(self, name: str) -> None:
+        if not self.store.remove_target(name):
+            raise ValueError(f"no target {name!r} is saved in {self.path}: "
+                             "`celltrain targets` lists them")
+
+    def resolve_target(self, target: str) -> tuple[str, dict[str, Any]]:
+        """A kind or a saved name as (kind, settings); UnknownTarget says what there is."""
+        from .targets import kinds, target_class
+        saved = self.store.saved_target(target) if isinstance(target, str) else None
+        if saved is not None:
+            return saved["kind"], saved["settings"]
+        if target not in kinds():
+            target_class(target)        # raises UnknownTarget naming the kinds
+        return target, {}
+
+    def target_kind(self, target: str) -> str:
+        return self.resolve_target(target)[0]
+
     # -- views -------------------------------------------------------------------------------
     def runs_table(self, **kwargs):
         """A sortable table of runs with status, params and key metrics (a widget)."""
-        from .runs_table import runs_table
+        from .views.runs_table import runs_table
         return runs_table(self, **kwargs)
 
     def models(self):
         """Registered models: names, versions, aliases."""
-        from .registry import list_models
+        from .registry.catalog import list_models
         return list_models(self)
 
     def model(self, name: str, version: int | None = None, alias: str | None = None):
         """One registered model version (the latest unless a version or alias is given)."""
-        from .registry import get_model
+        from .registry.catalog import get_model
         return get_model(self, name, version=version, alias=alias)
 
 
@@ -224,7 +263,8 @@ class Experiment:
             raise FileNotFoundError(f"source folder {source} does not exist: pass source_dir= "
                                     f"the folder that holds {script}")
         script = check_script(source, script)
-        target_cls = target_class(target)
+        kind, settings = self.workspace.resolve_target(target)
+        target_cls = target_class(kind)
         checked = check_options(memory=memory, cpus=cpus, shm_size=shm_size, env_vars=env_vars,
                                 mounts=mounts, timeout=timeout, network=network)
         for name in lib_packages:
@@ -237,8 +277,10 @@ class Experiment:
                                 shm_size=checked["shm_size"], timeout=checked["timeout"]),
             params=dict(params or {}), tags=dict(tags or {}), env_vars=checked["env_vars"],
             mounts=checked["mounts"], network=checked["network"], target=target,
+            target_settings=settings,
             lib_packages=["celltrain", *lib_packages])
-        return self.submit_spec(target_cls.validate(spec), snapshot_limit_mb=snapshot_limit_mb)
+        return self.submit_spec(target_cls.validate(spec, settings),
+                                snapshot_limit_mb=snapshot_limit_mb)
 
     def submit_spec(self, spec: RunSpec, *, snapshot_limit_mb: float = DEFAULT_LIMIT_MB,
                     validated: bool = True) -> Run:
@@ -248,9 +290,10 @@ class Experiment:
         a stored run, say).
         """
         from .targets import target_class
+        kind, settings = self.workspace.resolve_target(spec.target)
         if not validated:
-            spec = target_class(spec.target).validate(spec)
-        source, target = Path(spec.source_dir), spec.target
+            spec = target_class(kind).validate(spec.replace(target_settings=settings), settings)
+        source, target = Path(spec.source_dir), kind
         store = self.workspace.store
         # Check the snapshot size before the run exists: a refused submission leaves nothing.
         from .snapshot import check_size, collect
@@ -271,7 +314,8 @@ class Experiment:
                 self.name, run_id_for=locked_run_id, status=states.QUEUED, target=target,
                 script=spec.script, args=list(spec.args), params=dict(spec.params),
                 tags=dict(spec.tags), environment=spec.environment.to_dict(),
-                options=spec.legacy_options())
+                options=spec.legacy_options(), spec=spec.to_dict(), kind=spec.kind,
+                parent_id=spec.parent)
         except BaseException:
             for lock in held:
                 lock.close()

@@ -17,11 +17,13 @@ import os
 import stat
 import threading
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO
 
 from .. import safefiles, states
-from ..run import BUILD_LOG, OUTPUT_LOG, STDERR_LOG, Run, format_warning
-from ..store import METRIC_BLOCK_BITS
+from ..run import Run
+from ..runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
+from ..store.runs import RUN_SUMMARY, format_warning
+from ..store.series import MetricSeries
 
 WORKSPACE_ENV = "CELLTRAIN_WORKSPACE"
 DEFAULT_DIR = ".celltrain"
@@ -33,26 +35,6 @@ DEFAULT_TAIL_BYTES = 64 * 1024
 MAX_LOG_BYTES = 4 * 1024 * 1024
 MAX_CHART_POINTS = 100_000
 MAX_OFFSET = 2**63 - 1          # SQLite's integers: a larger OFFSET raises OverflowError
-# Up to this many points a series is read whole and downsampled exactly (celltrain.downsample);
-# longer ones become min/max per bucket of ids, merged from the store's per-block rollups
-# (``metric_blocks``: 256 ids each) when buckets are that wide, else aggregated inside SQLite.
-READ_WHOLE_UP_TO = 20_000
-RUN_SUMMARY = ("id", "experiment", "number", "status", "target", "created", "started", "ended",
-               "script", "reason", "exit_code", "progress", "params", "tags", "cancel_requested")
-
-
-def _run_json_column(key: str) -> str:
-    if key == "experiment":
-        return "json_quote(e.name)"
-    if key in ("id", "status", "target", "script", "reason"):
-        return f"json_quote(r.{key})"
-    return f"COALESCE(r.{key}, 'null')"   # numbers, and JSON text stored by json.dumps
-
-
-# One run's summary as JSON text, written by SQLite: the JSON columns are pasted in as they are
-# stored, never parsed, which keeps a page of 10,000 runs close to the cost of the raw query.
-_RUN_JSON = "'{' || " + " || ',' || ".join(f"'\"{k}\":' || {_run_json_column(k)}"
-                                          for k in RUN_SUMMARY) + " || '}'"
 
 
 def _clean(value):
@@ -98,19 +80,6 @@ def find_workspace(configured: str | None, root_dir: str | os.PathLike) -> tuple
         "default (.celltrain in the server's root folder)"
 
 
-def _number(value) -> float | int | None:
-    """A metric value as JSON can carry it: None for NaN, infinities and anything that is not a
-    number (a string or bytes written into the store by something other than celltrain)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value if math.isfinite(value) else None
-    return None
-
-
-def _finite(values: Iterable) -> list:
-    """JSON has no NaN or infinity: a metric logged as None or NaN becomes null."""
-    return [_number(v) for v in values]
-
-
 class CelltrainManager:
     """Reads one workspace for the server.  Opens it only once its database exists, so pointing
     the server at a folder creates nothing there."""
@@ -121,8 +90,7 @@ class CelltrainManager:
         self.reconcile_on_open = reconcile
         self._workspace = None
         self._lock = threading.Lock()
-        self._series_cache: dict[tuple, tuple] = {}
-        self._series_lock = threading.Lock()
+        self._metric_series: MetricSeries | None = None
 
     # -- the workspace ---------------------------------------------------------------------------
     @property
@@ -148,6 +116,16 @@ class CelltrainManager:
     def store(self):
         return self.workspace().store
 
+    @property
+    def metric_series(self) -> MetricSeries:
+        """The store's chart reads and their cache of downsampled series, made on first use."""
+        if self._metric_series is None:
+            store = self.store
+            with self._lock:
+                if self._metric_series is None:
+                    self._metric_series = MetricSeries(store)
+        return self._metric_series
+
     def info(self) -> dict[str, Any]:
         from .. import __version__
         out = {"path": str(self.path), "source": self.source, "exists": self.exists,
@@ -155,9 +133,8 @@ class CelltrainManager:
                "active_states": [s for s in states.ALL if s in states.ACTIVE],
                "runs": 0, "experiments": 0}
         if self.exists:
-            conn = self.store.conn
-            out["runs"] = conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-            out["experiments"] = conn.execute("SELECT COUNT(*) FROM experiments").fetchone()[0]
+            out["runs"] = self.store.count_runs()
+            out["experiments"] = self.store.count_experiments()
         else:
             out["message"] = (f"no workspace at {self.path} yet: it appears with the first run "
                               f"submitted there (set CelltrainConfig.workspace or "
@@ -193,22 +170,9 @@ class CelltrainManager:
                 "order": "desc" if descending else "asc", "total": 0}
         if not self.exists:
             return json.dumps({**head, "runs": []})
-        where, args = [], []
-        if experiment is not None:
-            where.append("e.name = ?")
-            args.append(experiment)
-        if status:
-            where.append(f"r.status IN ({', '.join('?' for _ in status)})")
-            args.extend(status)
-        sql_where = f"WHERE {' AND '.join(where)} " if where else ""
-        conn = self.store.conn
-        head["total"] = conn.execute("SELECT COUNT(*) FROM runs r JOIN experiments e ON "
-                                     "e.id = r.experiment_id " + sql_where, args).fetchone()[0]
-        rows = conn.execute(
-            f"SELECT {_RUN_JSON} FROM runs r JOIN experiments e ON e.id = r.experiment_id "
-            f"{sql_where}ORDER BY r.{sort} {'DESC' if descending else 'ASC'}, r.id "
-            f"LIMIT ? OFFSET ?", [*args, limit, offset]).fetchall()
-        runs = "[" + ",".join(r[0] for r in rows) + "]"
+        head["total"], runs = self.store.run_summaries_json(
+            experiment=experiment, status=status, order_by=sort, descending=descending,
+            limit=limit, offset=offset)
         if "NaN" in runs or "Infinity" in runs:
             # Python wrote a NaN into params or tags: JSON has none, so parse and clean them.
             records = self.store.list_runs(experiment=experiment, status=status, order_by=sort,
@@ -234,14 +198,13 @@ class CelltrainManager:
         out["terminal"] = states.is_terminal(record["status"])
         out["history"] = store.status_history(run_id)
         out["warnings"] = [format_warning(w) for w in store.warnings(run_id)]
-        names = self.metric_names(run_id)
-        out["metrics"] = self.latest_metrics(run_id, names)
+        names = self.metric_series.metric_names(run_id)
+        out["metrics"] = self.metric_series.latest_metrics(run_id, names)
         out["metric_names"] = names
         out["tables"] = store.table_names(run_id)
         out["images"] = store.images(run_id)
-        out["models"] = [dict(r) for r in store.conn.execute(
-            "SELECT name, version FROM models WHERE run_id=? ORDER BY name, version",
-            (run_id,))]
+        out["models"] = [{"name": name, "version": version}
+                         for name, version in sorted(store.model_versions_of_run(run_id))]
         out["folder"] = str(store.run_dir(run_id))
         out["workspace"] = str(self.path)
         return _clean(out)
@@ -265,139 +228,14 @@ class CelltrainManager:
         if not 4 <= max_points <= MAX_CHART_POINTS:
             raise BadRequest(f"max_points must be between 4 and {MAX_CHART_POINTS}, "
                              f"not {max_points!r}")
-        known = self.metric_names(run_id)
+        known = self.metric_series.metric_names(run_id)
         for name in names or ():
             if name not in known:
                 raise NotFound(f"run {run_id} has no metric {name!r}; its metrics: "
                                f"{', '.join(known) or 'none yet'}")
-        series = [self.series(run_id, name, max_points) for name in (names or known)]
+        series = [self.metric_series.series(run_id, name, max_points)
+                  for name in (names or known)]
         return {"id": run_id, "max_points": max_points, "series": series}
-
-    def metric_names(self, run_id: str) -> list[str]:
-        """Distinct names by hopping through the (run_id, name, id) index: one seek per name,
-        where ``SELECT DISTINCT`` would read every point of a million-point run."""
-        rows = self.store.conn.execute(
-            "WITH RECURSIVE n(name) AS (SELECT MIN(name) FROM metrics WHERE run_id = ?1 "
-            "UNION ALL SELECT (SELECT MIN(name) FROM metrics WHERE run_id = ?1 AND name > n.name)"
-            " FROM n WHERE n.name IS NOT NULL) SELECT name FROM n WHERE name IS NOT NULL",
-            (run_id,)).fetchall()
-        return [r[0] for r in rows]
-
-    def latest_metrics(self, run_id: str, names: list[str]) -> dict[str, float | None]:
-        """The last value logged of each metric (one index seek each)."""
-        conn = self.store.conn
-        out = {}
-        for name in names:
-            value = conn.execute("SELECT value FROM metrics WHERE run_id=? AND name=? "
-                                 "ORDER BY id DESC LIMIT 1", (run_id, name)).fetchone()[0]
-            out[name] = _number(value)
-        return out
-
-    def series(self, run_id: str, name: str, max_points: int) -> dict[str, Any]:
-        """One metric downsampled.  The answer is cached per newest point id: an unchanged
-        series costs two index seeks, and a growing long one only reads its new points."""
-        conn = self.store.conn
-        lo, hi = (conn.execute(f"SELECT {f}(id) FROM metrics WHERE run_id=? AND name=?",
-                               (run_id, name)).fetchone()[0] for f in ("MIN", "MAX"))
-        key = (run_id, name, max_points)
-        with self._series_lock:
-            cached_hi, out, buckets = self._series_cache.get(key, (None, None, None))
-            if out is not None and cached_hi == hi:
-                return out
-            if lo is None:
-                out, buckets = {"name": name, "count": 0, "downsampled": False, "x": [],
-                                "y": []}, None
-            elif hi - lo < READ_WHOLE_UP_TO:
-                out, buckets = self._series_whole(run_id, name, max_points), None
-            else:
-                if buckets is None or buckets.lo != lo:
-                    buckets = _Buckets(lo, hi, max_points // 2)
-                self._extend(buckets, run_id, name, hi)
-                out = self._series_from(buckets, name, hi)
-            out["last_id"] = hi or 0
-            if len(self._series_cache) > 256:
-                self._series_cache.clear()
-            self._series_cache[key] = (hi, out, buckets)
-            return out
-
-    def _series_whole(self, run_id: str, name: str, max_points: int) -> dict[str, Any]:
-        from ..downsample import downsample
-        rows = self.store.conn.execute(
-            "SELECT step, value FROM metrics WHERE run_id=? AND name=? ORDER BY id",
-            (run_id, name)).fetchall()
-        xs = [_or_nan(r[0]) for r in rows]
-        ys = [_or_nan(r[1]) for r in rows]
-        x, y = downsample(xs, ys, max_points)
-        return {"name": name, "count": len(rows), "downsampled": len(x) < len(rows),
-                "x": _finite(x.tolist()), "y": _finite(y.tolist())}
-
-    def _extend(self, b: "_Buckets", run_id: str, name: str, hi: int) -> None:
-        """Read the points after ``b.hi`` into ``b``: the last bucket (maybe partial) again,
-        then new ones; merge pairs of buckets while there are too many."""
-        first = (b.hi + 1 - b.base) // b.width
-        del b.stats[first:]
-        if b.width >= 1 << METRIC_BLOCK_BITS:
-            b.stats += self._block_stats(run_id, name, b, first, hi)
-        else:
-            starts = range(b.base + first * b.width, hi + 1, b.width)
-            b.stats += self._bucket_stats(run_id, name, [(a, a + b.width) for a in starts])
-        b.hi = hi
-        while len(b.stats) > b.limit:
-            b.width *= 2
-            b.stats = [_merge(b.stats[i:i + 2]) for i in range(0, len(b.stats), 2)]
-
-    def _series_from(self, b: "_Buckets", name: str, hi: int) -> dict[str, Any]:
-        """Two points per bucket: its min at the step of its first point, its max halfway to
-        the next bucket (both within one bucket, far below a pixel on a chart)."""
-        stats = [s for s in b.stats if s is not None]
-        last_step = self.store.conn.execute("SELECT step FROM metrics WHERE id=?",
-                                            (hi,)).fetchone()[0]
-        x: list = []
-        y: list = []
-        for i, (step, vmin, vmax, _) in enumerate(stats):
-            following = stats[i + 1][0] if i + 1 < len(stats) else last_step
-            middle = (step + following) / 2 if _is_number(step) and _is_number(following) \
-                else step
-            x += [_number(step), _number(middle)]
-            y += [vmin, vmax]
-        return {"name": name, "count": sum(s[3] for s in stats), "downsampled": True,
-                "x": x, "y": _finite(y)}
-
-    def _block_stats(self, run_id: str, name: str, b: "_Buckets", first: int, hi: int) -> list:
-        """(first step, min, max, count) of buckets ``first`` on (up to id ``hi``), each merged
-        from the store's blocks of 256 ids (a bucket is a whole number of blocks): one row per
-        block read, never one per point."""
-        shift = (b.width >> METRIC_BLOCK_BITS).bit_length() - 1     # blocks per bucket: 2**shift
-        start = (b.base >> METRIC_BLOCK_BITS) + (first << shift)
-        out: list = [None] * ((hi - b.base) // b.width + 1 - first)
-        for block, n, step, vmin, vmax in self.store.conn.execute(
-                "SELECT block, n, first_step, min_value, max_value FROM metric_blocks "
-                "WHERE run_id=? AND name=? AND block >= ? AND block <= ? ORDER BY block",
-                (run_id, name, start, hi >> METRIC_BLOCK_BITS)):
-            i = (block - start) >> shift
-            stats = (step, _number(vmin), _number(vmax), n)
-            out[i] = stats if out[i] is None else _merge([out[i], stats])
-        return out
-
-    def _bucket_stats(self, run_id: str, name: str, ranges: list[tuple[int, int]]) -> list:
-        """(first step, min, max, count) of the points with ids in each range, or None for a
-        range without any: two aggregates per point inside SQLite, no Python row objects."""
-        conn = self.store.conn
-        agg = ("SELECT MIN(value), MAX(value), COUNT(*) FROM metrics "
-               "WHERE run_id=? AND name=? AND id >= ? AND id < ?")
-        first = ("SELECT step FROM metrics WHERE run_id=? AND name=? AND id >= ? "
-                 "ORDER BY id LIMIT 1")
-        out = []
-        for a, b in ranges:
-            vmin, vmax, n = conn.execute(agg, (run_id, name, a, b)).fetchone()
-            if n and not (_is_number(vmin) and _is_number(vmax)):
-                # Text or bytes sort above numbers in SQLite: take the numbers only (rare).
-                vmin, vmax = conn.execute(agg.replace("COUNT(*)", "1") + " AND typeof(value) "
-                                          "IN ('integer', 'real')", (run_id, name, a, b)
-                                          ).fetchone()[:2]
-            out.append((conn.execute(first, (run_id, name, a)).fetchone()[0], vmin, vmax, n)
-                       if n else None)
-        return out
 
     # -- logs and files --------------------------------------------------------------------------
     def logs(self, run_id: str, file: str = "output", offset: int | None = None,
@@ -477,14 +315,9 @@ class CelltrainManager:
         the registry's tables."""
         if not self.exists:
             return []
-        conn = self.store.conn
-        where, args = ("WHERE name = ? ", (name,)) if name is not None else ("", ())
-        rows = conn.execute("SELECT name, version, run_id, created, path, sha256, description, "
-                            "tags, metrics, image_digest, archived, artifacts FROM models "
-                            + where + "ORDER BY name, version DESC", args).fetchall()
+        rows = self.store.model_version_rows(name)
         aliases: dict[str, dict[str, int]] = {}
-        for r in conn.execute("SELECT name, alias, version FROM model_aliases " + where
-                              + "ORDER BY alias", args):
+        for r in self.store.model_alias_rows(name):
             aliases.setdefault(r[0], {})[r[1]] = r[2]
         models: dict[str, dict[str, Any]] = {}
         for r in rows:
@@ -509,40 +342,6 @@ class CelltrainManager:
             raise NotFound(f"no model {name!r} in workspace {self.path}; registered models: "
                            f"{', '.join(known) or 'none yet'}")
         return found[0]
-
-
-class _Buckets:
-    """Min/max of a long series in buckets of ``width`` consecutive ids from ``base`` (``lo``
-    rounded down to a store block).  The width is a power of two, so two buckets merge into one
-    when the series outgrows ``limit`` buckets, and a bucket at least a block wide is a whole
-    number of the store's blocks."""
-
-    def __init__(self, lo: int, hi: int, limit: int):
-        self.lo, self.limit, self.width = lo, limit, 1
-        self.base = lo >> METRIC_BLOCK_BITS << METRIC_BLOCK_BITS
-        self.hi = self.base - 1
-        while -(-(hi - self.base + 1) // self.width) > limit:
-            self.width *= 2
-        self.stats: list = []
-
-
-def _merge(pair: list):
-    stats = [s for s in pair if s is not None]
-    if not stats:
-        return None
-    lows = [s[1] for s in stats if _is_number(s[1])]     # None: a bucket of NaNs only
-    highs = [s[2] for s in stats if _is_number(s[2])]
-    return (stats[0][0], min(lows) if lows else None, max(highs) if highs else None,
-            sum(s[3] for s in stats))
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _or_nan(value) -> float:
-    """A value for numpy: numbers as they are, anything else (None, text, bytes) NaN."""
-    return value if _is_number(value) else math.nan
 
 
 def _plain_size(folder: Path, name: str) -> int:

@@ -122,7 +122,23 @@ class ComputeTarget:
         return spec
 
     @classmethod
+    def check_settings(cls, settings: dict) -> dict:
+        """The settings a saved target of this kind keeps (``Workspace.add_target``), checked:
+        unknown names are refused, naming them."""
+        if settings:
+            raise ValueError(f"a {cls.kind} target takes no settings, not "
+                             f"{', '.join(sorted(settings))}")
+        return settings
+
+    @classmethod
     def reconcile(cls, store: "Store", supervisor_alive: Callable[[Path], bool]) -> None:
+        return None
+
+    @classmethod
+    def describe_environment(cls, environment, cache_dir: Path) -> dict | None:
+        """What Python and packages a run of ``environment`` will see, asked before it starts
+        ({"image", "python", "packages"}, unknown values None), so ``%%train`` can pin the
+        cell's packages and check the Python; None when the run uses this kernel's own Python."""
         return None
 
     @classmethod

@@ -74,6 +74,11 @@ class DockerTarget(ComputeTarget):
         clean(store, supervisor_alive)
 
     @classmethod
+    def describe_environment(cls, environment, cache_dir: Path) -> dict | None:
+        from .probe import describe
+        return describe(environment.base_image, cache_dir)
+
+    @classmethod
     def warm_up(cls) -> None:
         engine.client()      # the SDK's import and the client's version negotiation
 

@@ -13,9 +13,10 @@ import math
 import time
 from typing import Any
 
-from . import charts, states
+from . import charts
+from .. import states
 from .downsample import downsample
-from .widget import MAX_DISPLAY_POINTS, MAX_PANELS, badge, format_duration, format_value, \
+from .format import MAX_DISPLAY_POINTS, MAX_PANELS, badge, format_duration, format_value, \
     group_panels, panel_key
 
 MAX_PARAM_COLUMNS = 6

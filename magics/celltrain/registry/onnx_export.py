@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import CelltrainError
+from ..errors import CelltrainError
 
 DEFAULT_OPSET = 18
 DEFAULT_TOLERANCE = 1e-4
@@ -152,7 +152,7 @@ def export_module(module, example_input: Any, folder: str | Path, *,
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
 
 
-def _session(path: Path, threads: int = 0):
+def open_session(path: Path, threads: int = 0):
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: warnings go to stderr otherwise
@@ -168,7 +168,7 @@ def check_parity(path: str | Path, inputs: Sequence, expected: Sequence,
     repeats the first example, so its expected outputs are known without the module.
     """
     import numpy as np
-    session = _session(Path(path))
+    session = open_session(Path(path))
     names = [i.name for i in session.get_inputs()]
     feed = {n: x.numpy() for n, x in zip(names, inputs)}
     got = session.run(None, feed)

@@ -9,287 +9,31 @@ here, before anything starts, with the variable's name, the reason and the fix.
 """
 from __future__ import annotations
 
-import ast
 import io
 import json
 import os
 import pickle
-import re
 import shutil
-import symtable
 import sys
-import sysconfig
 import tempfile
 import types
 from collections import ChainMap
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, BinaryIO, Iterable, Mapping
 
-from . import cellrunner
-from .errors import CelltrainError
+from .. import cellrunner
+from ..errors import BundleError
+from .analysis import analyse, split_last_expression
+from .modules import import_statement, is_user_module, module_file, shippable_path, system_roots
+from .pins import distributions_for
 
 RUNNER_SCRIPT = "celltrain_cell.py"
 DEFAULT_MAX_MB = 300
 MAX_LOCAL_FILE_MB = 2
 INJECTED = ("log", "progress", "Run")
 NOT_SHIPPED = {"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___"}
-NO_PIN = {"celltrain", "cloudpickle"}   # mounted into every run
-
-
-class BundleError(CelltrainError):
-    """The cell cannot be packaged (bad syntax, an unpicklable variable, too much data)."""
-
-
-# -- reading the cell ------------------------------------------------------------------------
-@dataclass
-class CellAnalysis:
-    reads: list[str]            # names the cell needs from outside, in first-use order
-    assigned: set[str]          # names the cell binds at its top level
-    imported_modules: set[str]  # top-level modules of the cell's own import statements
-    last_expr: bool
-
-
-class _Reads(ast.NodeVisitor):
-    """Module-level loads in execution order; nested scopes are left to ``symtable``."""
-
-    def __init__(self):
-        self.stored: set[str] = set()
-        self.reads: list[str] = []
-        self.local: list[set[str]] = []
-        self.modules: set[str] = set()
-
-    def load(self, name: str) -> None:
-        if any(name in scope for scope in self.local):
-            return
-        if name not in self.stored and name not in self.reads:
-            self.reads.append(name)
-
-    def store(self, name: str) -> None:
-        (self.local[-1] if self.local else self.stored).add(name)
-
-    def visit_Name(self, node):
-        if isinstance(node.ctx, ast.Store):
-            self.store(node.id)
-        else:
-            self.load(node.id)
-
-    def visit_Assign(self, node):
-        self.visit(node.value)
-        for target in node.targets:
-            self.visit(target)
-
-    def visit_AnnAssign(self, node):
-        if node.value is not None:
-            self.visit(node.value)
-            self.visit(node.target)
-
-    def visit_AugAssign(self, node):
-        if isinstance(node.target, ast.Name):
-            self.load(node.target.id)
-        self.visit(node.value)
-        self.visit(node.target)
-
-    def visit_NamedExpr(self, node):
-        self.visit(node.value)
-        self.visit(node.target)
-
-    def visit_For(self, node):
-        self.visit(node.iter)
-        self.visit(node.target)
-        for stmt in node.body + node.orelse:
-            self.visit(stmt)
-
-    visit_AsyncFor = visit_For
-
-    def visit_withitem(self, node):
-        self.visit(node.context_expr)
-        if node.optional_vars is not None:
-            self.visit(node.optional_vars)
-
-    def visit_ExceptHandler(self, node):
-        if node.type is not None:
-            self.visit(node.type)
-        if node.name:
-            self.store(node.name)
-        for stmt in node.body:
-            self.visit(stmt)
-
-    def visit_Import(self, node):
-        for alias in node.names:
-            self.modules.add(alias.name.split(".")[0])
-            self.store(alias.asname or alias.name.split(".")[0])
-
-    def visit_ImportFrom(self, node):
-        if node.level == 0 and node.module:
-            self.modules.add(node.module.split(".")[0])
-        for alias in node.names:
-            if alias.name != "*":
-                self.store(alias.asname or alias.name)
-
-    def _def(self, node):
-        for d in node.decorator_list:
-            self.visit(d)
-        args = node.args
-        for default in args.defaults + [d for d in args.kw_defaults if d is not None]:
-            self.visit(default)
-        self.store(node.name)
-
-    visit_FunctionDef = visit_AsyncFunctionDef = _def
-
-    def visit_ClassDef(self, node):
-        for item in node.decorator_list + node.bases + [k.value for k in node.keywords]:
-            self.visit(item)
-        self.store(node.name)
-
-    def visit_Lambda(self, node):
-        for default in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
-            self.visit(default)
-
-    def _comprehension(self, node):
-        self.local.append(set())
-        for gen in node.generators:
-            self.visit(gen.iter)
-            self.visit(gen.target)
-            for cond in gen.ifs:
-                self.visit(cond)
-        for name in ("elt", "key", "value"):
-            if getattr(node, name, None) is not None:
-                self.visit(getattr(node, name))
-        self.local.pop()
-
-    visit_ListComp = visit_SetComp = visit_GeneratorExp = visit_DictComp = _comprehension
-
-    def visit_Delete(self, node):
-        for target in node.targets:
-            if isinstance(target, ast.Name):
-                self.load(target.id)
-            else:
-                self.visit(target)
-
-
-def _nested_globals(table: symtable.SymbolTable) -> set[str]:
-    """Global names that functions, classes and lambdas of the cell refer to."""
-    out: set[str] = set()
-    for child in table.get_children():
-        for sym in child.get_symbols():
-            if sym.is_referenced() and (sym.is_global() or
-                                        (child.get_type() == "class" and not sym.is_assigned()
-                                         and not sym.is_local())):
-                out.add(sym.get_name())
-        out |= _nested_globals(child)
-    return out
-
-
-def parse_cell(source: str, first_line: int = 1) -> ast.Module:
-    """The cell's syntax tree, or a BundleError naming the line as the notebook numbers it."""
-    try:
-        return ast.parse(source)
-    except SyntaxError as e:
-        line = (e.lineno or 1) + first_line - 1
-        text = (e.text or "").strip()
-        hint = ""
-        if text.startswith(("%", "!")):
-            hint = (" IPython magics and shell commands (%... and !...) cannot run in the "
-                    "container: put them in another cell.")
-        raise BundleError(f"the cell does not parse: {e.msg} at line {line}"
-                          + (f": {text}" if text else "") + f".{hint} Nothing was started.") \
-            from None
-
-
-def analyse(source: str, first_line: int = 1) -> CellAnalysis:
-    tree = parse_cell(source, first_line)
-    visitor = _Reads()
-    for stmt in tree.body:
-        visitor.visit(stmt)
-    top = symtable.symtable(source, "<cell>", "exec")
-    assigned = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
-    reads = list(visitor.reads)
-    for name in sorted(_nested_globals(top)):
-        if name not in assigned and name not in reads:
-            reads.append(name)
-    last = bool(tree.body) and isinstance(tree.body[-1], ast.Expr) and \
-        not source.rstrip().endswith(";")   # as in IPython, a trailing ; hides the value
-    return CellAnalysis(reads, assigned | visitor.stored, visitor.modules, last)
-
-
-# -- where modules come from -----------------------------------------------------------------
-def _system_roots() -> list[str]:
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix}
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        try:
-            roots.add(sysconfig.get_paths()[key])
-        except KeyError:
-            pass
-    return [os.path.realpath(r) for r in roots if r]
-
-
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def module_file(module: types.ModuleType) -> str | None:
-    path = getattr(module, "__file__", None)
-    return os.path.realpath(path) if path else None
-
-
-_USER_MODULE: dict[tuple[str, str], bool] = {}   # (name, __file__) -> answer; files don't move
-
-
-def is_user_module(module: types.ModuleType, roots: list[str]) -> bool:
-    """Pure-Python code of the user's (not the standard library, not installed, not celltrain)."""
-    name = getattr(module, "__name__", "") or ""
-    raw = getattr(module, "__file__", None)
-    if not isinstance(raw, str) or not raw.endswith(".py") or name.split(".")[0] in NO_PIN \
-            or "site-packages" in raw or "dist-packages" in raw:
-        return False
-    key = (name, raw)
-    if key not in _USER_MODULE:
-        path = os.path.realpath(raw)
-        _USER_MODULE[key] = not ("site-packages" in path or "dist-packages" in path
-                                 or any(_under(path, root) for root in roots))
-    return _USER_MODULE[key]
-
-
-def shippable_path(module: types.ModuleType, folder: str) -> str | None:
-    """The path (relative to the notebook folder) that makes the module importable, if any."""
-    path = module_file(module)
-    if not path or not _under(path, folder):
-        return None
-    rel = os.path.relpath(path, folder)
-    parts = module.__name__.split(".")
-    if rel in ("/".join(parts) + ".py", "/".join(parts) + "/__init__.py"):
-        return parts[0] if len(parts) > 1 or rel.endswith("__init__.py") else rel
-    return None
-
-
-def import_statement(name: str, value: Any) -> str | None:
-    """``import numpy as np`` / ``from torch import nn`` / ``from math import sqrt as root``."""
-    if isinstance(value, types.ModuleType):
-        full = value.__name__
-        if full == name:
-            return f"import {full}"
-        head, _, tail = full.rpartition(".")
-        if head and tail == name:
-            return f"from {head} import {tail}"
-        return f"import {full} as {name}"
-    module = getattr(value, "__module__", None)
-    qualname = getattr(value, "__qualname__", None)
-    if not isinstance(module, str) or not isinstance(qualname, str) or "." in qualname \
-            or module == "__main__" or module not in sys.modules:
-        return None
-    try:
-        if getattr(sys.modules[module], qualname) is not value:
-            return None
-    except AttributeError:
-        return None
-    return f"from {module} import {qualname}" + (f" as {name}" if name != qualname else "")
-
-
-def _module_of_import(statement: str) -> str:
-    words = statement.split()
-    return words[1]
 
 
 # -- pickling ---------------------------------------------------------------------------------
@@ -452,7 +196,7 @@ def build_bundle(source: str, namespace: Mapping[str, Any], *, out: Iterable[str
                               f"cell or drop it from --out. Nothing was started.")
     skip = set(hidden) | NOT_SHIPPED | set(params)
     folder = os.path.realpath(folder or os.getcwd())
-    roots = _system_roots()
+    roots = system_roots()
 
     imports: list[str] = []
     to_pickle: dict[str, Any] = {}
@@ -549,23 +293,6 @@ def build_bundle(source: str, namespace: Mapping[str, Any], *, out: Iterable[str
     return Bundle(target, meta, size, dists, local_files)
 
 
-def split_last_expression(source: str, first_line: int, last_expr: bool
-                          ) -> tuple[str, str | None]:
-    """The cell as (statements, last expression), padded so line numbers match the cell.
-
-    Done here, not in the run, so the runner needs no ``ast`` (its import is a third of a
-    trivial run's start-up).
-    """
-    pad = "\n" * (first_line - 1)
-    if not last_expr:
-        return pad + source, None
-    node = ast.parse(source).body[-1]
-    lines = source.splitlines(keepends=True)
-    head = lines[node.lineno - 1].encode()[:node.col_offset].decode()
-    body = "".join(lines[:node.lineno - 1]) + head
-    expression = ast.get_source_segment(source, node)
-    return pad + body, "\n" * (first_line - 1 + node.lineno - 1) + expression
-
 
 def _copy_local(folder: str, rels: list[str], target: Path) -> list[str]:
     copied = []
@@ -625,139 +352,15 @@ def _pickle_variables(values: Mapping[str, Any], path: Path, by_value: list,
     return names, record
 
 
-# -- the environment --------------------------------------------------------------------------
-_PACKAGES_DISTRIBUTIONS: dict[str, list[str]] | None = None
 
-
-def _normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def distributions_for(modules: Iterable[str], exclude: Iterable[str] = ()
-                      ) -> tuple[dict[str, str], dict[str, str]]:
-    """Third-party distributions behind ``modules``: ({dist: version}, {module: dist})."""
-    global _PACKAGES_DISTRIBUTIONS
-    if _PACKAGES_DISTRIBUTIONS is None:
-        _PACKAGES_DISTRIBUTIONS = metadata.packages_distributions()
-    skip = set(sys.stdlib_module_names) | set(sys.builtin_module_names) | NO_PIN | \
-        {"__main__", "builtins", "__mp_main__"} | set(exclude)
-    dists: dict[str, str] = {}
-    module_dists: dict[str, str] = {}
-    for module in modules:
-        top = (module or "").split(".")[0]
-        if not top or top in skip or top.startswith("_"):
-            continue
-        for dist in _PACKAGES_DISTRIBUTIONS.get(top, [])[:1]:
-            if _normalize(dist) in NO_PIN:
-                continue
-            try:
-                dists[dist] = metadata.version(dist)
-                module_dists[top] = dist
-            except metadata.PackageNotFoundError:
-                pass
-    return dict(sorted(dists.items())), module_dists
-
-
-def release(version: str) -> str:
-    return version.split("+")[0]
-
-
-def requirement_name(requirement: str) -> str:
-    m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
-    return _normalize(m.group(1)) if m else ""
-
-
-def auto_pins(kernel: Mapping[str, str], image: Mapping[str, str] | None,
-              explicit: Iterable[str] = ()) -> list[str]:
-    """Pins for the packages whose version in the image differs from the kernel's.
-
-    ``image`` None (unknown) pins them all: installing a version that is already there is a
-    no-op for pip.  Packages the user named (``--pip``, ``--requirements``) are left to them.
-    """
-    named = {requirement_name(r) for r in explicit}
-    have = {_normalize(k): v for k, v in (image or {}).items()}
-    pins = []
-    for dist, version in kernel.items():
-        key = _normalize(dist)
-        if key in named:
-            continue
-        if image is not None and key in have and release(have[key]) == release(version):
-            continue
-        pins.append(f"{dist}=={release(version)}")
-    return pins
-
-
-def read_requirements(path: str | os.PathLike) -> list[str]:
-    """Requirement lines of a requirements file (no options: they cannot reach the build)."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise BundleError(f"--requirements {path}: no such file (relative paths start at "
-                          f"{os.getcwd()})")
-    out = []
-    for number, line in enumerate(file.read_text().splitlines(), 1):
-        line = line.split(" #")[0].strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("-"):
-            raise BundleError(f"--requirements {path}, line {number}: {line!r} is a pip "
-                              f"option; only requirements (name==version) are supported: "
-                              f"set pip options in pip.conf, which builds use")
-        out.append(line)
-    return out
-
-
-PROBE = ("import json,sys\n"
-         "try:\n from importlib import metadata\n"
-         " pk={d.metadata['Name']:d.version for d in metadata.distributions() if d.metadata['Name']}\n"
-         "except Exception:\n pk={}\n"
-         "print(json.dumps({'python':list(sys.version_info[:3]),'packages':pk}))")
-
-
-def image_facts(client, image: str, cache_dir: str | os.PathLike) -> dict:
-    """The image's Python version and packages, asked once per image id and cached."""
-    import docker
-    image_id = client.images.get(image).id
-    cache = Path(cache_dir) / f"{image_id.replace(':', '-')}.json"
-    if cache.exists():
-        try:
-            return json.loads(cache.read_text())
-        except ValueError:
-            pass
-    try:
-        output = client.containers.run(
-            image, ["sh", "-c", 'exec "$(command -v python3 || command -v python)" -c "$0"',
-                    PROBE], entrypoint=[], remove=True, network_disabled=True,
-            stdout=True, stderr=False)
-        facts = json.loads(output.decode().strip().splitlines()[-1])
-    except (docker.errors.ContainerError, ValueError, IndexError) as e:
-        raise BundleError(f"the image {image} has no working Python (python3 or python), "
-                          f"which a %%train run needs: {str(e).strip()[:300]}") from None
-    except docker.errors.DockerException as e:
-        raise BundleError(f"could not ask the image {image} for its Python version and "
-                          f"packages: {str(e).strip()[:300]}") from None
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(facts))
-    return facts
-
-
-def check_python(image: str, facts: dict) -> None:
-    have = tuple(facts["python"][:2])
-    want = tuple(sys.version_info[:2])
-    if have != want:
-        raise BundleError(
-            f"the image {image} runs Python {have[0]}.{have[1]}, but this kernel runs "
-            f"{want[0]}.{want[1]}: functions and classes defined in the notebook travel as "
-            f"Python {want[0]}.{want[1]} bytecode, which only the same Python version can run. "
-            f"Use an image with Python {want[0]}.{want[1]} (--image), or a kernel with Python "
-            f"{have[0]}.{have[1]}. Nothing was started.")
-
-
-def load_results(path: str | os.PathLike) -> tuple[dict[str, Any], Any, bool]:
-    """What the runner sent back: ({--out name: value}, last expression value, whether any)."""
+def load_results(source: str | os.PathLike | BinaryIO) -> tuple[dict[str, Any], Any, bool]:
+    """What the runner sent back: ({--out name: value}, last expression value, whether any).
+    ``source``: the results file's path, or the file already open (``%%train`` opens it
+    without following links)."""
     import cloudpickle  # noqa: F401
     values: dict[str, Any] = {}
     value, has_value = None, False
-    with open(path, "rb") as f:
+    with (nullcontext(source) if hasattr(source, "read") else open(source, "rb")) as f:
         unpickler = pickle.Unpickler(f)
         header = unpickler.load()
         for _ in header["out"]:

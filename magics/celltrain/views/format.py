@@ -1,0 +1,114 @@
+"""What the views share: durations, values, status badges, log lines, tracebacks, chart panels.
+
+Pure helpers of the run widget and the runs table: how a duration, a metric value or a status
+shows, lines as a terminal shows them, the last traceback of a log, which chart panel a metric
+goes in and its best value.
+"""
+from __future__ import annotations
+
+import html
+import math
+import re
+
+from .. import states
+
+MAX_DISPLAY_POINTS = 1000    # per series, for the charts (about 3 per pixel)
+MAX_PANELS = 12
+
+STATUS_COLORS = {
+    states.QUEUED: "#6b7280", states.PREPARING: "#b45309", states.STARTING: "#b45309",
+    states.RUNNING: "#1d4ed8", states.FINALIZING: "#0f766e", states.COMPLETED: "#15803d",
+    states.FAILED: "#b91c1c", states.CANCELED: "#4b5563",
+}
+SPLIT_WORDS = "train|training|val|valid|validation|test|eval"
+_SPLIT_PREFIX = re.compile(rf"^({SPLIT_WORDS})[_/.\-](.+)$", re.IGNORECASE)
+_SPLIT_SUFFIX = re.compile(rf"^(.+)[_/.\-]({SPLIT_WORDS})$", re.IGNORECASE)
+_LOWER_IS_BETTER = re.compile(r"loss|err|mse|mae|rmse|perplex|ppl|nll|wer|cer|dist",
+                              re.IGNORECASE)
+_HIGHER_IS_BETTER = re.compile(r"acc|f1|auc|prec|recall|iou|map|score|r2|bleu|rouge",
+                               re.IGNORECASE)
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_TRACEBACK = "Traceback (most recent call last):"
+
+
+# -- pure helpers (also used by the runs table) ------------------------------------------------
+def panel_key(name: str) -> str:
+    """The chart panel a metric goes in: train/val variants of one quantity share a panel."""
+    m = _SPLIT_PREFIX.match(name)
+    if m:
+        return m.group(2)
+    m = _SPLIT_SUFFIX.match(name)
+    return m.group(1) if m else name
+
+
+def group_panels(names) -> dict[str, list[str]]:
+    """{panel: [metric names]} in first-seen order."""
+    panels: dict[str, list[str]] = {}
+    for name in names:
+        panels.setdefault(panel_key(name), []).append(name)
+    return panels
+
+
+def best_value(name: str, values) -> float | None:
+    """The best value of a loss-like (lowest) or accuracy-like (highest) metric, else None."""
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    if not finite:
+        return None
+    if _LOWER_IS_BETTER.search(name):
+        return min(finite)
+    if _HIGHER_IS_BETTER.search(name):
+        return max(finite)
+    return None
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0 or math.isnan(seconds) or math.isinf(seconds):
+        return "–"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def format_value(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if value == 0 or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.4g}"
+    return f"{value:.3e}"
+
+
+def terminal_lines(text: str) -> list[str]:
+    """Lines as a terminal shows them: ANSI codes gone, each line the text after its last \\r."""
+    text = _ANSI.sub("", text)
+    return [line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n")]
+
+
+def last_traceback(text: str) -> str | None:
+    """The last Python traceback in a log, up to the exception line."""
+    start = text.rfind(_TRACEBACK)
+    if start < 0:
+        return None
+    lines = text[start:].splitlines()
+    out = [lines[0]]
+    for line in lines[1:]:
+        out.append(line)
+        if line and not line.startswith((" ", "\t")):   # the "ValueError: ..." line
+            break
+    return "\n".join(out)
+
+
+def badge(status: str) -> str:
+    color = STATUS_COLORS.get(status, "#6b7280")
+    return (f'<span style="background:{color};color:white;border-radius:9px;'
+            f'padding:1px 9px;font-size:12px;font-weight:600">{html.escape(status)}</span>')
+
+
+def warnings_badge(warnings: list[str]) -> str:
+    """A compact "⚠ N warnings" for the header; the lines themselves in its tooltip."""
+    if not warnings:
+        return ""
+    count = f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''}"
+    return (f'<span style="color:#b45309" title="{html.escape(chr(10).join(warnings))}">'
+            f"⚠ {count}: {html.escape(warnings[0][:80])}"
+            f"{'…' if len(warnings[0]) > 80 or len(warnings) > 1 else ''}</span>")

@@ -1,0 +1,62 @@
+"""A run's final summary as HTML and text: values, files, models, reason, traceback."""
+from __future__ import annotations
+
+import html
+
+from .. import states
+from ..registry import load_hint
+from .format import format_duration, format_value
+
+
+def summary_html(summary: dict) -> str:
+    parts = []
+    if summary["metrics"]:
+        rows = "".join(
+            f"<tr><td>{html.escape(n)}</td><td>{format_value(m['final'])}</td>"
+            f"<td>{format_value(m['best'])}</td><td>{m['points']}</td></tr>"
+            for n, m in summary["metrics"].items())
+        parts.append('<table style="border-collapse:collapse;font-size:12px">'
+                     "<tr><th align=left>metric</th><th align=left>final</th>"
+                     "<th align=left>best</th><th align=left>points</th></tr>"
+                     f"{rows}</table>")
+    if summary["models"]:
+        parts.append("<div><b>Registered model:</b> " + ", ".join(
+            f"{html.escape(n)} v{v}: <code>{html.escape(load_hint(n, v))}</code>"
+            for n, v in summary["models"]) + "</div>")
+    if summary["files"]:
+        shown = summary["files"][:20]
+        more = len(summary["files"]) - len(shown)
+        parts.append("<div><b>Output files:</b> " + ", ".join(
+            f"<code>{html.escape(f)}</code>" for f in shown)
+            + (f" and {more} more" if more > 0 else "") + "</div>")
+    if summary.get("warnings"):
+        parts.append("<div><b>Warnings:</b><ul style='margin:2px 0'>" + "".join(
+            f"<li>{html.escape(line)}</li>" for line in summary["warnings"]) + "</ul></div>")
+    if summary["reason"] and summary["status"] == states.FAILED:
+        parts.append(f"<div><b>Reason:</b><pre style='white-space:pre-wrap;margin:2px 0'>"
+                     f"{html.escape(summary['reason'])}</pre></div>")
+    if summary["traceback"]:
+        parts.append("<details><summary><b>Traceback</b></summary><pre style="
+                     "'white-space:pre-wrap;font-size:11px'>"
+                     f"{html.escape(summary['traceback'])}</pre></details>")
+    return "".join(parts)
+
+
+def summary_text(summary: dict) -> str:
+    lines = [f"run {summary['run']}: {summary['status']} after "
+             f"{format_duration(summary['elapsed'])}"]
+    for name, m in summary["metrics"].items():
+        lines.append(f"  {name}: final {format_value(m['final'])}, "
+                     f"best {format_value(m['best'])} ({m['points']} points)")
+    if summary["models"]:
+        lines.append("  registered model: " + ", ".join(f"{n} v{v} ({load_hint(n, v)})"
+                                                        for n, v in summary["models"]))
+    if summary["files"]:
+        lines.append("  output files: " + ", ".join(summary["files"][:20]))
+    for line in summary.get("warnings", ()):
+        lines.append("  warning: " + line)
+    if summary["reason"] and summary["status"] != states.COMPLETED:
+        lines.append("  reason: " + summary["reason"])
+    if summary["traceback"]:
+        lines.append(summary["traceback"])
+    return "\n".join(lines)
