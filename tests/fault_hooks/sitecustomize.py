@@ -41,11 +41,28 @@ def _install():
             return collect(self, handle)
         DockerBackend.collect = held_collect
     if env.get("CELLTRAIN_TEST_FAIL_METRICS"):
-        from celltrain.store import Store
+        # A bug in the supervisor's own path once the run has logged.  Not Store.add_metrics
+        # any more: ingestion turns its errors into a run warning and goes on, as it should.
+        # (Not Supervisor itself either: python -m runs it as __main__, another module.)
+        from celltrain.backend_docker import DockerBackend
+        from celltrain.backend_local import LocalBackend
+        for backend in (DockerBackend, LocalBackend):
+            _fail_once_logged(backend)
 
-        def failing_add_metrics(self, *args, **kwargs):   # a bug in the supervisor's own path
-            raise RuntimeError("metrics could not be stored (fault injected by the test)")
-        Store.add_metrics = failing_add_metrics
+
+def _fail_once_logged(backend):
+    """``is_running`` raises once, at the first poll after the run's first metric is stored
+    (once: stopping the run after the failure still works)."""
+    is_running = backend.is_running
+    failed = []
+
+    def failing_is_running(self, handle):
+        if not failed and self.store.last_steps(self.run["id"]):
+            failed.append(True)
+            raise RuntimeError("the supervisor failed after storing metrics (fault injected "
+                               "by the test)")
+        return is_running(self, handle)
+    backend.is_running = failing_is_running
 
 
 _install()
