@@ -123,7 +123,7 @@ class Workspace:
 
     def spawn_supervisor(self, run_id: str) -> None:
         """Give the run a supervisor: the waiting spare if there is one, else a new process."""
-        from .supervisor import hand_to_spare
+        from .spare import hand_to_spare
         run_dir = self.store.run_dir(run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         taken = False
@@ -136,7 +136,7 @@ class Workspace:
             self._spawn(["celltrain.supervisor", str(self.path), run_id],
                         run_dir / SUPERVISOR_LOG)
         if SPARES:
-            self._spawn(["celltrain.supervisor", "--spare", str(self.path)], os.devnull)
+            self._spawn(["celltrain.spare", str(self.path)], os.devnull)
 
     def _spawn(self, args: list[str], stderr_path) -> None:
         env = dict(os.environ)
