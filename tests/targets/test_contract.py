@@ -11,7 +11,7 @@ import time
 
 from celltrain import Workspace, states
 from celltrain.workspace import supervisor_alive
-from test_faults_process import _supervisor_pid
+from test_faults_process import supervisor_pid
 
 WAIT_S = 180
 
@@ -111,7 +111,7 @@ def test_a_run_outlives_its_supervisor_and_the_next_opener_finishes_it(target, m
         print("finished")
     """))
     _wait_for(lambda: run.status == states.RUNNING)
-    os.kill(_supervisor_pid(run.folder), signal.SIGKILL)
+    os.kill(supervisor_pid(run.folder), signal.SIGKILL)
     _wait_for(lambda: not supervisor_alive(run.folder))
     again = Workspace(target.workspace.path).run(run.id)        # a new kernel, say
     assert again.wait(timeout=WAIT_S) == states.COMPLETED, again.reason
