@@ -97,9 +97,13 @@ class Workspace:
     # -- runs outlive their starter ---------------------------------------------------------
     def reconcile(self) -> list[str]:
         """Give every unfinished run without a live supervisor a new one; returns their ids."""
-        from .targets import kinds, target_class
-        for kind in kinds():   # first: a new supervisor may start a new build
-            target_class(kind).reconcile(self.store, supervisor_alive)
+        from .targets import UnknownTarget, target_class
+        for kind in self.store.target_kinds_used():   # first: a new supervisor may build anew
+            try:
+                cls = target_class(kind)
+            except UnknownTarget:   # a plug-in since uninstalled: its supervisor will say so
+                continue
+            cls.reconcile(self.store, supervisor_alive)
         adopted = []
         for row in self.store.list_runs(status=states.ACTIVE):
             run_dir = self.store.run_dir(row["id"])
@@ -175,12 +179,13 @@ class Workspace:
 
     def resolve_target(self, target: str) -> tuple[str, dict[str, Any]]:
         """A kind or a saved name as (kind, settings); UnknownTarget says what there is."""
-        from .targets import kinds, target_class
+        from .targets import BUILTIN, target_class
+        if target in BUILTIN:                 # the usual case: no query, no plug-in scan
+            return target, {}
         saved = self.store.saved_target(target) if isinstance(target, str) else None
         if saved is not None:
             return saved["kind"], saved["settings"]
-        if target not in kinds():
-            target_class(target)        # raises UnknownTarget naming the kinds
+        target_class(target)        # a plug-in's kind, or UnknownTarget naming the kinds
         return target, {}
 
     def target_kind(self, target: str) -> str:
