@@ -20,13 +20,13 @@ from .runfiles import OUTPUT_LOG, STDERR_LOG
 from .spec import RunSpec
 from .store import Store
 from .targets import Handle, PrepareStopped, target_class
-from .telemetry import TELEMETRY_DIR, events_path, ingest
+from .runtime.wire import FAILURE_FILE, TELEMETRY_DIR
+from .telemetry import TelemetryWatch
 
 POLL_S = 0.05
 STATE_POLL_S = 0.5
 DEFAULT_GRACE_S = 10.0
 LOCK_TRIES_S = 1.0
-FAILURE_FILE = "failure.txt"  # a runner may explain its own failure here (e.g. %%train)
 STDERR_TAIL_LINES = 15
 REASON_CAP = 16 * 1024   # bytes of failure.txt or of stderr's tail a reason is made from
 
@@ -47,9 +47,7 @@ class Supervisor:
         self.run_id = run_id
         self.run_dir = self.store.run_dir(run_id)
         self.clock = clock
-        self.last_steps: dict[str, int] | None = None
-        self.events = events_path(self.store, run_id)
-        self.ingested_size = -1
+        self.telemetry = TelemetryWatch(self.store, run_id, clock)
 
     def log(self, message: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
@@ -68,33 +66,23 @@ class Supervisor:
         return bool(self.store.get_run(self.run_id)["cancel_requested"])
 
     def ingest(self, final: bool = False) -> None:
-        """Move new telemetry into the store; a stat, not a query, when nothing was logged.
+        """Move new telemetry into the store; stats, not queries, when nothing was logged.
 
         ``final``: the run has ended, so a frame cut short at the end is skipped, not waited
         for.  Nothing the run wrote may stop the supervisor: what ingestion cannot take becomes
         a warning on the run (telemetry.ingest), and anything else is noted there too.
         """
         try:
-            size = os.lstat(self.events).st_size     # lstat: a link is not followed
-        except FileNotFoundError:
-            return
-        if size == self.ingested_size and not final:
-            return
-        try:
-            if self.last_steps is None:
-                self.last_steps = self.store.last_steps(self.run_id)
-            ingest(self.store, self.run_id, self.last_steps, final=final)
+            self.telemetry.ingest(final=final)
         except Exception as e:  # noqa: BLE001  (e.g. the database locked for too long)
             self.log("telemetry ingestion failed: " + traceback.format_exc())
-            self.last_steps = None
+            self.telemetry.forget()
             try:
                 self.store.add_warning(self.run_id, "ingest-error",
                                        f"telemetry ingestion failed ({type(e).__name__}: "
                                        f"{str(e)[:200]}); it is retried as the run logs more")
             except Exception:  # noqa: BLE001
                 pass
-            return
-        self.ingested_size = size
 
     # -- the life of a run ------------------------------------------------------------------------
     def main(self) -> int:

@@ -9,11 +9,10 @@ ingests into the workspace.  One lock covers taking a batch *and* writing it, so
 ``atexit`` and the SIGTERM handler make waits for one the thread is in the middle of: a normal
 exit, an exception, ``sys.exit`` and ``docker stop`` lose nothing.
 
-The events file is read by the host, and a container could write anything into it, so each frame
-starts with a marker and a header checksum, bounds its length (``MAX_BODY``) and carries a CRC of
-its body: a reader that meets garbage skips to the next valid frame instead of stalling.  Bodies
-are arrays of numbers and JSON, never ``marshal`` or ``pickle``, so decoding hostile bytes can
-raise but cannot run or crash anything.
+Each rank writes its own events file (``wire.events_file``): rank 0, and so every single-process
+run, ``events.bin``; rank r, as ``RANK`` or ``OMPI_COMM_WORLD_RANK`` says, ``events-<r>.bin``.  A
+forked worker (a DataLoader's) appends to its parent's file.  The frame format is the wire's
+(``runtime.wire``), shared with the host.
 
 Outside a celltrain run the same calls work and keep everything in memory (``OfflineRun``).
 """
@@ -21,312 +20,23 @@ from __future__ import annotations
 
 import atexit
 import json
-import math
-import operator
 import os
 import shutil
 import signal
-import struct
 import sys
 import threading
 import time
-import zlib
-from array import array
-from operator import itemgetter
 
-TELEMETRY_ENV = "CELLTRAIN_TELEMETRY_DIR"
-EVENTS_FILE = "events.bin"
+from .checks import check_name, check_step, checked_point, jsonable, progress_value, short
+from .wire import (EXPERIMENT_ENV, IMAGES_DIR, NO_STEP, PARAMS_ENV, RUN_ID_ENV, STEP_MAX,
+                   TELEMETRY_ENV, events_file, json_frames, metric_frames, rank_from)
+
 FLUSH_INTERVAL_S = 0.1
 PROGRESS_INTERVAL_S = 0.1
 CLOSE_WAIT_S = 30.0          # at exit, how long to wait for the flusher's write in progress
 
-# -- the frame format ------------------------------------------------------------------------
-# header: marker, body length, crc32 of the body, crc32 of the header's first 12 bytes.
-# body: b"M" + metric columns, or b"J" + one JSON record [kind, payload].
-MAGIC = b"\xffCT\x01"       # 0xff never occurs in UTF-8 or JSON text
-HEADER = struct.Struct("<4sIII")
-MAX_BODY = 16 << 20           # a header announcing more is not a header
-POINTS_PER_FRAME = 4096      # 28 bytes a point: 115 KB frames, encoded while in the CPU cache
-METRIC_HEAD = struct.Struct("<II")   # points, bytes of the JSON list of names
-NO_STEP = -(1 << 63)          # "the next step": the host counts on from the previous one
-STEP_MAX = (1 << 63) - 1
-_BIG_ENDIAN = sys.byteorder == "big"
-_NAME, _STEP, _VALUE, _TIME = (itemgetter(i) for i in range(4))
-
 _context = None
 _context_lock = threading.Lock()
-
-
-def _frame(body):
-    head = MAGIC + struct.pack("<II", len(body), zlib.crc32(body))
-    return head + struct.pack("<I", zlib.crc32(head)) + body
-
-
-def _little(arr):
-    if _BIG_ENDIAN:
-        arr.byteswap()
-    return arr.tobytes()
-
-
-def _metric_body(points):
-    """Columns: the distinct names as JSON, then name index, step, value and time arrays."""
-    count = len(points)
-    names = list(map(_NAME, points))
-    if names.count(names[0]) == count:     # one metric: the usual case, and cheap to see
-        table, ids = [names[0]], array("I", [0]) * count
-    else:
-        table = list(dict.fromkeys(names))
-        index = {name: i for i, name in enumerate(table)}
-        ids = array("I", map(index.__getitem__, names))
-    steps = list(map(_STEP, points))
-    if steps[0] is None and steps.count(None) == count:
-        step_array = array("q", [NO_STEP]) * count
-    else:
-        try:
-            step_array = array("q", steps)
-        except TypeError:   # some steps are None
-            step_array = array("q", [NO_STEP if s is None else s for s in steps])
-    try:
-        value_array = array("d", list(map(_VALUE, points)))
-    except TypeError:   # not from log(): a hand-made list may hold None or numpy scalars
-        value_array = array("d", [math.nan if p[2] is None else float(p[2]) for p in points])
-    names_json = json.dumps(table).encode()
-    return b"".join([b"M", METRIC_HEAD.pack(count, len(names_json)), names_json,
-                     _little(ids), _little(step_array), _little(value_array),
-                     _little(array("d", list(map(_TIME, points))))])
-
-
-def _metric_frames(points):
-    """Frames of at most MAX_BODY bytes; a point too big for any frame becomes a "drop" record."""
-    if len(points) > POINTS_PER_FRAME:
-        return [f for i in range(0, len(points), POINTS_PER_FRAME)
-                for f in _metric_frames(points[i:i + POINTS_PER_FRAME])]
-    body = _metric_body(points)
-    if len(body) <= MAX_BODY:
-        return [_frame(body)]
-    if len(points) == 1:
-        return _json_frames("drop", ["too-big", 1, "a metric named %r... of %d bytes was dropped: "
-                                     "a name that long cannot be sent" % (points[0][0][:40],
-                                                                          len(body))])
-    half = len(points) // 2
-    return _metric_frames(points[:half]) + _metric_frames(points[half:])
-
-
-def _json_frames(kind, payload):
-    body = b"J" + json.dumps([kind, payload], separators=(",", ":")).encode()
-    if len(body) <= MAX_BODY:
-        return [_frame(body)]
-    return _json_frames("drop", ["too-big", 1, "a %s record of %d bytes was dropped: frames "
-                                 "hold at most %d bytes" % (kind, len(body), MAX_BODY)])
-
-
-def encode_frame(kind, payload):
-    """The bytes of one record: ``("m", [(name, step, value, time), ...])`` or a JSON record
-    (``"row"``, ``"img"``, ``"progress"``, ``"drop"``); big metric batches span several frames."""
-    if kind == "m":
-        return b"".join(_metric_frames(list(payload))) if payload else b""
-    return b"".join(_json_frames(kind, payload))
-
-
-def _frame_at(data, pos):
-    """At ``pos``: the body's length if a whole valid frame is there, -1 if its valid header
-    announces more bytes than ``data`` has, None if it is no frame."""
-    if len(data) - pos < HEADER.size:
-        return -1 if MAGIC.startswith(data[pos:pos + len(MAGIC)]) else None
-    magic, size, body_crc, head_crc = HEADER.unpack_from(data, pos)
-    if magic != MAGIC or size > MAX_BODY or zlib.crc32(data[pos:pos + 12]) != head_crc:
-        return None
-    start = pos + HEADER.size
-    if start + size > len(data):
-        return -1
-    return size if zlib.crc32(data[start:start + size]) == body_crc else None
-
-
-def _next_frame(data, pos):
-    """The position of the next whole valid frame at or after ``pos``, or None."""
-    while True:
-        pos = data.find(MAGIC, pos)
-        if pos < 0:
-            return None
-        size = _frame_at(data, pos)
-        if size is not None and size >= 0:
-            return pos
-        pos += 1
-
-
-def _in_the_making(data, pos):
-    """The first position at or after ``pos`` where a frame may still be being written."""
-    while True:
-        pos = data.find(MAGIC, pos)
-        if pos < 0:
-            break
-        if _frame_at(data, pos) == -1:
-            return pos
-        pos += 1
-    for pos in range(max(pos, len(data) - len(MAGIC) + 1), len(data)):
-        if MAGIC.startswith(data[pos:]):       # the marker itself is cut
-            return pos
-    return None
-
-
-def decode_frames(data, final=False):
-    """Split bytes into frame bodies; returns (bodies, bytes consumed, bytes skipped).
-
-    Garbage, a bad checksum and a frame cut short (followed by another frame) are skipped and
-    counted.  A frame still being written at the end waits (is not consumed) unless ``final``:
-    then the writer is gone and the rest counts as skipped too.
-    """
-    bodies, pos, skipped, end = [], 0, 0, len(data)
-    while pos < end:
-        size = _frame_at(data, pos)
-        if size is not None and size >= 0:
-            bodies.append(data[pos + HEADER.size:pos + HEADER.size + size])
-            pos += HEADER.size + size
-            continue
-        nxt = _next_frame(data, pos + 1)
-        if nxt is not None:           # garbage, or a frame cut short: go on with the next
-            skipped += nxt - pos
-            pos = nxt
-            continue
-        wait = end if final else pos if size == -1 else _in_the_making(data, pos + 1)
-        wait = end if wait is None else wait
-        skipped += wait - pos
-        pos = wait
-        break
-    return bodies, pos, skipped
-
-
-def _array(code, data, start, count):
-    arr = array(code)
-    arr.frombytes(data[start:start + count * arr.itemsize])
-    if _BIG_ENDIAN:
-        arr.byteswap()
-    return arr, start + count * arr.itemsize
-
-
-def decode_body(body):
-    """A frame body as ``(kind, payload)``; metrics as ``("m", (names, ids, steps, values,
-    times))``.  Raises ValueError for a body that does not have the shape its kind needs (the
-    caller validates each value: a body can come from anywhere)."""
-    if body[:1] == b"M":
-        if len(body) < 1 + METRIC_HEAD.size:
-            raise ValueError("a metric frame shorter than its header")
-        count, names_len = METRIC_HEAD.unpack_from(body, 1)
-        start = 1 + METRIC_HEAD.size
-        if len(body) != start + names_len + 28 * count:
-            raise ValueError("a metric frame of %d bytes announces %d points" % (len(body), count))
-        names = json.loads(body[start:start + names_len].decode())
-        if not isinstance(names, list) or (count and not names):
-            raise ValueError("a metric frame without its list of names")
-        pos = start + names_len
-        ids, pos = _array("I", body, pos, count)
-        steps, pos = _array("q", body, pos, count)
-        values, pos = _array("d", body, pos, count)
-        times, pos = _array("d", body, pos, count)
-        if count and max(ids) >= len(names):
-            raise ValueError("a metric frame naming metric %d of %d" % (max(ids), len(names)))
-        return "m", (names, ids, steps, values, times)
-    if body[:1] == b"J":
-        record = json.loads(body[1:].decode())
-        if not (isinstance(record, list) and len(record) == 2 and isinstance(record[0], str)):
-            raise ValueError("a JSON frame that is not [kind, payload]")
-        return record[0], record[1]
-    raise ValueError("a frame of unknown kind %r" % body[:1])
-
-
-# -- checking what log() is given --------------------------------------------------------------
-def _short(value):
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _call(what, name, value, step):
-    return "%s(%s, %s%s)" % (what, _short(name), _short(value),
-                             "" if step is None else ", step=%s" % _short(step))
-
-
-def _a(value):
-    kind = type(value).__name__
-    return ("an " if kind[:1].lower() in "aeiou" else "a ") + kind
-
-
-def check_name(name, call):
-    """The metric/table name as a str, or TypeError/ValueError naming it."""
-    if not isinstance(name, str):
-        raise TypeError("%s: the name must be a str such as 'loss', not %s" % (
-            call, "None" if name is None else _a(name)))
-    if not name:
-        raise ValueError("%s: the name must not be empty" % call)
-    return str(name)
-
-
-def check_step(step, call):
-    """The step as an int (None stays None: the next step), or TypeError/ValueError."""
-    if step is None:
-        return None
-    if isinstance(step, (str, bytes, float)) or not hasattr(type(step), "__index__"):
-        raise TypeError("%s: the step must be an int (or None for the next step), not %s%s" % (
-            call, _a(step), "; pass int(step)" if isinstance(step, float) else ""))
-    step = operator.index(step)
-    if not NO_STEP < step <= STEP_MAX:
-        raise ValueError("%s: the step %d does not fit in 64 bits (from -2**63+1 to 2**63-1)" % (
-            call, step))
-    return step
-
-
-def check_value(value, call, name="name"):
-    """The value as a float: ints, numpy scalars and 0-d tensors convert; the rest is refused."""
-    kind = _a(value)
-    if isinstance(value, (str, bytes, bytearray)):
-        raise TypeError("%s: the value must be a number (int, float, numpy scalar or 0-d "
-                        "tensor), not %s; convert it yourself, e.g. float(...), if it holds "
-                        "one" % (call, kind))
-    if value is None:
-        raise TypeError("%s: the value must be a number (int, float, numpy scalar or 0-d "
-                        "tensor), not None" % call)
-    if isinstance(value, (list, tuple, set, frozenset, dict)):
-        raise TypeError("%s: the value must be a number (int, float, numpy scalar or 0-d "
-                        "tensor), not %s; log a list with log_list(%r, values)" % (
-                            call, kind, name))
-    shape = getattr(value, "shape", ())
-    if getattr(value, "ndim", 0) != 0:
-        raise TypeError("%s: the value must be a number (int, float, numpy scalar or 0-d "
-                        "tensor), not %s of shape %s; log one element (value.item()), or "
-                        "all of them with log_list(%r, values.tolist())" % (
-                            call, kind, tuple(shape), name))
-    try:
-        return float(value)
-    except OverflowError:
-        raise ValueError("%s: the value is too large for a float (at most about 1.8e308)"
-                         % call) from None
-    except (TypeError, ValueError):
-        raise TypeError("%s: the value must be a number (int, float, numpy scalar or 0-d "
-                        "tensor), not %s" % (call, kind)) from None
-
-
-def checked_point(name, value, step):
-    """``log()``'s slow path: convert what is unambiguous, refuse the rest naming the call."""
-    call = _call("log", name, value, step)
-    name = check_name(name, call)
-    return name, check_value(value, call, name), check_step(step, call)
-
-
-def _jsonable(value):
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8", "replace")
-    try:
-        return float(value)
-    except (TypeError, ValueError, OverflowError):
-        return str(value)
-
-
-def _progress_value(value):
-    value = _jsonable(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 class Run:
@@ -334,10 +44,12 @@ class Run:
 
     offline = False
 
-    def __init__(self, telemetry_dir=None):
-        self.id = os.environ.get("CELLTRAIN_RUN_ID", "offline")
-        self.experiment = os.environ.get("CELLTRAIN_EXPERIMENT", "offline")
-        self.params = json.loads(os.environ.get("CELLTRAIN_PARAMS", "{}"))
+    def __init__(self, telemetry_dir=None, rank=None):
+        self.id = os.environ.get(RUN_ID_ENV, "offline")
+        self.experiment = os.environ.get(EXPERIMENT_ENV, "offline")
+        self.params = json.loads(os.environ.get(PARAMS_ENV, "{}"))
+        # The process's rank (RANK, OMPI_COMM_WORLD_RANK): each rank has its own events file.
+        self.rank = rank_from(os.environ) if rank is None else rank
         self.telemetry_dir = telemetry_dir
         self._metrics = []       # (name, step, value, time); log() appends, flush() takes
         self._other = []         # (kind, payload) for rows, images and progress
@@ -346,7 +58,7 @@ class Run:
         self._reset_flushing()
         if telemetry_dir is not None:
             os.makedirs(telemetry_dir, exist_ok=True)
-            self._fd = os.open(os.path.join(telemetry_dir, EVENTS_FILE),
+            self._fd = os.open(os.path.join(telemetry_dir, events_file(self.rank)),
                                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
             self._start_flusher()
             atexit.register(self._close)
@@ -381,8 +93,8 @@ class Run:
 
     def log_row(self, name, **columns):
         """Append one row to the table ``name`` (like Azure ML's log_row)."""
-        check_name(name, "log_row(%s, ...)" % _short(name))
-        self._other.append(("row", (name, {k: _jsonable(v) for k, v in columns.items()},
+        check_name(name, "log_row(%s, ...)" % short(name))
+        self._other.append(("row", (name, {k: jsonable(v) for k, v in columns.items()},
                                     time.time())))
 
     def log_table(self, name, table):
@@ -397,24 +109,25 @@ class Run:
 
     def log_image(self, name, path, step=None):
         """Keep an image file (a plot, a confusion matrix) with the run."""
-        call = "log_image(%s, %s%s)" % (_short(name), _short(path),
-                                        "" if step is None else ", step=%s" % _short(step))
+        call = "log_image(%s, %s%s)" % (short(name), short(path),
+                                        "" if step is None else ", step=%s" % short(step))
         check_name(name, call)
         step = check_step(step, call)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"log_image({name!r}): no file at {path!r}")
         stored = path
         if self.telemetry_dir is not None:
-            folder = os.path.join(self.telemetry_dir, "images")
+            folder = os.path.join(self.telemetry_dir, IMAGES_DIR)
             os.makedirs(folder, exist_ok=True)
-            base = f"{len(os.listdir(folder)):05d}-{os.path.basename(path)}"
+            rank = "r%d-" % self.rank if self.rank else ""     # ranks never share a name
+            base = f"{len(os.listdir(folder)):05d}-{rank}{os.path.basename(path)}"
             shutil.copyfile(path, os.path.join(folder, base))
-            stored = "images/" + base
+            stored = IMAGES_DIR + "/" + base
         self._other.append(("img", (name, stored, step, time.time())))
 
     def set_progress(self, **state):
         """Report progress (n, total, desc, unit, rate, elapsed); the latest one wins."""
-        state = {str(k): _progress_value(v) for k, v in state.items()}
+        state = {str(k): progress_value(v) for k, v in state.items()}
         state["t"] = time.time()
         self._other.append(("progress", state))
 
@@ -477,11 +190,11 @@ class Run:
         return metrics, other
 
     def _encode(self, metrics, other):
-        frames = _metric_frames(metrics) if metrics else []
+        frames = metric_frames(metrics) if metrics else []
         progress = [i for i, (kind, _) in enumerate(other) if kind == "progress"]
         for i, (kind, payload) in enumerate(other):
             if kind != "progress" or i == progress[-1]:   # the latest progress is enough
-                frames.extend(_json_frames(kind, payload))
+                frames.extend(json_frames(kind, payload))
         return frames
 
     def flush(self):
