@@ -145,7 +145,8 @@ class TelemetryWatch:
     What changes when a process logs: the telemetry folder's mtime (a new events file: a new
     rank) and the size of each events file known; lstat only, no link is followed.  The folder
     is listed again at least every ``RELIST_S`` even so (a file made in the same tick as the
-    folder's last change leaves its mtime as it was).
+    folder's last change leaves its mtime as it was).  A file found by an ingest is read once
+    more at the next poll: what it looked like before that ingest was not known.
     """
 
     RELIST_S = 2.0
