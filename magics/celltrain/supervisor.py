@@ -7,7 +7,6 @@ process that opens the workspace starts a new one, which re-attaches or finalize
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 import traceback
