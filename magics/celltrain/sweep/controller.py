@@ -116,7 +116,7 @@ class Controller:
                     if not canceled:
                         children[number] = self.start_child(trial)   # resumed after a kill
                     else:
-                        study.tell(number, state=TrialState.FAIL)
+                        self.tell(number, state=TrialState.FAIL)
                 elif states.is_terminal(child["status"]):
                     self.finish_trial(trial, child)
                 elif not canceled:
@@ -146,6 +146,16 @@ class Controller:
                 self.finish(None, self.children())
                 return
             time.sleep(POLL_S)
+
+    def tell(self, number: int, value: float | None = None, state=None) -> None:
+        """``study.tell``; the grid sampler's ``study.stop()`` when its grid is done is for
+        ``optimize`` loops (and raises outside one): the trial is stored all the same, and
+        ``max_runs`` (capped at the grid's size) ends the sweep."""
+        try:
+            self.study.tell(number, value, state=state)
+        except RuntimeError as e:
+            if "Study.stop" not in str(e):
+                raise
 
     def children(self) -> dict[int, dict]:
         out = {}
@@ -202,7 +212,7 @@ class Controller:
         options = dict(child["options"], cancel_reason=reason, pruned_at=time.time(),
                        cancel_grace=self.cfg.get("cancel_grace", 5.0))
         self.store.update_run(child["id"], cancel_requested=1, options=options)
-        self.study.tell(trial.number, state=TrialState.PRUNED)
+        self.tell(trial.number, state=TrialState.PRUNED)
         self.log(f"trial {trial.number}: run {child['id']}: {reason}")
 
     def finish_trial(self, trial, child: dict) -> None:
@@ -211,12 +221,12 @@ class Controller:
         if child["status"] == states.COMPLETED:
             value = final_value(self.store, child["id"], self.cfg["metric"])
             if value is not None:
-                self.study.tell(trial.number, value)
+                self.tell(trial.number, value)
                 return
             self.store.update_run(child["id"], reason=(
                 f"the run logged no {self.cfg['metric']!r} (the sweep's metric): log it with "
                 f"Run.get_context().log({self.cfg['metric']!r}, value)"))
-        self.study.tell(trial.number, state=TrialState.FAIL)
+        self.tell(trial.number, state=TrialState.FAIL)
 
     def adopt(self, active: list[dict]) -> None:
         """A child whose supervisor died gets a new one (as reconcile would)."""
