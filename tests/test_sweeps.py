@@ -99,6 +99,17 @@ def test_a_sweep_finds_the_known_best_lr_stops_bad_trials_and_keeps_to_its_limit
     assert len(table) == 12 and table.iloc[0]["run"] == best.id
     assert {"lr", "batch_size", "status", "value"} <= set(table.columns)
 
+    view = sweep.show(live=False)      # outside a notebook: the widget, not displayed
+    page = view.static_html()
+    table = page.split('class="celltrain-trials"')[1]
+    assert table.count('<tr class="trial"') == 12 and table.count("(stopped)") == len(stopped)
+    assert table.index(best.id) < min(table.index(c["id"]) for c in children if c["id"] != best.id)
+    parallel = page.split('class="celltrain-parallel"')[1].split("</svg>")[0]
+    assert parallel.count('<polyline class="trial"') == 12
+    assert "best val_acc so far" in page and "val_acc of every trial" in page
+    view.sort.value = "trial"
+    assert view.table.value.index(">0</td>") < view.table.value.index(">1</td>")
+
     again = Workspace(workspace.path).sweep(sweep.id[:-2])   # another handle, by prefix
     assert again.best_run() == best and len(again.runs()) == 12
     listing = cli(workspace, "sweeps")
