@@ -277,3 +277,29 @@ def test_a_short_sweep_in_containers(docker_workspace, make_source):
     assert sorted(r.params["lr"] for r in runs) == [0.001, 0.01]
     assert all(r.status == states.COMPLETED and r.record["target"] == "docker" for r in runs)
     assert sweep.best_run().params["lr"] == 0.01
+
+
+def test_the_sweep_cell_magic_binds_each_trials_params_as_names(tmp_path, monkeypatch):
+    from IPython.testing import globalipapp
+    from IPython.utils.capture import capture_output
+    ip = globalipapp.get_ipython()
+    ip.run_cell("%load_ext celltrain")
+    monkeypatch.chdir(tmp_path)
+    ip.user_ns["offset"] = 0.5                      # a notebook variable the cell reads
+    with capture_output() as out:
+        result = ip.run_cell(f"""%%sweep --param lr=loguniform(1e-3,1e-1) --param bs=choice(16,32) --metric score --goal max --max-runs 3 --max-concurrent 3 --sampler random --target local --workspace {tmp_path / 'ws'} -o sw --wait
+import math
+for step in range(3):
+    log("score", offset - abs(math.log10(lr) + 2) + bs / 1000, step=step)
+""", store_history=True)
+    assert result.error_in_exec is None, out.stdout + out.stderr
+    sweep = ip.user_ns.pop("sw")
+    assert sweep.status == states.COMPLETED, sweep.reason
+    for run in sweep.runs():
+        lr, bs = run.params["lr"], run.params["bs"]
+        assert 1e-3 <= lr <= 1e-1 and bs in (16, 32)
+        assert run.metrics()["score"][-1] == pytest.approx(0.5 - abs(math.log10(lr) + 2)
+                                                           + bs / 1000)
+    with capture_output():
+        bad = ip.run_cell("%%sweep --param lr=gauss(0,1) --metric score\nx = 1\n")
+    assert "unknown distribution 'gauss'" in str(bad.error_in_exec)

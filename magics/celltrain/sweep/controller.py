@@ -184,7 +184,9 @@ class Controller:
             args=[*self.spec.args, *arguments(params)],
             params={**self.spec.params, **params},
             tags={**self.spec.tags, SWEEP_TAG: self.sweep_id, TRIAL_TAG: str(trial.number)})
-        run = self.experiment.submit_spec(spec)
+        limit = self.cfg.get("snapshot_limit_mb")
+        run = self.experiment.submit_spec(spec, **({} if limit is None else
+                                                   {"snapshot_limit_mb": limit}))
         self.log(f"trial {trial.number}: run {run.id} with {params}")
         return self.store.get_run(run.id)
 

@@ -50,7 +50,7 @@ def submit_sweep(experiment, script: str, source_dir=".", args: Sequence = (),
                  goal: str = "maximize", sampler: Any = "tpe",
                  early_termination: Any = None, max_runs: int = 16, max_concurrent: int = 4,
                  seed: int | None = None, base_params: dict | None = None,
-                 **submit_options: Any):
+                 snapshot_limit_mb: float | None = None, **submit_options: Any):
     """Start a sweep of ``script``: ``params`` is the space ({name: distribution}),
     ``metric``/``goal`` what Optuna optimizes (the last value each trial logs),
     ``sampler`` "random", "grid", "tpe" or an Optuna sampler, ``early_termination`` a policy,
@@ -62,6 +62,8 @@ def submit_sweep(experiment, script: str, source_dir=".", args: Sequence = (),
                               max_concurrent, seed)
     base = experiment.make_spec(script, source_dir, args, environment, gpus,
                                 params=base_params, **submit_options)
+    settings["snapshot_limit_mb"] = snapshot_limit_mb   # None: snapshot's default; inf: none
     spec = base.replace(kind="sweep", sweep=settings)
-    run = experiment.submit_spec(spec)
+    run = experiment.submit_spec(spec, **({} if snapshot_limit_mb is None else
+                                          {"snapshot_limit_mb": snapshot_limit_mb}))
     return Sweep(run.workspace, run.id)
