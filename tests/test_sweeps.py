@@ -303,3 +303,22 @@ for step in range(3):
     with capture_output():
         bad = ip.run_cell("%%sweep --param lr=gauss(0,1) --metric score\nx = 1\n")
     assert "unknown distribution 'gauss'" in str(bad.error_in_exec)
+
+
+def test_optuna_samplers_and_pruners_are_taken_as_they_are(workspace, make_source):
+    import optuna
+    src = make_source(script(0.1))
+    sweep = workspace.experiment("optuna").sweep(
+        "train.py", src, args=["--epochs", 30], target="local",
+        params={"lr": loguniform(1e-4, 1e-1)}, metric="val_acc",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        early_termination=optuna.pruners.ThresholdPruner(upper=0.2, n_warmup_steps=1),
+        max_runs=2, max_concurrent=2)
+    assert sweep.settings["sampler"]["class"] == "RandomSampler"
+    assert sweep.settings["policy"]["class"] == "ThresholdPruner"
+    assert sweep.wait(timeout=200) == states.COMPLETED, sweep.reason   # stopped is not failed
+    for run in sweep.runs():
+        assert run.status == states.CANCELED
+        assert run.reason.startswith("early termination: ThresholdPruner at step 1 (val_acc ")
+        assert len(run.metrics()["val_acc"]) < 30
+    assert sweep.best_run() is None and sweep.best_run(include_failed=True) is not None

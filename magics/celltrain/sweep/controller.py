@@ -212,6 +212,7 @@ class Controller:
         reason = why_pruned(self.cfg["policy"], self.study, trial, step, value,
                             self.cfg["metric"])
         options = dict(child["options"], cancel_reason=reason, pruned_at=time.time(),
+                       pruned_step=step,
                        cancel_grace=self.cfg.get("cancel_grace", 5.0))
         self.store.update_run(child["id"], cancel_requested=1, options=options)
         self.tell(trial.number, state=TrialState.PRUNED)
@@ -270,7 +271,8 @@ class Controller:
                                   progress=progress,
                                   reason=f"canceled by the user after {done['finished']} "
                                          f"trials; its running trials were canceled")
-        elif any(t.state == TrialState.COMPLETE for t in trials):
+        elif any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials):
+            # stopped early is not failed: a sweep whose every trial was stopped completed
             self.store.set_status(self.sweep_id, states.COMPLETED, done["desc"],
                                   ended=time.time(), progress=progress)
         else:

@@ -69,14 +69,14 @@ def make_pruner(policy: dict | None):
     name = policy["name"]
     if name == "bandit":
         return BanditPruner(policy)
+    if name not in ("median", "truncation"):
+        return unpickle(policy)
     common = dict(n_startup_trials=policy["startup_trials"],
                   n_warmup_steps=policy["delay_evaluation"],
                   interval_steps=policy["evaluation_interval"])
     if name == "median":
         return optuna.pruners.MedianPruner(**common)
-    if name == "truncation":
-        return optuna.pruners.PercentilePruner(100 - policy["truncation_percentage"], **common)
-    return unpickle(policy)
+    return optuna.pruners.PercentilePruner(100 - policy["truncation_percentage"], **common)
 
 
 def make_sampler(sampler: dict, space: dict, seed: int | None):
