@@ -105,16 +105,23 @@ def parallel_coordinates_svg(data: dict) -> str:
            f'class="celltrain-parallel" style="font:10px sans-serif;background:white">',
            f'<text x="{w / 2}" y="14" text-anchor="middle" style="font-size:12px;'
            f'font-weight:600">params vs {html.escape(cfg["metric"])}</text>']
+    values = [t["value"] for t in trials]
+    lo, hi = (min(values), max(values)) if values else (None, None)
     for i, name in enumerate(axes):
         x = pad + i * step
         out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{pad}" y2="{h - pad}" stroke="#999"/>'
                    f'<text x="{x:.1f}" y="{h - pad + 14}" text-anchor="middle">'
                    f"{html.escape(name)}</text>")
+        spec = cfg["space"].get(name) if i < len(names) else None
+        ends = ((spec["values"][0], spec["values"][-1]) if spec and spec["kind"] == "choice"
+                else (spec["low"], spec["high"]) if spec else (lo, hi))
+        last = i == len(axes) - 1 and i > 0      # its labels go left of it, inside the chart
+        for y, label in ((h - pad + 3, ends[0]), (pad - 4, ends[1])):
+            out.append(f'<text x="{x - 3 if last else x + 3:.1f}" y="{y}" fill="#555" '
+                       f'text-anchor="{"end" if last else "start"}">{_fmt(label)}</text>')
     if not trials:
         out.append(f'<text x="{w / 2}" y="{h / 2}" text-anchor="middle">no values yet</text>')
         return "".join(out) + "</svg>"
-    values = [t["value"] for t in trials]
-    lo, hi = min(values), max(values)
     goal_max = cfg["goal"] == "maximize"
     for t in sorted(trials, key=lambda t: t["value"] if goal_max else -t["value"]):
         quality = (t["value"] - lo) / (hi - lo) if hi > lo else 1.0
