@@ -245,9 +245,11 @@ class Controller:
         if active is None:
             active = [c for c in self.store.child_runs(self.sweep_id)
                       if not states.is_terminal(c["status"])]
+        grace = (self.store.get_run(self.sweep_id)["options"] or {}).get("cancel_grace", 10.0)
         for child in active:
             if not child["cancel_requested"]:
-                options = dict(child["options"], cancel_reason=f"canceled: {why}")
+                options = dict(child["options"], cancel_reason=f"canceled: {why}",
+                               cancel_grace=grace)
                 self.store.update_run(child["id"], cancel_requested=1, options=options)
 
     # -- the sweep's own record ------------------------------------------------------------------
