@@ -117,6 +117,8 @@ def test_a_sweep_finds_the_known_best_lr_stops_bad_trials_and_keeps_to_its_limit
     shown = cli(workspace, "show", sweep.id)
     assert shown.returncode == 0 and best.id in shown.stdout
     assert "early termination: median stopping" in shown.stdout
+    trial = cli(workspace, "show", stopped[0]["id"])
+    assert f"sweep       {sweep.id} (trial {stopped[0]['tags']['celltrain.trial']})" in trial.stdout
 
 
 def controller_pid(sweep_id: str) -> int | None:

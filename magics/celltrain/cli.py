@@ -65,6 +65,9 @@ def cmd_show(ws, args) -> int:
         print("reason      " + r["reason"].replace("\n", "\n            "))
     for i, warning in enumerate(run.warnings):
         print(("warnings    " if i == 0 else "            ") + warning)
+    if r.get("parent_id"):
+        trial = r["tags"].get("celltrain.trial")
+        print(f"sweep       {r['parent_id']}" + (f" (trial {trial})" if trial else ""))
     print(f"script      {r['script']} {' '.join(r['args'])}")
     print(f"image       {r['image'] or '-'}  {r['image_digest'] or ''}")
     print(f"params      {json.dumps(r['params'])}")
