@@ -41,6 +41,7 @@ export class RunPanel extends PolledWidget {
         h('div', { class: 'ct-panel-buttons' }, this.cancelButton, this.insertButton,
           this.insertModelButton)),
       this.summary,
+      this.sweepHeading, this.sweepView,
       h('h3', { text: 'Metrics' }), this.charts,
       this.imagesHeading, this.images,
       h('h3', { text: 'Log' }), this.log,
@@ -61,7 +62,8 @@ export class RunPanel extends PolledWidget {
     const wasTerminal = this.detail?.terminal;
     this.detail = detail;
     this.renderHeader(detail);
-    await Promise.all([this.refreshMetrics(), this.refreshLog(), this.refreshFiles()]);
+    await Promise.all([this.refreshMetrics(), this.refreshLog(), this.refreshFiles(),
+      this.refreshSweep(detail)]);
     if (detail.terminal && wasTerminal) {
       this.poll.stop(); // ended, and the last refresh after the end is done: nothing changes now
     }
@@ -111,6 +113,16 @@ export class RunPanel extends PolledWidget {
         h('img', { src, alt: image.name, loading: 'lazy' }),
         h('figcaption', { text: image.step === null ? image.name : `${image.name} (step ${image.step})` })));
     }
+  }
+
+  /** A sweep's trials table and charts: the server's HTML of the notebook's sweep view. */
+  private async refreshSweep(d: IRunDetail): Promise<void> {
+    this.sweepHeading.hidden = this.sweepView.hidden = d.kind !== 'sweep';
+    if (d.kind !== 'sweep') {
+      return;
+    }
+    const sweep = await requestAPI<{ html: string }>(`runs/${encodeURIComponent(this.runId)}/sweep`);
+    this.sweepView.innerHTML = sweep.html; // built by celltrain.views.sweep_view, every value escaped
   }
 
   private async refreshMetrics(): Promise<void> {
@@ -198,6 +210,8 @@ export class RunPanel extends PolledWidget {
     text: 'Insert model code', title: 'Add a cell that loads the model registered from this run' });
   private summary = h('div', { class: 'ct-summary' });
   private charts = h('div', { class: 'ct-charts' });
+  private sweepHeading = h('h3', { text: 'Trials' });
+  private sweepView = h('div', { class: 'ct-sweep-view' });
   private log = h('pre', { class: 'ct-log' });
   private imagesHeading = h('h3', { text: 'Images' });
   private images = h('div', { class: 'ct-images' });

@@ -144,9 +144,10 @@ export class CelltrainSidebar extends PolledWidget {
     this.nextButton.disabled = last >= page.total;
     // Rows are kept while their run is unchanged, so a click never lands on a replaced row.
     const rows = new Map<string, { key: string; row: HTMLElement }>();
+    this.onPage = new Set(page.runs.map(r => r.id));
     const children: HTMLElement[] = [];
-    for (const run of page.runs) {
-      const key = JSON.stringify(run);
+    for (const run of groupTrials(page.runs)) {
+      const key = JSON.stringify(run) + String(this.onPage.has(run.parent_id ?? ''));
       let entry = this.rows.get(run.id);
       if (!entry || entry.key !== key) {
         entry = { key, row: this.runRow(run) };
@@ -180,7 +181,9 @@ export class CelltrainSidebar extends PolledWidget {
       }
       this.updateCompare();
     };
-    const row = h('li', { class: 'ct-run', 'data-run-id': run.id, title: run.reason ?? run.id },
+    const kind = run.parent_id && this.onPage.has(run.parent_id) ? ' ct-trial'
+      : run.kind === 'sweep' ? ' ct-sweep' : '';
+    const row = h('li', { class: `ct-run${kind}`, 'data-run-id': run.id, title: run.reason ?? run.id },
       check,
       h('div', { class: 'ct-run-main' },
         h('div', { class: 'ct-run-line' }, statusBadge(run.status),
@@ -258,6 +261,7 @@ export class CelltrainSidebar extends PolledWidget {
   private selected = new Set<string>();
   private experimentKey = '';
   private rows = new Map<string, { key: string; row: HTMLElement }>();
+  private onPage = new Set<string>();
   private modelsKey = '';
   private workspaceLine = h('div', { class: 'ct-workspace' });
   private error = h('div', { class: 'ct-error' });
@@ -271,6 +275,24 @@ export class CelltrainSidebar extends PolledWidget {
   private prevButton = h('button', { class: 'ct-prev', text: '‹' });
   private nextButton = h('button', { class: 'ct-next', text: '›' });
   private runList = h('ul', { class: 'ct-run-list' });
+}
+
+/** Runs in page order, each sweep's trials right under it (when the sweep is on the page). */
+export function groupTrials(runs: IRunSummary[]): IRunSummary[] {
+  const ids = new Set(runs.map(r => r.id));
+  const trials = new Map<string, IRunSummary[]>();
+  for (const run of runs) {
+    if (run.parent_id && ids.has(run.parent_id)) {
+      trials.set(run.parent_id, [...(trials.get(run.parent_id) ?? []), run]);
+    }
+  }
+  const out: IRunSummary[] = [];
+  for (const run of runs) {
+    if (!(run.parent_id && ids.has(run.parent_id))) {
+      out.push(run, ...(trials.get(run.id) ?? []).sort((a, b) => a.number - b.number));
+    }
+  }
+  return out;
 }
 
 export function progressLine(run: IRunSummary): HTMLElement | null {

@@ -46,6 +46,8 @@ export interface IRunSummary {
   params: Record<string, unknown>;
   tags: Record<string, string>;
   cancel_requested: number;
+  kind?: string; // "run", "sweep" (its trials have it as parent_id), "trial"
+  parent_id?: string | null;
 }
 
 export interface IRunPage {

@@ -30,6 +30,16 @@ _EXPORTS = {
     "RunNotFound": "celltrain.errors",
     "ImageBuildError": "celltrain.errors",
     "RunFailed": "celltrain.errors",
+    "uniform": "celltrain.sweep.space",
+    "loguniform": "celltrain.sweep.space",
+    "quniform": "celltrain.sweep.space",
+    "randint": "celltrain.sweep.space",
+    "choice": "celltrain.sweep.space",
+    "BadSpace": "celltrain.sweep.space",
+    "BanditPolicy": "celltrain.sweep.policies",
+    "MedianStoppingPolicy": "celltrain.sweep.policies",
+    "TruncationSelectionPolicy": "celltrain.sweep.policies",
+    "Sweep": "celltrain.sweep.handle",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,7 +1,8 @@
 """The ``celltrain`` command: a view of the workspace store, like the widgets and the sidebar.
 
     celltrain runs [--experiment E] [--status S] [--limit N]
-    celltrain show RUN
+    celltrain show RUN|SWEEP
+    celltrain sweeps
     celltrain logs RUN [-f]
     celltrain cancel RUN [--grace S]
     celltrain models
@@ -54,6 +55,10 @@ def cmd_runs(ws, args) -> int:
 def cmd_show(ws, args) -> int:
     run = ws.run(args.run)
     r = run.record
+    if r.get("kind") == "sweep":
+        from .views.sweep_text import format_sweep
+        print(format_sweep(ws.sweep(run.id)))
+        return 0
     print(f"run         {r['id']}  ({r['experiment']} #{r['number']}, target {r['target']})")
     print(f"status      {r['status']}" + (f"  exit code {r['exit_code']}"
                                           if r["exit_code"] is not None else ""))
@@ -61,6 +66,9 @@ def cmd_show(ws, args) -> int:
         print("reason      " + r["reason"].replace("\n", "\n            "))
     for i, warning in enumerate(run.warnings):
         print(("warnings    " if i == 0 else "            ") + warning)
+    if r.get("parent_id"):
+        trial = r["tags"].get("celltrain.trial")
+        print(f"sweep       {r['parent_id']}" + (f" (trial {trial})" if trial else ""))
     print(f"script      {r['script']} {' '.join(r['args'])}")
     print(f"image       {r['image'] or '-'}  {r['image_digest'] or ''}")
     print(f"params      {json.dumps(r['params'])}")
@@ -79,6 +87,12 @@ def cmd_show(ws, args) -> int:
         print("files")
         for f in files:
             print(f"  {f}")
+    return 0
+
+
+def cmd_sweeps(ws, args) -> int:
+    from .views.sweep_text import format_sweeps
+    print(format_sweeps(ws))
     return 0
 
 
@@ -146,9 +160,12 @@ def parser() -> argparse.ArgumentParser:
     runs.add_argument("--status", "-s", choices=states.ALL)
     runs.add_argument("--limit", "-n", type=int, default=50)
     runs.set_defaults(func=cmd_runs)
-    show = sub.add_parser("show", help="one run: status, history, metrics, files")
+    show = sub.add_parser("show", help="one run: status, history, metrics, files (a sweep: "
+                                       "its trials)")
     show.add_argument("run")
     show.set_defaults(func=cmd_show)
+    sweeps = sub.add_parser("sweeps", help="hyperparameter sweeps: trials, best so far")
+    sweeps.set_defaults(func=cmd_sweeps)
     logs = sub.add_parser("logs", help="a run's output")
     logs.add_argument("run")
     logs.add_argument("-f", "--follow", action="store_true", help="follow until the run ends")

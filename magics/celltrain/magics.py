@@ -351,3 +351,5 @@ def _open_results(folder: Path, rel: str):
 
 def load_ipython_extension(ipython) -> None:
     ipython.register_magics(TrainMagics)
+    from .magics_sweep import load_ipython_extension as load_sweep   # %%sweep
+    load_sweep(ipython)

@@ -64,6 +64,8 @@ class RunSpec:
     lib_packages: list[str] = field(default_factory=lambda: ["celltrain"])
     kind: str = "run"
     parent: str | None = None
+    # kind "sweep": its space, sampler, policy, metric and goal (celltrain.sweep.config)
+    sweep: dict[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> "RunSpec":
         """A copy with some fields changed (``resources=`` etc. take whole values)."""

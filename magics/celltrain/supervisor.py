@@ -299,7 +299,9 @@ class Supervisor:
         ended = time.time()
         fields = dict(exit_code=exit_code, ended=ended)
         if canceled or (run["cancel_requested"] and exit_code != 0):
-            self.status(states.CANCELED, reason="canceled by the user", **fields)
+            # a sweep's early termination says why it stopped the trial (cancel_reason)
+            self.status(states.CANCELED, reason=run["options"].get("cancel_reason")
+                        or "canceled by the user", **fields)
         elif timed_out:
             timeout = target.spec.resources.timeout
             self.status(states.FAILED, reason=f"timed out after {timeout:g}s (timeout="

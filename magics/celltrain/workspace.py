@@ -89,6 +89,11 @@ class Workspace:
         raise RunNotFound(f"run id {run_id!r} is ambiguous in {self.path}: it starts "
                           f"{', '.join(matches[:5])}; give more of it")
 
+    def sweep(self, sweep_id: str):
+        """The sweep with this id (or id prefix), from any process: a ``Sweep`` handle."""
+        from .sweep.handle import Sweep
+        return Sweep.of(self.run(sweep_id))
+
     def runs(self, experiment: str | None = None, status: Iterable[str] | None = None,
              limit: int | None = None) -> list[Run]:
         rows = self.store.list_runs(experiment=experiment, status=status, limit=limit)
@@ -130,6 +135,10 @@ class Workspace:
         from .spare import hand_to_spare
         run_dir = self.store.run_dir(run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
+        if (self.store.get_run(run_id) or {}).get("kind") == "sweep":   # carried by a controller
+            self._spawn(["celltrain.sweep.controller", str(self.path), run_id],
+                        run_dir / "controller.log")
+            return
         taken = False
         if hand_to_spare(self.path, run_id):
             deadline = time.monotonic() + 2.0
@@ -261,6 +270,23 @@ class Experiment:
         In [1]: run = ws.experiment("birds").submit("train.py", "./src", args=["--epochs", 3])
         In [2]: run.wait(show_output=True)
         """
+        spec = self.make_spec(script, source_dir, args, environment, gpus, params=params,
+                              tags=tags, memory=memory, cpus=cpus, shm_size=shm_size,
+                              env_vars=env_vars, mounts=mounts, timeout=timeout, target=target,
+                              network=network, lib_packages=lib_packages)
+        return self.submit_spec(spec, snapshot_limit_mb=snapshot_limit_mb)
+
+    def make_spec(self, script: str, source_dir: str | os.PathLike = ".", args: Sequence = (),
+                  environment: Environment | None = None, gpus: Any = "auto", *,
+                  params: Mapping[str, Any] | None = None,
+                  tags: Mapping[str, str] | None = None, memory: str | None = None,
+                  cpus: float | None = None, shm_size: str = "2g",
+                  env_vars: Mapping[str, str] | None = None,
+                  mounts: Mapping[str, str] | None = None, timeout: float | None = None,
+                  target: str = "docker", network: str | None = None,
+                  lib_packages: Sequence[str] = ()) -> RunSpec:
+        """``submit()``'s arguments checked and made a spec its target validated (sweeps
+        build their base spec with it)."""
         from .options import check_options, check_script, parse_gpus
         from .targets import target_class
         source = Path(source_dir).expanduser().resolve()
@@ -284,8 +310,14 @@ class Experiment:
             mounts=checked["mounts"], network=checked["network"], target=target,
             target_settings=settings,
             lib_packages=["celltrain", *lib_packages])
-        return self.submit_spec(target_cls.validate(spec, settings),
-                                snapshot_limit_mb=snapshot_limit_mb)
+        return target_cls.validate(spec, settings)
+
+    def sweep(self, script: str, source_dir: str | os.PathLike = ".", args: Sequence = (),
+              environment: Environment | None = None, gpus: Any = "auto", **kwargs: Any):
+        """Start a hyperparameter sweep on Optuna: one child run per trial
+        (``celltrain.sweep.submit.submit_sweep`` has the arguments); returns its ``Sweep``."""
+        from .sweep.submit import submit_sweep
+        return submit_sweep(self, script, source_dir, args, environment, gpus, **kwargs)
 
     def submit_spec(self, spec: RunSpec, *, snapshot_limit_mb: float = DEFAULT_LIMIT_MB,
                     validated: bool = True) -> Run:

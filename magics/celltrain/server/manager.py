@@ -209,6 +209,17 @@ class CelltrainManager:
         out["workspace"] = str(self.path)
         return _clean(out)
 
+    def sweep(self, run_id: str) -> dict[str, Any]:
+        """A sweep's panel: its view as HTML (the notebook's static copy) and its trials."""
+        from ..sweep.handle import Sweep
+        from ..views.sweep_view import sweep_data, sweep_html
+        record = self._record(run_id)
+        if record.get("kind") != "sweep":
+            raise BadRequest(f"run {run_id} is a {record.get('kind')!r} run, not a sweep")
+        data = sweep_data(Sweep(self.workspace(), run_id))
+        return _clean({"id": run_id, "html": sweep_html(data), "trials": data["trials"],
+                       "best": (record["progress"] or {}).get("best")})
+
     def cancel(self, run_id: str, grace: float = 10.0) -> dict[str, Any]:
         """Ask the run's supervisor to stop it (SIGTERM, SIGKILL after ``grace``); returns at once."""
         record = self._record(run_id)

@@ -116,6 +116,12 @@ class LogsHandler(CelltrainHandler):
                                   tail=self.int_arg("tail", 64 * 1024)))
 
 
+class SweepHandler(CelltrainHandler):
+    @tornado.web.authenticated
+    async def get(self, run_id: str):
+        self.send(await self.call(self.manager.sweep, run_id))
+
+
 class FilesHandler(CelltrainHandler):
     @tornado.web.authenticated
     async def get(self, run_id: str):
@@ -184,6 +190,7 @@ ROUTES = [
     (rf"runs/{RUN}/files", FilesHandler),
     (rf"runs/{RUN}/files/(?P<rel>.+)", FileHandler),
     (rf"runs/{RUN}/cancel", CancelHandler),
+    (rf"runs/{RUN}/sweep", SweepHandler),
     (r"models", ModelsHandler),
     (r"models/(?P<name>[^/]+)", ModelHandler),
 ]

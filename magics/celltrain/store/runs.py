@@ -11,13 +11,14 @@ from typing import Any, Iterable
 JSON_COLUMNS = ("args", "params", "tags", "environment", "options", "progress", "spec",
                 "handle")
 RUN_SUMMARY = ("id", "experiment", "number", "status", "target", "created", "started", "ended",
-               "script", "reason", "exit_code", "progress", "params", "tags", "cancel_requested")
+               "script", "reason", "exit_code", "progress", "params", "tags", "cancel_requested",
+               "kind", "parent_id")
 
 
 def _run_json_column(key: str) -> str:
     if key == "experiment":
         return "json_quote(e.name)"
-    if key in ("id", "status", "target", "script", "reason"):
+    if key in ("id", "status", "target", "script", "reason", "kind", "parent_id"):
         return f"json_quote(r.{key})"
     return f"COALESCE(r.{key}, 'null')"   # numbers, and JSON text stored by json.dumps
 
