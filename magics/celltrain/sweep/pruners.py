@@ -10,7 +10,6 @@ import base64
 import math
 import pickle
 import statistics
-from typing import Any
 
 import optuna
 from optuna.pruners import BasePruner
