@@ -64,6 +64,9 @@ class RunSpec:
     lib_packages: list[str] = field(default_factory=lambda: ["celltrain"])
     kind: str = "run"
     parent: str | None = None
+    # {port inside: [host address, host port]}: published by the target (a deployment's);
+    # the process reads where to listen from CELLTRAIN_PORTS ({port inside: [address, port]}).
+    ports: dict[str, list] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> "RunSpec":
         """A copy with some fields changed (``resources=`` etc. take whole values)."""

@@ -61,6 +61,7 @@ class LocalTarget(ComputeTarget):
                "CELLTRAIN_TELEMETRY_DIR": str(telemetry),
                "CELLTRAIN_EXIT_FILE": str(self.run_dir / EXIT_FILE),
                "PYTHONUNBUFFERED": "1",
+               "CELLTRAIN_PORTS": json.dumps(spec.ports),   # a process binds the host's port
                "PYTHONPATH": os.pathsep.join(p for p in (PACKAGE_PARENT,
                                                          os.environ.get("PYTHONPATH")) if p)}
         # The process writes straight to the log file, so it needs nobody alive to drain a pipe.

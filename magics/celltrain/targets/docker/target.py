@@ -167,6 +167,9 @@ class DockerTarget(ComputeTarget):
             "CELLTRAIN_TELEMETRY_DIR": TELEMETRY_IN_CONTAINER,
             "PYTHONPATH": LIB_IN_CONTAINER, "PYTHONUNBUFFERED": "1",
         }
+        if spec.ports:   # listen on every address inside; Docker binds the host side
+            environment["CELLTRAIN_PORTS"] = json.dumps({p: ["0.0.0.0", int(p)]
+                                                         for p in spec.ports})
         kwargs = dict(
             command=["sh", "-c", PYTHON, "sh", spec.script, *spec.args],
             entrypoint=[], working_dir=WORKDIR, detach=True, environment=environment,
@@ -176,6 +179,9 @@ class DockerTarget(ComputeTarget):
             shm_size=res.shm_size or "2g",
             device_requests=engine.device_requests(res.gpus),
         )
+        if spec.ports:
+            kwargs["ports"] = {f"{p}/tcp": (host, int(port))
+                               for p, (host, port) in spec.ports.items()}
         if res.memory:
             kwargs["mem_limit"] = res.memory
         if res.cpus:

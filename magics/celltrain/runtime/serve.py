@@ -1,0 +1,307 @@
+"""The deployment's server, in the container: the Open Inference Protocol v2 over HTTP/JSON.
+
+``python -m celltrain.runtime.serve`` in a folder holding ``serve.json`` (written by
+``celltrain.serving``) and the model's files.  Standard library only (``http.server``), Python
+3.8+, so it runs on any image with Python and the model's runtime.  Routes:
+
+- ``GET /v2/health/live``, ``/v2/health/ready``, ``GET /v2``
+- ``GET /v2/models/<name>[/versions/<v>]`` (metadata), ``.../ready``, ``POST .../infer``
+- ``POST /score`` with an entry script: its ``run(raw_json)``, the return value JSON-encoded
+
+Stats go through celltrain's telemetry as metrics (serve/requests, serve/errors,
+serve/latency_p50_ms, serve/latency_p95_ms; serve/ready once the model is loaded), so the
+store has them.  A model that fails to load is written to ``failure.txt``: the run's reason.
+"""
+import hmac
+import importlib.util
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from . import serve_model
+from .serve_model import BadRequest, LoadFailed
+
+CONFIG = "serve.json"
+PORT = "8080"            # the port inside the container; CELLTRAIN_PORTS says where to bind
+STATS_INTERVAL_S = 1.0
+LATENCY_WINDOW = 2000    # the p50/p95 are of the last this many requests
+MAX_BODY = 256 << 20
+
+
+class Stats:
+    """Request count, errors and recent latencies, logged as metrics every second."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.requests = self.errors = 0
+        self.latencies = []
+        self.logged = (0, 0)
+
+    def add(self, seconds: float, error: bool) -> None:
+        with self.lock:
+            self.requests += 1
+            self.errors += error
+            self.latencies.append(seconds * 1000.0)
+            if len(self.latencies) > LATENCY_WINDOW:
+                del self.latencies[:len(self.latencies) - LATENCY_WINDOW]
+
+    def report(self, log, step: int) -> None:
+        with self.lock:
+            if (self.requests, self.errors) == self.logged:
+                return
+            self.logged = (self.requests, self.errors)
+            ordered = sorted(self.latencies)
+            counts = self.logged
+        log("serve/requests", counts[0], step)
+        log("serve/errors", counts[1], step)
+        log("serve/latency_p50_ms", _quantile(ordered, 0.50), step)
+        log("serve/latency_p95_ms", _quantile(ordered, 0.95), step)
+
+
+def _quantile(ordered, q: float) -> float:
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Service:
+    """What the handler serves: the model (or None), the entry script, the batcher, the token."""
+
+    def __init__(self, config: dict, token):
+        self.config, self.token = config, token
+        self.name, self.version = config["name"], str(config["version"])
+        self.model = self.script = self.batcher = None
+        self.ready = False
+        self.stats = Stats()
+
+    def load(self) -> None:
+        config = self.config
+        model_dir = os.path.abspath(config["model_dir"])
+        os.environ["CELLTRAIN_MODEL_DIR"] = os.environ["AZUREML_MODEL_DIR"] = model_dir
+        if config.get("onnx"):
+            self.model = serve_model.OnnxModel(config["onnx"])
+        elif config.get("torch") and not config.get("entry_script"):
+            self.model = serve_model.TorchModel(config["torch"], config.get("example_shape"))
+        if config.get("entry_script"):
+            self.script = _load_script(config["entry_script"])
+        if self.model is not None and config["max_batch_size"] > 1 \
+                and serve_model.has_batch_axis(self.model):
+            self.batcher = serve_model.Batcher(self.model, config["max_batch_size"],
+                                               config["max_latency_ms"])
+        self.ready = True
+
+    def metadata(self) -> dict:
+        model = self.model
+        return {"name": self.name, "versions": [self.version],
+                "platform": model.platform if model else "python_entry_script",
+                "inputs": model.inputs if model else [],
+                "outputs": model.outputs if model else []}
+
+    def infer(self, body: dict) -> dict:
+        if self.model is None:
+            raise BadRequest("this deployment has no model for /infer (it has no ONNX "
+                             "artifact): POST its entry script's requests to /score")
+        feed = serve_model.to_arrays(self.model, body.get("inputs"))
+        results = self.batcher.run(feed) if self.batcher else self.model.run(feed)
+        out = {"model_name": self.name, "model_version": self.version,
+               "outputs": serve_model.to_outputs(self.model, results)}
+        if "id" in body:
+            out["id"] = body["id"]
+        return out
+
+
+def _load_script(path: str):
+    """Import the entry script and run its ``init()`` once (Azure ML's score.py contract)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    sys.path.insert(0, folder)
+    try:
+        spec = importlib.util.spec_from_file_location("score", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if not callable(getattr(module, "run", None)):
+            raise LoadFailed(f"the entry script {os.path.basename(path)} defines no run(raw_data)")
+        if callable(getattr(module, "init", None)):
+            module.init()
+    except LoadFailed:
+        raise
+    except Exception as e:
+        traceback.print_exc()
+        raise LoadFailed(f"the entry script {os.path.basename(path)} failed to load: "
+                         f"{type(e).__name__}: {e}") from None
+    return module
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"          # keep-alive: no new connection per request
+    service = None                         # set by serve()
+
+    def log_message(self, format, *args):  # one line per request would cost more than a request
+        pass
+
+    def _send(self, code: int, body) -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorized(self) -> bool:
+        token = self.service.token
+        if not token:
+            return True
+        given = self.headers.get("Authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return True
+        self._send(401, {"error": "this deployment needs a bearer token: send the header "
+                                  "'Authorization: Bearer <token>' (Deployment.token)"})
+        return False
+
+    def _model_path(self, parts):
+        """For /v2/models/<name>[/versions/<v>][/<action>]: the action, or raise LookupError."""
+        service = self.service
+        if len(parts) < 3 or parts[2] != service.name:
+            raise LookupError(f"no model {parts[2] if len(parts) > 2 else ''!r} here; this "
+                              f"deployment serves {service.name!r}")
+        rest = parts[3:]
+        if rest[:1] == ["versions"]:
+            if len(rest) < 2 or rest[1] != service.version:
+                raise LookupError(f"model {service.name!r} has no version "
+                                  f"{rest[1] if len(rest) > 1 else ''!r} here; it serves "
+                                  f"version {service.version}")
+            rest = rest[2:]
+        return rest[0] if rest else ""
+
+    def do_GET(self):
+        if not self._authorized():
+            return
+        parts = [p for p in self.path.split("?")[0].split("/") if p]
+        service = self.service
+        if parts == ["v2", "health", "live"]:
+            return self._send(200, {"live": True})
+        if parts == ["v2", "health", "ready"]:
+            return self._send(200 if service.ready else 503, {"ready": service.ready})
+        if parts == ["v2"]:
+            return self._send(200, {"name": "celltrain", "version": "2", "extensions": []})
+        if parts[:2] == ["v2", "models"]:
+            try:
+                action = self._model_path(parts)
+            except LookupError as e:
+                return self._send(404, {"error": str(e)})
+            if action == "":
+                return self._send(200, service.metadata())
+            if action == "ready":
+                return self._send(200 if service.ready else 503, {"name": service.name,
+                                                                 "ready": service.ready})
+        self._send(404, {"error": f"no route GET {self.path}"})
+
+    def do_POST(self):
+        started = time.perf_counter()
+        error = True
+        try:
+            if not self._authorized():
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY:
+                return self._send(413, {"error": f"the request body is {length} bytes; at "
+                                                 f"most {MAX_BODY} are taken"})
+            raw = self.rfile.read(length)
+            parts = [p for p in self.path.split("?")[0].split("/") if p]
+            if parts == ["score"]:
+                error = not self._score(raw)
+                return
+            if parts[:2] == ["v2", "models"]:
+                try:
+                    action = self._model_path(parts)
+                except LookupError as e:
+                    return self._send(404, {"error": str(e)})
+                if action == "infer":
+                    error = not self._infer(raw)
+                    return
+            self._send(404, {"error": f"no route POST {self.path}"})
+        finally:
+            self.service.stats.add(time.perf_counter() - started, error)
+
+    def _infer(self, raw: bytes) -> bool:
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise BadRequest("the request body must be a JSON object with 'inputs'")
+            answer = self.service.infer(body)
+        except json.JSONDecodeError as e:
+            self._send(400, {"error": f"the request body is not JSON: {e}"})
+            return False
+        except BadRequest as e:
+            self._send(400, {"error": str(e)})
+            return False
+        except Exception as e:  # the model failed: 500, the traceback in the logs
+            traceback.print_exc()
+            self._send(500, {"error": f"the model failed: {type(e).__name__}: {e}"})
+            return False
+        self._send(200, answer)
+        return True
+
+    def _score(self, raw: bytes) -> bool:
+        script = self.service.script
+        if script is None:
+            self._send(404, {"error": "this deployment has no entry script: /score needs "
+                                      "deploy(entry_script='score.py'); use /v2/models/"
+                                      f"{self.service.name}/infer"})
+            return False
+        try:
+            answer = json.dumps(script.run(raw.decode("utf-8", errors="replace")))
+        except Exception as e:
+            print(f"run() of the entry script failed on a /score request:", file=sys.stderr)
+            traceback.print_exc()
+            sys.stderr.flush()
+            self._send(500, {"error": f"run() failed: {type(e).__name__}: {e} (the traceback "
+                                      "is in the deployment's logs)"})
+            return False
+        self._send(200, answer.encode())
+        return True
+
+
+def _fail(reason: str) -> int:
+    """Say why in failure.txt (the run's reason) and on stderr, and end with exit code 1."""
+    print(f"celltrain serve: {reason}", file=sys.stderr, flush=True)
+    telemetry = os.environ.get("CELLTRAIN_TELEMETRY_DIR")
+    if telemetry:
+        with open(os.path.join(telemetry, "failure.txt"), "w") as f:
+            f.write(reason)
+    return 1
+
+
+def main(argv=None) -> int:
+    with open(CONFIG) as f:
+        config = json.load(f)
+    host, port = json.loads(os.environ.get("CELLTRAIN_PORTS") or "{}").get(
+        PORT, ["127.0.0.1", int(PORT)])
+    service = Service(config, os.environ.get("CELLTRAIN_SERVE_TOKEN") or None)
+    Handler.service = service
+    try:
+        server = ThreadingHTTPServer((host, int(port)), Handler)
+    except OSError as e:
+        return _fail(f"the server could not listen on {host}:{port}: {e.strerror}")
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True, name="celltrain-http").start()
+    try:
+        service.load()           # live answers while loading; ready once loaded
+    except LoadFailed as e:
+        return _fail(f"the model failed to load: {e}")
+    from celltrain import log
+    log("serve/ready", 1, 0)
+    print(f"celltrain serve: {service.name} version {service.version} ready on "
+          f"{host}:{port}", flush=True)
+    step = 0
+    while True:
+        time.sleep(STATS_INTERVAL_S)
+        step += 1
+        service.stats.report(log, step)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
