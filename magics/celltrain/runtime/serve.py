@@ -40,6 +40,7 @@ class Stats:
         self.requests = self.errors = 0
         self.latencies = []
         self.logged = (0, 0)
+        self.batcher = None
 
     def add(self, seconds: float, error: bool) -> None:
         with self.lock:
@@ -60,6 +61,8 @@ class Stats:
         log("serve/errors", counts[1], step)
         log("serve/latency_p50_ms", _quantile(ordered, 0.50), step)
         log("serve/latency_p95_ms", _quantile(ordered, 0.95), step)
+        if self.batcher is not None:
+            log("serve/max_batch", self.batcher.largest, step)
 
 
 def _quantile(ordered, q: float) -> float:
@@ -92,6 +95,7 @@ class Service:
                 and serve_model.has_batch_axis(self.model):
             self.batcher = serve_model.Batcher(self.model, config["max_batch_size"],
                                                config["max_latency_ms"])
+            self.stats.batcher = self.batcher
         self.ready = True
 
     def metadata(self) -> dict:

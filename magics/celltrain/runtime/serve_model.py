@@ -165,6 +165,7 @@ class Batcher:
         self.model, self.max_rows = model, max_batch_size
         self.wait_s = max_latency_ms / 1000.0
         self.queue = queue.Queue()
+        self.largest = 0        # the most rows one batch has had (logged as serve/max_batch)
         threading.Thread(target=self._loop, daemon=True, name="celltrain-batcher").start()
 
     def run(self, feed):
@@ -195,6 +196,7 @@ class Batcher:
                     break
                 batch.append(item)
                 rows += _rows(item[0])
+            self.largest = max(self.largest, rows)
             self._run(batch)
 
     def _run(self, batch):
