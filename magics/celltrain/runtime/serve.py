@@ -6,6 +6,7 @@
 
 - ``GET /v2/health/live``, ``/v2/health/ready``, ``GET /v2``
 - ``GET /v2/models/<name>[/versions/<v>]`` (metadata), ``.../ready``, ``POST .../infer``
+- the binary tensor data extension (Triton's and KServe's): JSON, then the tensors' bytes
 - ``POST /score`` with an entry script: its ``run(raw_json)``, the return value JSON-encoded
 
 Stats go through celltrain's telemetry as metrics (serve/requests, serve/errors,
@@ -30,6 +31,7 @@ PORT = "8080"            # the port inside the container; CELLTRAIN_PORTS says w
 STATS_INTERVAL_S = 1.0
 LATENCY_WINDOW = 2000    # the p50/p95 are of the last this many requests
 MAX_BODY = 256 << 20
+BINARY_HEADER = "Inference-Header-Content-Length"   # the binary tensor data extension
 
 
 class Stats:
@@ -105,17 +107,20 @@ class Service:
                 "inputs": model.inputs if model else [],
                 "outputs": model.outputs if model else []}
 
-    def infer(self, body: dict) -> dict:
+    def infer(self, body: dict) -> tuple:
         if self.model is None:
             raise BadRequest("this deployment has no model for /infer (it has no ONNX "
                              "artifact): POST its entry script's requests to /score")
         feed = serve_model.to_arrays(self.model, body.get("inputs"))
         results = self.batcher.run(feed) if self.batcher else self.model.run(feed)
-        out = {"model_name": self.name, "model_version": self.version,
-               "outputs": serve_model.to_outputs(self.model, results)}
+        binary = bool((body.get("parameters") or {}).get("binary_data_output")) or any(
+            (o.get("parameters") or {}).get("binary_data") for o in body.get("outputs") or ()
+            if isinstance(o, dict))
+        outputs, blob = serve_model.to_outputs(self.model, results, binary)
+        out = {"model_name": self.name, "model_version": self.version, "outputs": outputs}
         if "id" in body:
             out["id"] = body["id"]
-        return out
+        return out, blob
 
 
 def _load_script(path: str):
@@ -146,10 +151,15 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # one line per request would cost more than a request
         pass
 
-    def _send(self, code: int, body) -> None:
+    def _send(self, code: int, body, blob: bytes = b"") -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        if blob:   # the binary data extension: JSON, then the outputs' bytes
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header(BINARY_HEADER, str(len(data)))
+            data += blob
+        else:
+            self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -232,10 +242,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def _infer(self, raw: bytes) -> bool:
         try:
-            body = json.loads(raw)
+            body = json.loads(_split_binary(raw, self.headers.get(BINARY_HEADER)))
             if not isinstance(body, dict):
                 raise BadRequest("the request body must be a JSON object with 'inputs'")
-            answer = self.service.infer(body)
+            _attach_binary(body, raw, self.headers.get(BINARY_HEADER))
+            answer, blob = self.service.infer(body)
         except json.JSONDecodeError as e:
             self._send(400, {"error": f"the request body is not JSON: {e}"})
             return False
@@ -246,7 +257,7 @@ class Handler(BaseHTTPRequestHandler):
             traceback.print_exc()
             self._send(500, {"error": f"the model failed: {type(e).__name__}: {e}"})
             return False
-        self._send(200, answer)
+        self._send(200, answer, blob)
         return True
 
     def _score(self, raw: bytes) -> bool:
@@ -269,6 +280,39 @@ class Handler(BaseHTTPRequestHandler):
         return True
 
 
+def _split_binary(raw: bytes, header) -> bytes:
+    """The JSON part of a request: all of it, or its first Inference-Header-Content-Length
+    bytes when binary tensor data follows."""
+    if header is None:
+        return raw
+    if not header.isdigit() or int(header) > len(raw):
+        raise BadRequest(f"{BINARY_HEADER} is {header!r}: it takes the JSON part's length "
+                         f"in bytes, at most the body's {len(raw)}")
+    return raw[:int(header)]
+
+
+def _attach_binary(body: dict, raw: bytes, header) -> None:
+    """Give each input with parameters.binary_data_size its bytes, in order, as "raw"."""
+    if header is None:
+        return
+    at = int(header)
+    for tensor in body.get("inputs") or ():
+        size = (tensor.get("parameters") or {}).get("binary_data_size") \
+            if isinstance(tensor, dict) else None
+        if size is None:
+            continue
+        if not isinstance(size, int) or size < 0 or at + size > len(raw):
+            raise BadRequest(f"input {tensor.get('name')!r}: binary_data_size {size!r} runs "
+                             f"past the {len(raw) - at} bytes left in the body")
+        tensor["raw"] = raw[at:at + size]
+        at += size
+
+
+class Server(ThreadingHTTPServer):
+    request_queue_size = 128       # concurrent clients connecting at once are not refused
+    daemon_threads = True
+
+
 def _fail(reason: str) -> int:
     """Say why in failure.txt (the run's reason) and on stderr, and end with exit code 1."""
     print(f"celltrain serve: {reason}", file=sys.stderr, flush=True)
@@ -287,10 +331,9 @@ def main(argv=None) -> int:
     service = Service(config, os.environ.get("CELLTRAIN_SERVE_TOKEN") or None)
     Handler.service = service
     try:
-        server = ThreadingHTTPServer((host, int(port)), Handler)
+        server = Server((host, int(port)), Handler)
     except OSError as e:
         return _fail(f"the server could not listen on {host}:{port}: {e.strerror}")
-    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True, name="celltrain-http").start()
     try:
         service.load()           # live answers while loading; ready once loaded

@@ -124,7 +124,10 @@ def to_arrays(model, inputs):
             raise BadRequest(f"input {name!r} has shape {shape!r}; the model expects "
                              f"{want['shape']} (-1: any size)")
         try:
-            array = np.asarray(tensor.get("data"), dtype=NUMPY_TYPES[datatype])
+            if "raw" in tensor:     # the binary data extension: the bytes after the JSON
+                array = np.frombuffer(tensor["raw"], dtype=NUMPY_TYPES[datatype])
+            else:
+                array = np.asarray(tensor.get("data"), dtype=NUMPY_TYPES[datatype])
         except (TypeError, ValueError):
             raise BadRequest(f"input {name!r}: 'data' is not a list of {datatype} "
                              "values") from None
@@ -141,15 +144,22 @@ def to_arrays(model, inputs):
     return feed
 
 
-def to_outputs(model, results):
-    """The model's results as protocol output tensors, flattened row-major."""
-    out = []
+def to_outputs(model, results, binary: bool = False):
+    """The model's results as protocol output tensors, flattened row-major; with ``binary``
+    their bytes follow the JSON (the binary data extension): (tensors, those bytes)."""
+    out, blobs = [], []
     for spec in model.outputs:
         array = results[spec["name"]]
-        out.append({"name": spec["name"], "shape": list(array.shape),
-                    "datatype": DATATYPE_OF_NUMPY.get(array.dtype.name, spec["datatype"]),
-                    "data": array.ravel().tolist()})
-    return out
+        tensor = {"name": spec["name"], "shape": list(array.shape),
+                  "datatype": DATATYPE_OF_NUMPY.get(array.dtype.name, spec["datatype"])}
+        if binary and array.dtype.kind in "fiub":
+            blob = array.astype(array.dtype.newbyteorder("<")).tobytes()
+            tensor["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            tensor["data"] = array.ravel().tolist()
+        out.append(tensor)
+    return out, b"".join(blobs)
 
 
 def has_batch_axis(model) -> bool:
