@@ -146,6 +146,7 @@ def _load_script(path: str):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"          # keep-alive: no new connection per request
+    disable_nagle_algorithm = True         # else headers, then body: 40 ms of delayed ACK
     service = None                         # set by serve()
 
     def log_message(self, format, *args):  # one line per request would cost more than a request
@@ -241,6 +242,16 @@ class Handler(BaseHTTPRequestHandler):
             self.service.stats.add(time.perf_counter() - started, error)
 
     def _infer(self, raw: bytes) -> bool:
+        batcher = self.service.batcher
+        if batcher is not None:
+            batcher.arrive()
+        try:
+            return self._answer(raw)
+        finally:
+            if batcher is not None:
+                batcher.leave()
+
+    def _answer(self, raw: bytes) -> bool:
         try:
             body = json.loads(_split_binary(raw, self.headers.get(BINARY_HEADER)))
             if not isinstance(body, dict):

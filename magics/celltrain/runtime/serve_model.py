@@ -168,18 +168,36 @@ def has_batch_axis(model) -> bool:
 
 class Batcher:
     """Runs concurrent requests as one batch: up to ``max_batch_size`` rows, waiting at most
-    ``max_latency_ms`` after the first for more.  Requests whose inner shapes differ from the
-    first's wait for the next batch."""
+    ``max_latency_ms`` after the first for more, and only while more requests are in flight
+    (a lone client never waits).  Requests whose inner shapes differ from the first's wait for
+    the next batch.  A request counts as in flight from ``arrive()`` (before its body is
+    parsed) until its batch has run, or ``leave()`` if it never got to ``run``."""
 
     def __init__(self, model, max_batch_size: int, max_latency_ms: float):
         self.model, self.max_rows = model, max_batch_size
         self.wait_s = max_latency_ms / 1000.0
         self.queue = queue.Queue()
         self.largest = 0        # the most rows one batch has had (logged as serve/max_batch)
+        self.inflight = 0
+        self.lock = threading.Lock()
+        self.local = threading.local()
         threading.Thread(target=self._loop, daemon=True, name="celltrain-batcher").start()
+
+    def arrive(self) -> None:
+        with self.lock:
+            self.inflight += 1
+        self.local.queued = False
+
+    def leave(self) -> None:
+        """The request ends: if it never reached the queue, it is no longer awaited."""
+        if not getattr(self.local, "queued", True):
+            self.local.queued = True
+            with self.lock:
+                self.inflight -= 1
 
     def run(self, feed):
         done, slot = threading.Event(), {}
+        self.local.queued = True
         self.queue.put((feed, done, slot))
         done.wait()
         if "error" in slot:
@@ -195,7 +213,7 @@ class Batcher:
             key = _inner_shapes(first[0])
             rows = _rows(first[0])
             deadline = time.monotonic() + self.wait_s
-            while rows < self.max_rows:
+            while rows < self.max_rows and self.inflight > len(batch):
                 left = deadline - time.monotonic()
                 try:
                     item = self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait()
@@ -211,6 +229,8 @@ class Batcher:
 
     def _run(self, batch):
         import numpy as np
+        with self.lock:
+            self.inflight -= len(batch)
         try:
             if len(batch) == 1:
                 results = [self.model.run(batch[0][0])]
