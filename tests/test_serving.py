@@ -43,7 +43,9 @@ import os, torch
 from serve_net import ServeNet
 torch.manual_seed(0)
 os.makedirs("outputs", exist_ok=True)
-torch.save(ServeNet().state_dict(), "outputs/model.pt")
+net = ServeNet()
+torch.save(net.state_dict(), "outputs/model.pt")
+torch.jit.script(net.eval()).save("outputs/scripted.pt")
 """
 
 # An entry script written for Azure ML: init() finds the weights through AZUREML_MODEL_DIR.
@@ -355,6 +357,21 @@ def test_the_local_target_serves_too_and_the_cli_serves_by_alias(model, capsys):
     assert svc.state == "Stopped"
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(svc.url + "/v2/health/live", timeout=5)
+
+
+def test_a_torchscript_file_without_onnx_is_served_by_torch(model):
+    ws, version, _ = model
+    scripted = version.run.register_model("scripted", "outputs/scripted.pt")
+    svc = scripted.deploy("scripted", target="local")
+    try:
+        meta = svc.metadata()
+        assert meta["platform"] == "pytorch_torchscript"
+        assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1]}]
+        x = np.random.default_rng(4).random((3, *SHAPE), dtype=np.float32)
+        np.testing.assert_allclose(svc.predict(x), torch_net(version)(torch.from_numpy(x))
+                                   .detach().numpy(), atol=1e-4)
+    finally:
+        svc.stop()
 
 
 def _supervisor_pid(run_id: str) -> int:

@@ -80,6 +80,10 @@ class TorchModel:
                 module = torch.jit.load(str(path), map_location="cpu")
             except RuntimeError:
                 module = torch.load(str(path), map_location="cpu", weights_only=False)
+        except (AttributeError, ModuleNotFoundError) as e:
+            raise LoadFailed(f"{path} is a pickled module whose class is not here ({e}): a "
+                             "pickle stores the class's name, not its code; save TorchScript "
+                             "(torch.jit.save) or export ONNX (m.export_onnx(...))") from None
         except Exception as e:
             raise LoadFailed(f"torch could not load {path}: {type(e).__name__}: {e}") from None
         if not isinstance(module, torch.nn.Module):
