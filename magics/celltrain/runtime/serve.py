@@ -25,9 +25,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from . import serve_model
 from .serve_model import BadRequest, LoadFailed
+from .wire import FAILURE_FILE, PORTS_ENV, TELEMETRY_ENV
 
 CONFIG = "serve.json"
-PORT = "8080"            # the port inside the container; CELLTRAIN_PORTS says where to bind
+PORT = "8080"            # the port inside the container; PORTS_ENV says where to bind
 STATS_INTERVAL_S = 1.0
 LATENCY_WINDOW = 2000    # the p50/p95 are of the last this many requests
 MAX_BODY = 256 << 20
@@ -327,9 +328,9 @@ class Server(ThreadingHTTPServer):
 def _fail(reason: str) -> int:
     """Say why in failure.txt (the run's reason) and on stderr, and end with exit code 1."""
     print(f"celltrain serve: {reason}", file=sys.stderr, flush=True)
-    telemetry = os.environ.get("CELLTRAIN_TELEMETRY_DIR")
+    telemetry = os.environ.get(TELEMETRY_ENV)
     if telemetry:
-        with open(os.path.join(telemetry, "failure.txt"), "w") as f:
+        with open(os.path.join(telemetry, FAILURE_FILE), "w") as f:
             f.write(reason)
     return 1
 
@@ -337,7 +338,7 @@ def _fail(reason: str) -> int:
 def main(argv=None) -> int:
     with open(CONFIG) as f:
         config = json.load(f)
-    host, port = json.loads(os.environ.get("CELLTRAIN_PORTS") or "{}").get(
+    host, port = json.loads(os.environ.get(PORTS_ENV) or "{}").get(
         PORT, ["127.0.0.1", int(PORT)])
     service = Service(config, os.environ.get("CELLTRAIN_SERVE_TOKEN") or None)
     Handler.service = service
