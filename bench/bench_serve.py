@@ -5,7 +5,8 @@ The same ONNX export of the example model (torchvision resnet18, 2 classes, 3x22
 (b) behind ``ModelVersion.deploy`` (Open Inference Protocol v2, JSON over HTTP, batching up to
 16 within ``--latency-ms``), on the same inputs.  Printed: p50/p99 latency at batch 1 with one
 client, and rows/s with 1 and 16 concurrent clients, against in-process batch 1 and batch 16;
-the ratios endpoint / in-process.  Both sides use the same number of ONNX Runtime threads.
+the ratios endpoint / in-process.  Batch-1 latencies are timed in alternation with the
+in-process session (the overhead is the difference of their medians).
 
     .venv/bin/python bench/bench_serve.py [--model resnet18|tiny] [--target docker|local]
                                           [--requests 60] [--json bench/results/serve.json]
@@ -68,6 +69,27 @@ def client_loop(url, body: bytes, n: int, out: list, headers: dict):
             raise RuntimeError(data[:300])
         out.append(time.perf_counter() - start)
     conn.close()
+
+
+def paired(url, body, headers: dict, session, x1, n: int):
+    """Batch-1 latencies of the endpoint and of the in-process session, timed in alternation
+    (one each, n times) so that load from other jobs falls on both alike."""
+    host, port = url.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=120)
+    local, remote = [], []
+    for _ in range(n):
+        t = time.perf_counter()
+        session.run(None, {"input": x1})
+        local.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        conn.request("POST", "/v2/models/bench/infer", body, headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        remote.append(time.perf_counter() - t)
+        if resp.status != 200:
+            raise RuntimeError(data[:300])
+    conn.close()
+    return local, remote
 
 
 def endpoint(url, body, clients: int, per_client: int, headers: dict):
@@ -137,10 +159,11 @@ def main(argv=None) -> int:
             measured = {}
             for kind, (body, headers) in kinds.items():
                 endpoint(svc.url, body, 1, 3, headers)                       # warm up
-                lat1, rps1 = endpoint(svc.url, body, 1, args.requests, headers)
+                here, lat1 = paired(svc.url, body, headers, session, x1, args.requests)
+                rps1 = 1 / statistics.mean(lat1)
                 lat16, rps16 = endpoint(svc.url, body, 16, max(2, args.requests // 16),
                                         headers)
-                measured[kind] = (len(body), lat1, rps1, lat16, rps16)
+                measured[kind] = (len(body), here, lat1, rps1, lat16, rps16)
         finally:
             svc.stop()
     ms = 1000.0
@@ -150,16 +173,17 @@ def main(argv=None) -> int:
         "inproc_b1_p99_ms": quantile(local1, .99) * ms,
         "inproc_b1_rows_s": 1 / statistics.mean(local1), "inproc_b16_rows_s": local16_rps,
     }
-    for kind, (size, lat1, rps1, lat16, rps16) in measured.items():
+    for kind, (size, here, lat1, rps1, lat16, rps16) in measured.items():
         res.update({
             f"{kind}_body_bytes": size,
+            f"{kind}_paired_inproc_b1_p50_ms": quantile(here, .5) * ms,
             f"{kind}_c1_p50_ms": quantile(lat1, .5) * ms,
             f"{kind}_c1_p99_ms": quantile(lat1, .99) * ms,
             f"{kind}_c1_rows_s": rps1, f"{kind}_c16_rows_s": rps16,
             f"{kind}_c16_p50_ms": quantile(lat16, .5) * ms,
             f"{kind}_c16_p99_ms": quantile(lat16, .99) * ms,
-            f"{kind}_p50_overhead_ms": (quantile(lat1, .5) - quantile(local1, .5)) * ms,
-            f"{kind}_ratio_c1_p50": quantile(lat1, .5) / quantile(local1, .5),
+            f"{kind}_p50_overhead_ms": (quantile(lat1, .5) - quantile(here, .5)) * ms,
+            f"{kind}_ratio_c1_p50": quantile(lat1, .5) / quantile(here, .5),
             f"{kind}_ratio_c16_vs_inproc_b16": rps16 / local16_rps,
         })
     for k, v in res.items():
