@@ -95,6 +95,7 @@ def test_example_notebook_end_to_end(tmp_path, docker_client, offline_image):
     assert float(accuracy.split(":")[1].split("%")[0]) > 80, accuracy
     assert "'val_acc'" in text and "outputs/model.pt" in text
     assert "registered chickens-vs-turkeys version 1" in text
+    assert "the endpoint says" in text                # served, one image classified through it
     assert (folder / "model" / "model.pt").exists()             # downloaded by the notebook
     from celltrain import Workspace
     version = Workspace(folder / ".celltrain", reconcile=False).model("chickens-vs-turkeys",

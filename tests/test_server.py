@@ -416,3 +416,18 @@ def test_the_prebuilt_lab_extension_is_in_the_package():
     built = Path(celltrain.__file__).parent / "labextension" / "package.json"
     assert built.is_file(), f"{built} is missing: `make extension` builds it (npm run build)"
     assert json.loads(built.read_text())["jupyterlab"]["_build"]["load"].startswith("static/")
+
+
+# -- deployments (last: it adds a run to the module's workspace) ---------------------------------
+async def test_deployments_list_state_url_and_reason_for_the_sidebar(jp_fetch, filled):
+    store = filled["ws"].store
+    rec = store.create_run("deployments", run_id_for=new_run_id, status=states.QUEUED,
+                           target="docker", kind="deployment",
+                           tags={"deployment": "old-birds", "model": "birds:1",
+                                 "url": "http://127.0.0.1:9", "auth": "none"})
+    store.set_status(rec["id"], states.FAILED, reason="the model failed to load: made for "
+                                                      "the test")
+    shown = (await get(jp_fetch, "deployments"))["deployments"]
+    assert [(d["name"], d["state"], d["url"], d["model"], d["run"]) for d in shown] == [
+        ("old-birds", "Failed", "http://127.0.0.1:9", "birds:1", rec["id"])]
+    assert shown[0]["reason"].startswith("the model failed to load") and shown[0]["requests"] == 0

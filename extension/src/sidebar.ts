@@ -5,6 +5,7 @@ import { formatNumber } from './chart';
 import { age, h, statusBadge } from './dom';
 import { MissingServerExtension, requestAPI } from './request';
 import { PolledWidget } from './polled';
+import { deploymentsSection, fetchDeployments } from './deployments';
 import { modelSnippet } from './snippets';
 import { IExperiment, IModel, IRunPage, IRunSummary, IWorkspaceInfo, TERMINAL } from './types';
 
@@ -203,7 +204,8 @@ export class CelltrainSidebar extends PolledWidget {
   // -- models ------------------------------------------------------------------------------------
   private async refreshModels(): Promise<void> {
     const { models } = await requestAPI<{ models: IModel[] }>('models');
-    const key = JSON.stringify(models);
+    const deployments = await fetchDeployments();
+    const key = JSON.stringify([models, deployments]);
     if (key === this.modelsKey) {
       return; // re-rendering would close what the user opened
     }
@@ -216,6 +218,7 @@ export class CelltrainSidebar extends PolledWidget {
     for (const model of models) {
       this.modelsView.append(this.modelCard(model));
     }
+    this.modelsView.append(deploymentsSection(deployments, () => void this.poll.refresh()));
   }
 
   private modelCard(model: IModel): HTMLElement {

@@ -124,3 +124,17 @@ export interface IModel {
 }
 
 export const TERMINAL = ['Completed', 'Failed', 'Canceled'];
+
+export interface IDeployment {
+  name: string;
+  state: string;
+  url: string;
+  model: string;
+  run: string;
+  started: number | null;
+  requests: number;
+  errors: number;
+  latency_p50_ms: number;
+  latency_p95_ms: number;
+  reason: string | null;
+}

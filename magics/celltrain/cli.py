@@ -8,6 +8,9 @@
     celltrain models
     celltrain targets [add NAME KIND [KEY=VALUE ...] | remove NAME]
     celltrain base-image [--suite bookworm]
+    celltrain serve MODEL[:alias|:version] [--port N] [--auth] [--target local]
+    celltrain deployments [--all]
+    celltrain stop-deployment NAME
 """
 from __future__ import annotations
 
@@ -185,6 +188,8 @@ def parser() -> argparse.ArgumentParser:
     base = sub.add_parser("base-image", help="build the offline base image (Debian + torch)")
     base.add_argument("--suite", default="bookworm")
     base.set_defaults(func=cmd_base_image)
+    from .serving.commands import add_commands
+    add_commands(sub)                  # serve, deployments, stop-deployment
     return p
 
 

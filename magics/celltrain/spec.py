@@ -66,6 +66,9 @@ class RunSpec:
     parent: str | None = None
     # kind "sweep": its space, sampler, policy, metric and goal (celltrain.sweep.config)
     sweep: dict[str, Any] = field(default_factory=dict)
+    # {port inside: [host address, host port]}: published by the target (a deployment's);
+    # the process reads where to listen from CELLTRAIN_PORTS ({port inside: [address, port]}).
+    ports: dict[str, list] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> "RunSpec":
         """A copy with some fields changed (``resources=`` etc. take whole values)."""

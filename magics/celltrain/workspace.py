@@ -216,6 +216,16 @@ class Workspace:
         from .registry.catalog import get_model
         return get_model(self, name, version=version, alias=alias)
 
+    def deployments(self, all_versions: bool = False):
+        """Deployments (``ModelVersion.deploy``), the newest of each name: state, URL, stats."""
+        from .serving import list_deployments
+        return list_deployments(self, all_versions)
+
+    def deployment(self, name: str):
+        """The newest deployment called ``name``."""
+        from .serving import get_deployment
+        return get_deployment(self, name)
+
 
 def _hold_supervisor_lock(run_dir: Path):
     """The run's supervisor lock, held (as a supervisor would) until the file is closed."""

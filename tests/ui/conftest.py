@@ -38,6 +38,13 @@ def _serve(tmp_path, module: str, extra_args=()):
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),
                JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "lab-workspaces"))
+    # The front end this checkout built, not whichever one the environment links to.
+    built = Path(__file__).resolve().parents[2] / "magics" / "celltrain" / "labextension"
+    if (built / "package.json").is_file():
+        (tmp_path / "jupyter-data" / "labextensions").mkdir(parents=True)
+        (tmp_path / "jupyter-data" / "labextensions" / "celltrain").symlink_to(built)
+        env["JUPYTER_PATH"] = os.pathsep.join(
+            p for p in (str(tmp_path / "jupyter-data"), os.environ.get("JUPYTER_PATH")) if p)
     log = open(tmp_path / f"{module}.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", module, "--no-browser", "--ServerApp.ip=127.0.0.1",

@@ -240,3 +240,30 @@ def test_sidebar_explains_a_missing_server_extension(tmp_path, monkeypatch, requ
     assert "jupyter server extension enable celltrain" in error.inner_text()
     page.locator("#celltrain-sidebar").screenshot(
         path=str(screenshots / "sidebar-missing-server.png"))
+
+
+def test_models_tab_shows_a_deployment_and_stops_it(lab, page, tmp_path, screenshots):
+    """An entry-script deployment on the local target (no ONNX needed): Healthy with its URL in
+    the Deployments section; Stop ends it, and the section says Stopped."""
+    base, token, root, ws = lab
+    src = tmp_path / "src"
+    src.mkdir()
+    run = local_runs(ws, src, lrs=(0.1,))[0]
+    version = run.register_model("served-net", "outputs/model.pt")
+    (src / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
+    svc = version.deploy("ui-birds", entry_script="score.py", source_dir=src, target="local")
+    write_notebook(root / "scratch.ipynb")
+    tab = open_lab(page, base, token, "/tree/scratch.ipynb")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    show_sidebar(page, tab)
+    page.locator("#celltrain-sidebar .ct-tab[data-tab='models']").click()
+    row = page.locator('#celltrain-sidebar .ct-deployment[data-deployment="ui-birds"]')
+    row.wait_for(timeout=UI_TIMEOUT_MS)
+    assert "Healthy" in row.inner_text() and svc.url in row.inner_text()
+    assert "served-net:1" in row.inner_text()
+    page.locator("#celltrain-sidebar").screenshot(path=str(screenshots / "sidebar-deployments.png"))
+    row.locator(".ct-stop").click()
+    page.wait_for_function(
+        "() => { const r = document.querySelector('.ct-deployment[data-deployment=ui-birds]');"
+        " return r && r.textContent.includes('Stopped'); }", timeout=60_000)
+    assert svc.state == "Stopped"

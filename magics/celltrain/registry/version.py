@@ -165,6 +165,27 @@ class ModelVersion(TorchLoading, OnnxExporting):
                                  "registry's files were changed after registration")
         return target
 
+    def deploy(self, name: str, entry_script: str | None = None,
+               source_dir: str | os.PathLike | None = None, environment=None,
+               port: int | None = None, auth: bool = False, target: str = "docker",
+               max_batch_size: int = 16, max_latency_ms: float = 2.0, **options: Any):
+        """Serve this version over the Open Inference Protocol v2 as deployment ``name``: its
+        ONNX artifact with ONNX Runtime, else its torch file; with ``entry_script`` (found in
+        ``source_dir``) also Azure-style ``POST /score`` (``init()`` once, ``run(raw)`` per
+        request).  Waits until Healthy (``wait=False`` does not) and returns the Deployment.
+
+        Concurrent requests are batched up to ``max_batch_size`` rows, waiting at most
+        ``max_latency_ms`` for more while others are in flight.  ``options``: ``host`` (the
+        bind address, "127.0.0.1"), ``memory``, ``cpus``, ``wait``, ``timeout``.
+
+        In [1]: svc = ws.model("pt-dnn", alias="production").deploy("birds")
+        In [2]: svc.url, svc.state, svc.predict(x)
+        """
+        from ..serving import deploy
+        return deploy(self, name, entry_script=entry_script, source_dir=source_dir,
+                      environment=environment, port=port, auth=auth, target=target,
+                      max_batch_size=max_batch_size, max_latency_ms=max_latency_ms, **options)
+
     # -- aliases, archive, delete ---------------------------------------------------------------
     def set_alias(self, alias: str) -> "ModelVersion":
         """Point ``alias`` at this version (moving it from whichever version had it)."""

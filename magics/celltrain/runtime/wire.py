@@ -31,6 +31,9 @@ EXPERIMENT_ENV = "CELLTRAIN_EXPERIMENT"
 PARAMS_ENV = "CELLTRAIN_PARAMS"                # the run's params as a JSON object
 TELEMETRY_ENV = "CELLTRAIN_TELEMETRY_DIR"      # the telemetry folder as the process sees it
 EXIT_FILE_ENV = "CELLTRAIN_EXIT_FILE"          # local target: its wrapper writes $? there
+# Where to listen, for a process that serves (a deployment): {"8080": [address, port]}, the
+# port inside the container (RunSpec.ports' keys) to the address and port to bind.
+PORTS_ENV = "CELLTRAIN_PORTS"
 # The process's rank, from the launcher: torchrun sets RANK, Open MPI OMPI_COMM_WORLD_RANK.
 RANK_ENVS = ("RANK", "OMPI_COMM_WORLD_RANK")
 
@@ -49,6 +52,12 @@ def run_environ(run_id, experiment, params, telemetry_dir):
     dict) and its telemetry folder as the process sees it."""
     return {RUN_ID_ENV: run_id, EXPERIMENT_ENV: experiment, PARAMS_ENV: json.dumps(params),
             TELEMETRY_ENV: telemetry_dir}
+
+
+def ports_environ(listen):
+    """The variable a target gives a serving process: ``listen`` maps each port of
+    ``RunSpec.ports`` to [address, port] to bind (nothing when there are none)."""
+    return {PORTS_ENV: json.dumps(listen)} if listen else {}
 
 
 def events_file(rank):

@@ -10,6 +10,7 @@
     GET  runs/<id>/files/<path>           one file (only inside the run's folder)
     POST runs/<id>/cancel                 {"grace": seconds}
     GET  models, models/<name>            versions and aliases
+    GET  deployments                      served models: state, URL, requests, latency
 
 Every verb requires Jupyter's authentication.  Each handler parses the request, calls one manager
 method in a worker thread (SQLite reads of a big series must not stall the server) and writes
@@ -179,6 +180,13 @@ class ModelHandler(CelltrainHandler):
         self.send(await self.call(self.manager.model, name))
 
 
+class DeploymentsHandler(CelltrainHandler):
+    @tornado.web.authenticated
+    async def get(self):
+        from .deployments import deployments
+        self.send({"deployments": await self.call(deployments, self.manager)})
+
+
 RUN = r"(?P<run_id>[^/]+)"
 ROUTES = [
     (r"workspace", WorkspaceHandler),
@@ -193,6 +201,7 @@ ROUTES = [
     (rf"runs/{RUN}/sweep", SweepHandler),
     (r"models", ModelsHandler),
     (r"models/(?P<name>[^/]+)", ModelHandler),
+    (r"deployments", DeploymentsHandler),
 ]
 
 

@@ -20,7 +20,7 @@ from .. import copyback, safefiles
 from ..paths import PACKAGE_PARENT
 from .base import ComputeTarget, Handle, Prepared, Result
 from ..runfiles import OUTPUT_LOG, STDERR_LOG
-from ..runtime.wire import EXIT_FILE_ENV, TELEMETRY_DIR, run_environ
+from ..runtime.wire import EXIT_FILE_ENV, TELEMETRY_DIR, ports_environ, run_environ
 
 EXIT_FILE = "exit_code"
 WRAPPER = f'"$@"; echo $? > "${EXIT_FILE_ENV}"'
@@ -58,6 +58,7 @@ class LocalTarget(ComputeTarget):
                **run_environ(run["id"], run["experiment"], spec.params, str(telemetry)),
                EXIT_FILE_ENV: str(self.run_dir / EXIT_FILE),
                "PYTHONUNBUFFERED": "1",
+               **ports_environ(spec.ports),     # a process binds the host's port itself
                "PYTHONPATH": os.pathsep.join(p for p in (PACKAGE_PARENT,
                                                          os.environ.get("PYTHONPATH")) if p)}
         # The process writes straight to the log file, so it needs nobody alive to drain a pipe.

@@ -62,7 +62,9 @@ def clean(store, supervisor_alive) -> None:
             continue
         terminal = states.is_terminal(run["status"])
         try:
-            if LABEL_BUILD in container.labels:   # a build container
+            # A build container; a run's own container (named after the run) inherits the
+            # build label from the image its build committed, and is not one.
+            if LABEL_BUILD in container.labels and container.name != f"celltrain-{run['id']}":
                 if terminal or run["id"] in unsupervised:  # its new supervisor builds anew
                     container.remove(force=True)
             elif terminal:

@@ -20,7 +20,7 @@ from pathlib import Path
 from ... import copyback, safefiles
 from ...runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 from ..base import ComputeTarget, Handle, Prepared, Result
-from ...runtime.wire import TELEMETRY_DIR, WORKDIR_NOTE, run_environ
+from ...runtime.wire import TELEMETRY_DIR, WORKDIR_NOTE, ports_environ, run_environ
 from ...errors import DockerUnavailable
 from . import engine
 from .engine import LABEL_BUILD, LABEL_RUN, LABEL_WORKSPACE
@@ -162,6 +162,8 @@ class DockerTarget(ComputeTarget):
             **spec.environment.env, **spec.env_vars,
             **run_environ(run["id"], run["experiment"], spec.params, TELEMETRY_IN_CONTAINER),
             "PYTHONPATH": LIB_IN_CONTAINER, "PYTHONUNBUFFERED": "1",
+            # listen on every address inside; Docker binds the host side (kwargs["ports"])
+            **ports_environ({p: ["0.0.0.0", int(p)] for p in spec.ports}),
         }
         kwargs = dict(
             command=["sh", "-c", PYTHON, "sh", spec.script, *spec.args],
@@ -172,6 +174,9 @@ class DockerTarget(ComputeTarget):
             shm_size=res.shm_size or "2g",
             device_requests=engine.device_requests(res.gpus),
         )
+        if spec.ports:
+            kwargs["ports"] = {f"{p}/tcp": (host, int(port))
+                               for p, (host, port) in spec.ports.items()}
         if res.memory:
             kwargs["mem_limit"] = res.memory
         if res.cpus:
