@@ -324,3 +324,27 @@ def test_optuna_samplers_and_pruners_are_taken_as_they_are(workspace, make_sourc
         assert run.reason.startswith("early termination: ThresholdPruner at step 1 (val_acc ")
         assert len(run.metrics()["val_acc"]) < 30
     assert sweep.best_run() is None and sweep.best_run(include_failed=True) is not None
+
+
+@pytest.mark.parametrize("max_concurrent, gpus, free, limit", [
+    (4, "none", 8, 4),          # CPU trials: only max_concurrent
+    (4, 1, None, 4),            # the target cannot say: no bound
+    (4, 1, 2, 2),               # one GPU each, two GPUs: two at once
+    (4, 2, 8, 4),
+    (4, 3, 8, 2),
+    (4, [0, 1], 3, 1),          # device ids count as that many GPUs
+    (4, "all", 8, 1),           # every GPU each: one at a time
+    (4, 2, 1, 1),               # fewer than one trial needs: still one, the run says why
+])
+def test_concurrent_trials_stay_within_the_targets_gpus(max_concurrent, gpus, free, limit):
+    """By construction (no GPU on this machine): the bound the controller applies."""
+    from celltrain.sweep.trials import concurrency_limit
+    assert concurrency_limit(max_concurrent, gpus, free) == limit
+
+
+def test_targets_count_the_gpus_they_can_give():
+    """No NVIDIA driver here: the local target has 0, Docker without a GPU runtime 0."""
+    from celltrain.gpus import visible_gpu_count
+    from celltrain.targets import target_class
+    assert target_class("local").gpu_count() == visible_gpu_count()
+    assert target_class("local").gpu_count() >= 0

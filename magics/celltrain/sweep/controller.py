@@ -28,7 +28,7 @@ from ..spec import RunSpec
 from ..workspace import SUPERVISOR_LOCK, SNAPSHOT, Experiment, Workspace, supervisor_alive
 from .pruners import make_pruner, make_sampler, why_pruned
 from .space import space_from_dict
-from .trials import TRIAL_TAG, SWEEP_TAG, arguments, final_value, summary
+from .trials import SWEEP_TAG, TRIAL_TAG, arguments, concurrency_limit, final_value, summary
 
 POLL_S = 0.05
 ADOPT_EVERY_S = 5.0
@@ -98,6 +98,7 @@ class Controller:
         self.cfg, self.spec = cfg, spec
         self.experiment = Experiment(self.ws, record["experiment"])
         study = self.study = self.open_study(spec)
+        self.limit = self.concurrency(spec)
         if record["status"] != states.RUNNING:
             self.store.set_status(self.sweep_id, states.RUNNING, "controller started",
                                   started=record["started"] or time.time())
@@ -130,7 +131,7 @@ class Controller:
                     self.finish(states.CANCELED, children)
                     return
             trials = study.get_trials(deepcopy=False)
-            while (not canceled and len(active) < cfg["max_concurrent"]
+            while (not canceled and len(active) < self.limit
                    and len(trials) < cfg["max_runs"] and not self.hopeless(trials)):
                 trial = study.ask()
                 child = self.start_child(trial)
@@ -146,6 +147,18 @@ class Controller:
                 self.finish(None, self.children())
                 return
             time.sleep(POLL_S)
+
+    def concurrency(self, spec) -> int:
+        """max_concurrent, bounded by the GPUs the target has for trials that ask for some."""
+        from ..targets import target_class
+        limit = concurrency_limit(self.cfg["max_concurrent"], spec.resources.gpus,
+                                  target_class(self.store.get_run(self.sweep_id)["target"])
+                                  .gpu_count(spec.target_settings)
+                                  if spec.resources.gpus not in (None, "none", 0) else None)
+        if limit < self.cfg["max_concurrent"]:
+            self.log(f"at most {limit} trials at once: the target's GPUs hold no more "
+                     f"(max_concurrent={self.cfg['max_concurrent']}, gpus={spec.resources.gpus})")
+        return limit
 
     def tell(self, number: int, value: float | None = None, state=None) -> None:
         """``study.tell``; the grid sampler's ``study.stop()`` when its grid is done is for

@@ -46,3 +46,17 @@ def summary(trials, children: list[dict], cfg: dict) -> dict[str, Any]:
                   "params": dict(best.params)}
         desc += f"; best {cfg['metric']} {best.value:.4g} (trial {best.number})"
     return {"finished": len(finished), "best": best_d, "desc": desc}
+
+
+def concurrency_limit(max_concurrent: int, gpus, free_gpus: int | None) -> int:
+    """How many trials may run at once: ``max_concurrent``, and no more than the target's GPUs
+    hold when each trial asks for some (a count or device ids; "all" takes every GPU, so one
+    at a time).  At least one, so a sweep always moves on."""
+    if free_gpus is None or gpus in (None, "none", "auto", 0):
+        return max_concurrent
+    if gpus == "all":
+        return 1
+    per = len(gpus) if isinstance(gpus, (list, tuple)) else int(gpus)
+    if per <= 0:
+        return max_concurrent
+    return max(1, min(max_concurrent, free_gpus // per))

@@ -142,6 +142,12 @@ class ComputeTarget:
         return None
 
     @classmethod
+    def gpu_count(cls, settings: dict | None = None) -> int | None:
+        """GPUs the target can give runs at once (a sweep keeps its trials within them);
+        None when it cannot say (no bound)."""
+        return None
+
+    @classmethod
     def warm_up(cls) -> None:
         """Pay for imports and connections ahead of a run (the spare supervisor calls it)."""
         return None

@@ -42,6 +42,11 @@ class LocalTarget(ComputeTarget):
             return spec.replace(resources=dataclasses.replace(spec.resources, gpus="none"))
         return spec
 
+    @classmethod
+    def gpu_count(cls, settings: dict | None = None) -> int | None:
+        from ..gpus import visible_gpu_count
+        return visible_gpu_count()
+
     def prepare(self, should_stop=lambda: None) -> Prepared:
         return Prepared(f"local:{sys.executable}")
 

@@ -77,6 +77,12 @@ class DockerTarget(ComputeTarget):
         return describe(environment.base_image, cache_dir)
 
     @classmethod
+    def gpu_count(cls, settings: dict | None = None) -> int | None:
+        """The host's GPUs when the engine can hand them out (the NVIDIA runtime), else 0."""
+        from ...gpus import visible_gpu_count
+        return visible_gpu_count() if engine.gpu_runtime_available(engine.client()) else 0
+
+    @classmethod
     def warm_up(cls) -> None:
         engine.client()      # the SDK's import and the client's version negotiation
 
