@@ -11,6 +11,7 @@ one with the trial's params, and never asks Optuna for a trial twice.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import fcntl
 import sys
 import time
@@ -151,10 +152,11 @@ class Controller:
     def concurrency(self, spec) -> int:
         """max_concurrent, bounded by the GPUs the target has for trials that ask for some."""
         from ..targets import target_class
+        self.gpus_total = (target_class(self.store.get_run(self.sweep_id)["target"])
+                           .gpu_count(spec.target_settings)
+                           if spec.resources.gpus not in (None, "none", 0) else None)
         limit = concurrency_limit(self.cfg["max_concurrent"], spec.resources.gpus,
-                                  target_class(self.store.get_run(self.sweep_id)["target"])
-                                  .gpu_count(spec.target_settings)
-                                  if spec.resources.gpus not in (None, "none", 0) else None)
+                                  self.gpus_total)
         if limit < self.cfg["max_concurrent"]:
             self.log(f"at most {limit} trials at once: the target's GPUs hold no more "
                      f"(max_concurrent={self.cfg['max_concurrent']}, gpus={spec.resources.gpus})")
@@ -193,6 +195,7 @@ class Controller:
         params = {name: p.suggest(trial, name) for name, p in self.space.items()}
         spec = self.spec.replace(
             kind="trial", parent=self.sweep_id, sweep={},
+            resources=self.devices_for_trial(),
             source_dir=str(self.folder / SNAPSHOT),
             args=[*self.spec.args, *arguments(params)],
             params={**self.spec.params, **params},
@@ -202,6 +205,23 @@ class Controller:
                                                    {"snapshot_limit_mb": limit}))
         self.log(f"trial {trial.number}: run {run.id} with {params}")
         return self.store.get_run(run.id)
+
+    def devices_for_trial(self):
+        """The trial's resources: GPUs it asks for by count get device ids no running trial
+        holds, so two trials never share a GPU (the target only counts them otherwise)."""
+        res = self.spec.resources
+        free = getattr(self, "gpus_total", None)
+        if free is None or isinstance(res.gpus, (bool, str, list, tuple)) or not res.gpus:
+            return res
+        held = set()
+        for child in self.store.child_runs(self.sweep_id):
+            if not states.is_terminal(child["status"]) and child.get("spec"):
+                gpus = (child["spec"].get("resources") or {}).get("gpus")
+                held.update(gpus if isinstance(gpus, list) else [])
+        ids = [i for i in range(free) if i not in held][:int(res.gpus)]
+        if len(ids) < int(res.gpus):     # fewer than asked: as the user wrote it, the run says
+            return res
+        return dataclasses.replace(res, gpus=ids)
 
     def feed(self, trial, child: dict) -> None:
         """New points of the primary metric go to Optuna; a pruned trial's run is stopped."""
