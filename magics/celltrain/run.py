@@ -131,8 +131,18 @@ class Run:
             return ""
         return safefiles.read_text(self.folder, name, size, default="")
 
-    def logs(self, stderr_only: bool = False) -> str:
-        return self._text(STDERR_LOG if stderr_only else OUTPUT_LOG)
+    def logs(self, stderr_only: bool = False, rank: int | None = None) -> str:
+        """The captured output; ``rank``: only that rank's lines of a distributed run."""
+        text = self._text(STDERR_LOG if stderr_only else OUTPUT_LOG)
+        if rank is None:
+            return text
+        from .ranks import lines_of
+        return lines_of(text, rank)
+
+    def ranks(self) -> list[dict]:
+        """Per rank of a distributed run: rank, node, local_rank, state, exit_code, last_line."""
+        from .ranks import read_ranks
+        return read_ranks(self.folder, self.status)
 
     def build_log(self) -> str:
         return self._text(BUILD_LOG)

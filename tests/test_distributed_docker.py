@@ -1,0 +1,122 @@
+"""Distributed runs through real containers: 2 nodes x 2 processes, gloo on the CPU."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from celltrain import states
+from celltrain.workspace import supervisor_alive
+
+pytestmark = pytest.mark.docker
+
+ENV_NAMES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
+             "MASTER_ADDR", "MASTER_PORT", "CELLTRAIN_NODE")
+
+DDP = """
+import hashlib, json, os, sys
+import torch, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from celltrain import Run
+
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+os.makedirs("outputs", exist_ok=True)
+json.dump({k: os.environ.get(k) for k in %(names)r},
+          open(f"outputs/env-{rank}.json", "w"))
+if rank == int(os.environ.get("FAIL_RANK", "-1")):
+    raise ValueError(f"boom on rank {rank}")
+torch.manual_seed(0)
+model = DDP(torch.nn.Linear(8, 1))
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+gen = torch.Generator().manual_seed(100 + rank)      # every rank its own shard
+for step in range(5):
+    x = torch.randn(16, 8, generator=gen)
+    loss = ((model(x) - x.sum(1, keepdim=True)) ** 2).mean()
+    opt.zero_grad(); loss.backward(); opt.step()
+    Run.get_context().log("loss", loss.item(), step=step)
+digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes()
+                                 for p in model.parameters())).hexdigest()
+open(f"outputs/params-{rank}.txt", "w").write(digest)
+print("params", digest)
+dist.destroy_process_group()
+""" % {"names": ENV_NAMES}
+
+
+def _src(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ddp.py").write_text(DDP)
+    return src
+
+
+def _leftovers(docker_client, workspace, run):
+    """The run's containers and networks once its supervisor has finished (it removes them
+    after recording the final state)."""
+    deadline = time.monotonic() + 60
+    while supervisor_alive(run.folder) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    label = {"label": f"celltrain.workspace={workspace.path}"}
+    return (docker_client.containers.list(all=True, filters=label),
+            docker_client.networks.list(filters=label))
+
+
+def test_two_nodes_two_procs_ddp_ends_with_identical_parameters(docker_workspace, docker_client,
+                                                                tmp_path):
+    run = docker_workspace.experiment("ddp").submit(
+        "ddp.py", _src(tmp_path), gpus="none", nodes=2, procs_per_node=2)
+    run.wait(timeout=300)
+    assert run.status == states.COMPLETED, (run.reason, run.logs()[-3000:])
+    out = run.folder / "outputs"
+    # which node a rank lands on is torchrun's rendezvous's choice: find each rank's file
+    digests, envs = {}, {}
+    for rank in range(4):
+        found = [p for p in (out, out / "node-1") if (p / f"params-{rank}.txt").exists()]
+        assert len(found) == 1, (rank, sorted(str(p) for p in out.rglob("*")))
+        digests[rank] = (found[0] / f"params-{rank}.txt").read_text()
+        envs[rank] = json.loads((found[0] / f"env-{rank}.json").read_text())
+        assert (found[0] == out) == (envs[rank]["CELLTRAIN_NODE"] == "0")
+    assert len(set(digests.values())) == 1, digests   # the all-reduce really happened
+    assert sorted(int(e["RANK"]) for e in envs.values()) == [0, 1, 2, 3]
+    for env in envs.values():
+        assert env["WORLD_SIZE"] == "4" and env["LOCAL_WORLD_SIZE"] == "2"
+        assert env["LOCAL_RANK"] in ("0", "1")
+        assert env["NODE_RANK"] == env["GROUP_RANK"] == str(int(env["RANK"]) // 2)
+        assert env["MASTER_ADDR"] and env["MASTER_PORT"].isdigit()
+    # every rank's lines keep their rank in the stored log
+    for rank in range(4):
+        assert f"params {digests[rank]}" in run.logs(rank=rank)
+        assert f"[rank {rank}] params" in run.logs()
+    ranks = run.ranks()
+    assert [r["rank"] for r in ranks] == [0, 1, 2, 3]
+    assert all(r["state"] == "completed" and r["exit_code"] == 0 for r in ranks)
+    assert {r["node"] for r in ranks} == {0, 1}
+    assert all(r["last_line"].startswith("params ") for r in ranks)
+    assert len(run.metrics()["loss"]) == 5                           # rank 0's series
+    assert _leftovers(docker_client, docker_workspace, run) == ([], [])   # containers, network
+
+
+def test_a_failing_rank_fails_the_run_naming_rank_and_node(docker_workspace, docker_client,
+                                                          tmp_path):
+    run = docker_workspace.experiment("ddp").submit(
+        "ddp.py", _src(tmp_path), gpus="none", nodes=2, procs_per_node=2,
+        env_vars={"FAIL_RANK": "3"})
+    run.wait(timeout=300)
+    assert run.status == states.FAILED
+    ranks = {r["rank"]: r for r in run.ranks()}
+    assert ranks[3]["state"] == "failed" and ranks[3]["exit_code"] == 1
+    assert run.reason.startswith(f"rank 3 (node {ranks[3]['node']}, local rank 1) failed "
+                                 "with exit code 1"), run.reason
+    assert "ValueError: boom on rank 3" in run.reason
+    assert _leftovers(docker_client, docker_workspace, run) == ([], [])
+
+
+def test_one_node_two_procs_runs_torchrun_standalone(docker_workspace, tmp_path):
+    run = docker_workspace.experiment("ddp").submit(
+        "ddp.py", _src(tmp_path), gpus="none", procs_per_node=2)
+    run.wait(timeout=300)
+    assert run.status == states.COMPLETED, (run.reason, run.logs()[-3000:])
+    digests = {(run.folder / "outputs" / f"params-{r}.txt").read_text() for r in (0, 1)}
+    assert len(digests) == 1
+    assert [r["node"] for r in run.ranks()] == [0, 0]
