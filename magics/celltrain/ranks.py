@@ -34,7 +34,7 @@ def read_ranks(run_dir: Path, run_status: str | None = None) -> list[dict]:
                                                   default="{}"))
         except (ValueError, safefiles.UnsafePath, OSError):
             continue
-        if not isinstance(data, dict):
+        if not isinstance(data, dict) or not data:   # a link, or not a rank's record
             continue
         row = {k: data.get(k) for k in FIELDS}
         row["rank"] = int(stem)

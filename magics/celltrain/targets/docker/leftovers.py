@@ -72,6 +72,7 @@ def clean(store, supervisor_alive) -> None:
             pass
         except docker.errors.APIError:
             done = False
+    done = _networks(store, client) and done
     if done:
         for run_id in marks:
             try:
@@ -103,3 +104,25 @@ def _finish(store, run: dict, container, client) -> None:
             f"{before}; its container exited with code {code} (seen when the workspace was "
             f"next opened): {kept} and the container removed"))
     container.remove(force=True)
+
+
+def _networks(store, client) -> bool:
+    """Remove the private networks of finished runs of several nodes (their containers are
+    gone by now); whether all could be."""
+    import docker
+    try:
+        networks = client.networks.list(filters={"label": f"{LABEL_WORKSPACE}={store.root}"})
+    except Exception:  # the engine is going away: next time
+        return False
+    done = True
+    for network in networks:
+        run = store.get_run((network.attrs.get("Labels") or {}).get(LABEL_RUN, ""))
+        if run is None or not states.is_terminal(run["status"]):
+            continue
+        try:
+            network.remove()
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError:
+            done = False
+    return done
