@@ -120,3 +120,27 @@ def test_one_node_two_procs_runs_torchrun_standalone(docker_workspace, tmp_path)
     digests = {(run.folder / "outputs" / f"params-{r}.txt").read_text() for r in (0, 1)}
     assert len(digests) == 1
     assert [r["node"] for r in run.ranks()] == [0, 0]
+
+
+def test_cancel_stops_every_node(docker_workspace, docker_client, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "wait.py").write_text("import os, time\nprint('up', flush=True)\ntime.sleep(300)\n")
+    run = docker_workspace.experiment("ddp").submit("wait.py", src, gpus="none", nodes=2)
+    deadline = time.monotonic() + 120
+    while len(run.ranks()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert run.cancel(grace=2) == states.CANCELED
+    assert {r["state"] for r in run.ranks()} == {"stopped"}
+    assert _leftovers(docker_client, docker_workspace, run) == ([], [])
+
+
+def test_a_missing_launcher_is_the_reason(docker_workspace, tmp_path):
+    from celltrain import Environment
+    src = _src(tmp_path)
+    run = docker_workspace.experiment("ddp").submit(
+        "ddp.py", src, gpus="none", procs_per_node=2,
+        environment=Environment(base_image="celltrain/debian:bookworm"))
+    run.wait(timeout=120)
+    assert run.status == states.FAILED
+    assert run.reason.startswith("torch is not installed in the run's image"), run.reason
