@@ -114,6 +114,7 @@ def test_rankrun_prefixes_lines_and_records_a_failure_naming_rank_and_node(tmp_p
     assert failure.startswith("rank 3 (node 1, local rank 1) failed with exit code 1; last "
                               "lines of its stderr:\nTraceback")
     (row,) = read_ranks(tmp_path, "Failed")
+    assert row.pop("started") <= row.pop("ended")
     assert row == {"rank": 3, "node": 1, "local_rank": 1, "state": "failed", "exit_code": 1,
                    "last_line": "KeyError: 'no shard'"}
     assert (tmp_path / "telemetry" / "rank-3").is_dir()    # its own telemetry folder
@@ -139,7 +140,7 @@ def test_rank_files_are_read_without_following_links(tmp_path):
     (ranks / "2.json").write_text(json.dumps({"node": 0, "state": "running"}))
     assert read_ranks(tmp_path, "Canceled") == [
         {"rank": 2, "node": 0, "local_rank": None, "state": "stopped", "exit_code": None,
-         "last_line": None}]
+         "last_line": None, "started": None, "ended": None}]
 
 
 def test_local_target_refuses_several_nodes(workspace, tmp_path):

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 TAIL_LINES = 15
 
@@ -70,7 +71,7 @@ def main(argv):
             env["CELLTRAIN_TELEMETRY_DIR"] = os.path.join(telemetry, "rank-%d" % rank)
             os.makedirs(env["CELLTRAIN_TELEMETRY_DIR"], exist_ok=True)
     record = {"rank": rank, "node": node, "local_rank": local, "state": "running",
-              "exit_code": None, "last_line": ""}
+              "exit_code": None, "last_line": "", "started": time.time(), "ended": None}
     if status_path:
         _write_json(status_path, record)
     proc = subprocess.Popen([sys.executable, "-u"] + list(argv), env=env,
@@ -102,7 +103,7 @@ def main(argv):
     if code < 0:
         code = 128 - code
     state = "completed" if code == 0 else ("stopped" if stopped else "failed")
-    record.update(state=state, exit_code=code, last_line=last[0][-500:])
+    record.update(state=state, exit_code=code, last_line=last[0][-500:], ended=time.time())
     if status_path:
         _write_json(status_path, record)
     if state == "failed" and telemetry:

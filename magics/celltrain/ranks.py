@@ -14,7 +14,7 @@ from . import safefiles
 
 RANKS_DIR = "telemetry/ranks"
 CAP = 16 * 1024
-FIELDS = ("rank", "node", "local_rank", "state", "exit_code", "last_line")
+FIELDS = ("rank", "node", "local_rank", "state", "exit_code", "last_line", "started", "ended")
 
 
 def read_ranks(run_dir: Path, run_status: str | None = None) -> list[dict]:
