@@ -144,3 +144,40 @@ def test_a_missing_launcher_is_the_reason(docker_workspace, tmp_path):
     run.wait(timeout=120)
     assert run.status == states.FAILED
     assert run.reason.startswith("torch is not installed in the run's image"), run.reason
+
+
+def test_a_new_supervisor_reattaches_to_every_node(docker_workspace, docker_client, tmp_path,
+                                                   monkeypatch):
+    import os
+    import signal
+
+    import celltrain.workspace
+    from celltrain import Workspace
+    from test_runs_local import _supervisor_pid
+    monkeypatch.setattr(celltrain.workspace, "SPARES", False)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "gate.py").write_text(
+        "import os, sys, time\n"
+        "print('waiting', flush=True)\n"
+        "while not os.path.exists(sys.argv[1]):\n"
+        "    time.sleep(0.1)\n"
+        "os.makedirs('outputs', exist_ok=True)\n"
+        "open(f\"outputs/done-{os.environ['RANK']}\", 'w').write('1')\n"
+        "print('done', flush=True)\n")
+    gate = "/celltrain-run/telemetry/go"
+    run = docker_workspace.experiment("ddp").submit("gate.py", src, args=[gate], gpus="none",
+                                                    nodes=2)
+    deadline = time.monotonic() + 120
+    while len(run.ranks()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(_supervisor_pid(run.folder), signal.SIGKILL)
+    while supervisor_alive(run.folder):
+        time.sleep(0.05)
+    (run.folder / "telemetry" / "go").write_text("")     # the ranks finish while unsupervised
+    again = Workspace(docker_workspace.path).run(run.id)  # a new kernel: a new supervisor
+    assert again.wait(timeout=120) == states.COMPLETED, again.reason
+    assert (again.folder / "outputs" / "done-0").exists()
+    assert (again.folder / "outputs" / "node-1" / "done-1").exists()
+    assert "[rank 1] done" in again.logs()                # Docker's logs, taken at the end
+    assert _leftovers(docker_client, docker_workspace, again) == ([], [])
