@@ -166,3 +166,31 @@ def test_local_target_runs_torchrun_standalone(workspace, tmp_path):
     assert [(r["rank"], r["state"], r["exit_code"]) for r in run.ranks()] == [
         (0, "completed", 0), (1, "completed", 0)]
     assert NO_TORCH.startswith("torch is not installed")
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mpiagent_runs_one_command_for_the_token_holder_only(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": MAGICS, "CELLTRAIN_MPI_PORT": str(port),
+           "CELLTRAIN_MPI_TOKEN": "s3cret"}
+    server = subprocess.Popen([sys.executable, "-m", "celltrain.mpiagent", "serve"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wrong = subprocess.run([sys.executable, "-m", "celltrain.mpiagent", "127.0.0.1",
+                                "touch", str(tmp_path / "pwned")],
+                               env={**env, "CELLTRAIN_MPI_TOKEN": "guess"},
+                               capture_output=True, timeout=60)
+        assert wrong.returncode == 255 and not (tmp_path / "pwned").exists()
+        ok = subprocess.run([sys.executable, "-m", "celltrain.mpiagent", "127.0.0.1",
+                             "echo", "out;", "echo", "err", ">&2;", "exit", "7"],
+                            env=env, capture_output=True, timeout=60)
+        assert (ok.returncode, ok.stdout, ok.stderr) == (7, b"out\n", b"err\n")
+        assert server.wait(timeout=30) == 7          # one command, then the server exits
+    finally:
+        server.kill()

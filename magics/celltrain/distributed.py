@@ -126,3 +126,28 @@ def shell_check(launcher: str, failure_file: str) -> str:
         test, words = f'"$PY" -c {shlex.quote(TORCH_CHECK)} 2>/dev/null', NO_TORCH
     return (f'{test} || {{ echo {shlex.quote(words)} > {failure_file}; '
             f'echo {shlex.quote("celltrain: " + words)} >&2; exit 3; }}')
+
+
+MPI_MASTER_PORT = 29500
+
+
+def mpirun_args(spec, hosts: list[str]) -> list[str]:
+    """Node 0's command for launcher="mpi": Open MPI's ``mpirun`` over every node, its remote
+    launch through ``celltrain.mpiagent`` (no ssh daemons), TCP on the private network, each
+    rank under the per-rank wrapper."""
+    dist = spec.distribution
+    procs = dist.procs_per_node
+    return ["mpirun", "--allow-run-as-root", "-np", str(dist.nodes * procs),
+            "--host", ",".join(f"{h}:{procs}" for h in hosts), "--bind-to", "none",
+            "--mca", "plm_rsh_agent", "python3 -m celltrain.mpiagent",
+            "--mca", "plm_rsh_no_tree_spawn", "1",
+            *(["--mca", "btl_tcp_if_include", "eth0", "--mca", "oob_tcp_if_include", "eth0"]
+              if dist.nodes > 1 else []),
+            "python3", "-u", "-m", RANKRUN, spec.script, *spec.args]
+
+
+def mpi_env(node0: str) -> dict[str, str]:
+    """torch.distributed's env:// contract for MPI ranks (RANK etc. come from OMPI_COMM_WORLD_*
+    in the rank wrapper)."""
+    return {"MASTER_ADDR": node0, "MASTER_PORT": str(MPI_MASTER_PORT),
+            "OMPI_MCA_btl_vader_single_copy_mechanism": "none"}

@@ -57,6 +57,11 @@ def main(argv):
         print("usage: python -m celltrain.rankrun SCRIPT [ARGS...]", file=sys.stderr)
         return 2
     env = dict(os.environ)
+    for ours, ompi in (("RANK", "OMPI_COMM_WORLD_RANK"), ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE"),
+                       ("LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK"),
+                       ("LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE")):
+        if ompi in env and ours not in env:      # under mpirun: torch's env:// contract
+            env[ours] = env[ompi]
     rank = int(env.get("RANK", env.get("OMPI_COMM_WORLD_RANK", "0")))
     local = int(env.get("LOCAL_RANK", env.get("OMPI_COMM_WORLD_LOCAL_RANK", "0")))
     node = int(env.get("CELLTRAIN_NODE", env.get("GROUP_RANK", "0")))

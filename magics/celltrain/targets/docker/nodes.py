@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import os
 import tarfile
 import threading
 
@@ -18,6 +19,7 @@ from ...runfiles import OUTPUT_LOG, STDERR_LOG
 from ..base import Handle, Result
 
 ALIVE = ("created", "running", "restarting", "paused")
+MPIAGENT = "celltrain.mpiagent"
 STOP_OTHERS_S = 3     # grace for the other nodes once one failed: they only wait on it
 
 
@@ -65,8 +67,36 @@ def node_command(spec, run_id: str, node: int, python_sh: str, telemetry: str) -
                                'PY="$(command -v python3 || command -v python)" && '
                                f'{check} && exec "$PY" "$@"')
     assert launch != python_sh, "the single-process command changed: adapt node_command"
+    if dist.launcher == "mpi":
+        if node > 0:
+            return ["sh", "-c", launch, "sh", "-m", MPIAGENT, "serve"]
+        hosts = [node_name(run_id, k) for k in range(dist.nodes)] if dist.nodes > 1 else \
+            ["localhost"]
+        launch = launch.replace('exec "$PY" "$@"', 'exec "$@"')
+        return ["sh", "-c", launch, "sh", *distributed.mpirun_args(spec, hosts)]
     endpoint = node_name(run_id, 0) if dist.nodes > 1 else None
     return ["sh", "-c", launch, "sh", *distributed.torchrun_args(spec, node, endpoint, run_id)]
+
+
+def mpi_env(target) -> dict:
+    """For launcher="mpi": torch's env:// contract (node 0's address) and the run's secret for
+    its nodes' launch servers (``celltrain.mpiagent``); nothing for torchrun."""
+    dist = target.spec.distribution
+    if dist.launcher != "mpi":
+        return {}
+    node0 = node_name(target.run["id"], 0) if dist.nodes > 1 else "localhost"
+    return {**distributed.mpi_env(node0), "CELLTRAIN_MPI_TOKEN": _mpi_token(target.run_dir)}
+
+
+def _mpi_token(run_dir) -> str:
+    """The run's secret for its nodes' MPI launch servers, the same for every node."""
+    import secrets
+    path = run_dir / "mpi-token"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(16))
+    return path.read_text().strip()
 
 
 def host_gpu_ids() -> list[str]:
@@ -276,9 +306,6 @@ def settle_distribution(spec):
     res, dist = spec.resources, spec.distribution
     if not dist.distributed:
         return spec
-    if dist.launcher == "mpi":
-        raise ValueError("launcher='mpi' is not supported yet by the docker target: use "
-                         "launcher='torchrun' (see README, Distributed runs)")
     if spec.network and dist.nodes > 1:
         raise ValueError(f"network={spec.network!r} cannot be given with nodes="
                          f"{dist.nodes}: a run of several nodes gets a private network of "

@@ -26,7 +26,7 @@ from ...errors import DockerUnavailable
 from . import engine
 from .engine import LABEL_BUILD, LABEL_RUN, LABEL_WORKSPACE
 from .images import ensure_image
-from .nodes import NodeGroup, create as nodes_create, node_command, renamed, settle_distribution
+from .nodes import NodeGroup, create as nodes_create, mpi_env, node_command, renamed, settle_distribution
 
 WORKDIR = "/celltrain-run/src"
 TELEMETRY_IN_CONTAINER = "/celltrain-run/telemetry"
@@ -195,6 +195,7 @@ class DockerTarget(ComputeTarget):
         command = ["sh", "-c", PYTHON, "sh", spec.script, *spec.args]
         if dist.distributed:
             environment.update(distributed.node_env(node, dist.nodes, node_gpus))
+            environment.update(mpi_env(self))
             command = node_command(spec, run["id"], node, PYTHON, TELEMETRY_IN_CONTAINER)
         kwargs = dict(
             command=command,
