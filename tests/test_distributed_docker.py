@@ -181,3 +181,44 @@ def test_a_new_supervisor_reattaches_to_every_node(docker_workspace, docker_clie
     assert (again.folder / "outputs" / "node-1" / "done-1").exists()
     assert "[rank 1] done" in again.logs()                # Docker's logs, taken at the end
     assert _leftovers(docker_client, docker_workspace, again) == ([], [])
+
+
+MPI_JOB = """
+import os, torch, torch.distributed as dist
+dist.init_process_group("gloo")      # env://: RANK, WORLD_SIZE from OMPI_COMM_WORLD_*
+t = torch.tensor([float(dist.get_rank() + 1)])
+dist.all_reduce(t)
+print("sum", int(t.item()), os.environ["OMPI_COMM_WORLD_RANK"], os.environ["OMPI_COMM_WORLD_SIZE"],
+      os.environ["MASTER_ADDR"], flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_mpi_launcher_runs_a_2x1_job_without_ssh(docker_workspace, docker_client, tmp_path):
+    from celltrain import Environment
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "mpi.py").write_text(MPI_JOB)
+    env = Environment(apt=["openmpi-bin"], base_image="celltrain/base:offline")
+    run = docker_workspace.experiment("mpi").submit("mpi.py", src, gpus="none", nodes=2,
+                                                    launcher="mpi", environment=env)
+    run.wait(timeout=900)
+    assert run.status == states.COMPLETED, (run.reason, run.logs()[-3000:])
+    node0 = f"celltrain-{run.id}-node0"
+    assert run.logs(rank=0).strip() == f"sum 3 0 2 {node0}"
+    assert run.logs(rank=1).strip() == f"sum 3 1 2 {node0}"
+    assert [(r["rank"], r["node"], r["state"]) for r in run.ranks()] == [
+        (0, 0, "completed"), (1, 1, "completed")]
+    assert _leftovers(docker_client, docker_workspace, run) == ([], [])
+
+
+def test_mpi_launcher_without_open_mpi_is_the_reason(docker_workspace, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "mpi.py").write_text(MPI_JOB)
+    run = docker_workspace.experiment("mpi").submit("mpi.py", src, gpus="none", nodes=2,
+                                                    launcher="mpi")
+    run.wait(timeout=300)
+    assert run.status == states.FAILED
+    assert run.reason.startswith("Open MPI's mpirun is not installed in the run's image"), \
+        run.reason

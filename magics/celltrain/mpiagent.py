@@ -1,9 +1,9 @@
 """Open MPI's remote launch without ssh: ``mpirun``'s rsh agent, and the server it talks to.
 
 Runs inside the containers of a run (stdlib only, Python 3.8+).  Nodes 1..N-1 run
-``python -m celltrain.mpiagent serve``: it listens on the run's private network and runs the
-one command it is sent (Open MPI's ``orted``) with ``sh -c``, streaming its output back, and
-exits with its exit code.  Node 0's ``mpirun`` has ``plm_rsh_agent`` set to
+``python -m celltrain.mpiagent serve``: it listens on the run's private network and runs each
+command it is sent (Open MPI's ``orted``) with ``sh -c``, streaming its output and exit code
+back; the supervisor stops these nodes once node 0's ``mpirun`` has exited.  Node 0's ``mpirun`` has ``plm_rsh_agent`` set to
 ``python -m celltrain.mpiagent``, which it calls as it would call ssh: ``HOST COMMAND...``.
 A shared token (``CELLTRAIN_MPI_TOKEN``, the run's own) is required, so nothing else on the
 network can run a command.  When the connection drops, the command is killed.
@@ -59,7 +59,11 @@ def serve(port=PORT):
             reader.close()          # the socket closes only with its file too
             conn.close()
             continue
-        return _run(conn, reader, str(request.get("command", "")))
+        if os.environ.get("CELLTRAIN_MPI_DEBUG"):
+            print("celltrain.mpiagent: running %r" % request.get("command"), file=sys.stderr,
+                  flush=True)
+        threading.Thread(target=_run, args=(conn, reader, str(request.get("command", ""))),
+                         daemon=True).start()
 
 
 def _run(conn, reader, command):
@@ -83,13 +87,6 @@ def _run(conn, reader, command):
             except OSError:
                 pass
 
-    def stop(signum, frame):
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except OSError:
-            pass
-
-    signal.signal(signal.SIGTERM, stop)
     threads = [threading.Thread(target=pump, args=(proc.stdout, b"o")),
                threading.Thread(target=pump, args=(proc.stderr, b"e"))]
     for t in threads:

@@ -123,6 +123,10 @@ class NodeGroup:
     def client(self):
         return self.target.client
 
+    @property
+    def mpi(self) -> bool:
+        return self.target.spec.distribution.launcher == "mpi"
+
     def containers(self, handle: Handle) -> list:
         return [self.client.containers.get(cid) for cid in handle.ids["containers"]]
 
@@ -147,6 +151,9 @@ class NodeGroup:
         alive = [c for c in containers if c.status in ALIVE]
         failed = [c for c in containers if c.status not in ALIVE
                   and c.attrs["State"].get("ExitCode")]
+        if self.mpi and containers[0].status not in ALIVE and alive:
+            self._stop_all(alive, STOP_OTHERS_S)   # mpirun is done: the others only serve it
+            return False
         if failed and alive:
             k = handle.ids["containers"].index(failed[0].id)
             self.target.notify(f"node {k}'s container exited with code "
@@ -180,6 +187,8 @@ class NodeGroup:
             if oom:
                 self.target.noun = f"container of node {k}"
                 return Result(code, True)
+        if self.mpi and ended:       # mpirun on node 0 has every rank's word
+            return Result(ended[0][2], False)
         bad = [e for e in sorted(ended) if e[2]]
         if bad:
             return Result(bad[0][2], False)
