@@ -40,7 +40,7 @@ BUDGET_US = 1.0
 
 
 def bench_celltrain(folder: str, with_step: bool = True) -> float:
-    from celltrain import context
+    from celltrain.runtime import context
     run = context.Run(os.path.join(folder, "telemetry"))
     log = run.log
     t = time.perf_counter()

@@ -83,7 +83,7 @@ def write_cost(root: Path, points: int) -> list[tuple[str, float, float]]:
     supervisor does: with the plain INSERT the store did before it kept rollups in place of
     ``Store.add_metrics``, then with it; medians of 3, interleaved so both see the same load."""
     from celltrain import telemetry
-    from celltrain.context import encode_frame
+    from celltrain.runtime.wire import encode_frame
     from celltrain.store import Store
     from celltrain.workspace import new_run_id
 

@@ -15,7 +15,7 @@ from celltrain import Workspace
 from celltrain.targets.docker.engine import LABEL_WORKSPACE
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-# Spare supervisors (see celltrain.supervisor.spare) leave soon after each test's workspace idles.
+# Spare supervisors (see celltrain.spare) leave soon after each test's workspace idles.
 os.environ.setdefault("CELLTRAIN_SPARE_IDLE", "15")
 OFFLINE_BASE = "celltrain/base:offline"
 

@@ -1,4 +1,4 @@
-"""Packaging a cell (celltrain.cell) and running it (celltrain.cellrunner), without a workspace.
+"""Packaging a cell (celltrain.cell) and running it (celltrain.runtime.cellrunner), without a workspace.
 
 The runner runs for real, in a subprocess of this Python, exactly as a run starts it: with the
 bundle folder as working directory and a telemetry folder in the environment.
@@ -22,7 +22,8 @@ from celltrain.cell.analysis import analyse, split_last_expression
 from celltrain.cell.modules import import_statement
 from celltrain.cell.packing import build_bundle, load_results
 from celltrain.errors import BundleError
-from celltrain.cellrunner import BUNDLE_DIR, META_FILE, RESULTS_FILE
+from celltrain.runtime.cellrunner import BUNDLE_DIR, META_FILE
+from celltrain.runtime.wire import RESULTS_FILE
 from celltrain.paths import PACKAGE_PARENT
 
 
@@ -379,7 +380,7 @@ def test_last_expression_split_keeps_the_cells_line_numbers(build, tmp_path):
 def test_runner_is_python_38_and_standard_library_plus_cloudpickle():
     """It runs inside user images: Python 3.8 syntax, no third-party imports of its own."""
     import ast
-    from celltrain import cellrunner
+    from celltrain.runtime import cellrunner
     tree = ast.parse(open(cellrunner.__file__).read(), feature_version=(3, 8))
     imported = set()
     for node in ast.walk(tree):

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from celltrain import context
-from celltrain.context import EVENTS_FILE, NO_STEP, decode_body, decode_frames
+from celltrain.runtime import context
+from celltrain.runtime.wire import EVENTS_FILE, NO_STEP, decode_body, decode_frames
 
 
 def read_events(folder):

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from celltrain import context, states, telemetry
-from celltrain.context import EVENTS_FILE, MAGIC, NO_STEP, decode_body, decode_frames
+from celltrain import states, telemetry
+from celltrain.runtime import context, wire
+from celltrain.runtime.wire import EVENTS_FILE, MAGIC, NO_STEP, decode_body, decode_frames
 from celltrain.store import Store
 from celltrain.views.summary import summary_text
 from celltrain.views.widget import RunWidget
@@ -247,7 +248,7 @@ def frame(body: bytes) -> bytes:
 
 
 def good(name, n=3):
-    return context.encode_frame("m", [(name, None, float(i), 1.0) for i in range(n)])
+    return wire.encode_frame("m", [(name, None, float(i), 1.0) for i in range(n)])
 
 
 def test_a_frame_being_written_waits_and_a_cut_one_is_skipped():
@@ -295,7 +296,7 @@ def test_ingestion_refuses_bad_records_counts_them_and_goes_on(tmp_path):
         frame(b'J["progress", [1, 2]]'),
         frame(b'J["mystery", 1]'),
         frame(b"J" + b"[" * 100_000 + b"]" * 100_000),    # nesting deeper than JSON parses
-        context.encode_frame("m", [("\ud800", None, 1.0, 1.0), ("ok", None, 5.0, 1.0)]),
+        wire.encode_frame("m", [("\ud800", None, 1.0, 1.0), ("ok", None, 5.0, 1.0)]),
     ]
     store, run_id, path = events_store(tmp_path, good("a") + b"".join(bad) + good("a", 2))
     assert telemetry.ingest(store, run_id) == 3 + 1 + 2
@@ -304,7 +305,7 @@ def test_ingestion_refuses_bad_records_counts_them_and_goes_on(tmp_path):
                       ("a", 3, 0.0), ("a", 4, 1.0)]
     warnings = {w["kind"]: w["count"] for w in store.warnings(run_id)}
     assert warnings == {"bad-frame": 6, "bad-value": 4}
-    assert store.get_run(run_id)["events_offset"] == path.stat().st_size
+    assert store.ingest_offset(run_id, EVENTS_FILE) == path.stat().st_size
     assert store.images(run_id) == [] and store.get_run(run_id)["progress"] is None
 
 
@@ -313,7 +314,7 @@ def test_a_partial_frame_is_ingested_when_complete_and_the_offset_never_sticks(t
     garbage = random.Random(3).randbytes(4096) + b"\0" * 16
     store, run_id, path = events_store(tmp_path, garbage + whole[:20])
     assert telemetry.ingest(store, run_id) == 0
-    assert store.get_run(run_id)["events_offset"] == len(garbage)     # past the garbage
+    assert store.ingest_offset(run_id, EVENTS_FILE) == len(garbage)     # past the garbage
     with open(path, "ab") as f:
         f.write(whole[20:])
     assert telemetry.ingest(store, run_id) == 5
@@ -321,7 +322,7 @@ def test_a_partial_frame_is_ingested_when_complete_and_the_offset_never_sticks(t
         f.write(whole[:30])                                         # cut short: the run ends
     assert telemetry.ingest(store, run_id) == 0
     assert telemetry.ingest(store, run_id, final=True) == 0
-    assert store.get_run(run_id)["events_offset"] == path.stat().st_size
+    assert store.ingest_offset(run_id, EVENTS_FILE) == path.stat().st_size
     [w] = store.warnings(run_id)
     assert (w["kind"], w["count"]) == ("skipped-bytes", len(garbage) + 30)
 
@@ -329,7 +330,7 @@ def test_a_partial_frame_is_ingested_when_complete_and_the_offset_never_sticks(t
 GARBAGE_RUN = """
 import os, random, struct, sys, tempfile, zlib
 from celltrain import Run, log, progress
-from celltrain.context import EVENTS_FILE, MAGIC, encode_frame
+from celltrain.runtime.wire import EVENTS_FILE, MAGIC, encode_frame
 
 def frame(body):
     head = MAGIC + struct.pack("<II", len(body), zlib.crc32(body))

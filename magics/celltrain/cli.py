@@ -5,6 +5,7 @@
     celltrain logs RUN [-f]
     celltrain cancel RUN [--grace S]
     celltrain models
+    celltrain targets [add NAME KIND [KEY=VALUE ...] | remove NAME]
     celltrain base-image [--suite bookworm]
 """
 from __future__ import annotations
@@ -111,6 +112,29 @@ def cmd_base_image(ws, args) -> int:
     return 0
 
 
+def cmd_targets(ws, args) -> int:
+    """The kinds of compute target, and the targets saved in the workspace."""
+    if args.action == "add":
+        settings = {}
+        for item in args.settings:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"a target setting takes KEY=VALUE, not {item!r}")
+            settings[key] = value
+        saved = ws.add_target(args.name, args.kind, **settings)
+        print(f"saved target {saved['name']} ({saved['kind']})")
+        return 0
+    if args.action == "remove":
+        ws.remove_target(args.name)
+        print(f"removed target {args.name}")
+        return 0
+    from .views.tables import format_table
+    rows = [[t["name"], t["kind"], "saved" if t["saved"] else "built-in",
+             json.dumps(t["settings"]) if t["settings"] else "-"] for t in ws.targets()]
+    print(format_table(rows, ["TARGET", "KIND", "", "SETTINGS"]))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="celltrain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -135,6 +159,12 @@ def parser() -> argparse.ArgumentParser:
     cancel.set_defaults(func=cmd_cancel)
     models = sub.add_parser("models", help="registered models, versions and aliases")
     models.set_defaults(func=cmd_models)
+    targets = sub.add_parser("targets", help="compute targets: the kinds and the saved ones")
+    targets.add_argument("action", nargs="?", choices=["list", "add", "remove"], default="list")
+    targets.add_argument("name", nargs="?")
+    targets.add_argument("kind", nargs="?")
+    targets.add_argument("settings", nargs="*", help="KEY=VALUE settings of the kind")
+    targets.set_defaults(func=cmd_targets)
     base = sub.add_parser("base-image", help="build the offline base image (Debian + torch)")
     base.add_argument("--suite", default="bookworm")
     base.set_defaults(func=cmd_base_image)
@@ -147,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.func is cmd_base_image:    # needs no workspace, and must not make one
             return args.func(None, args)
+        if args.func is cmd_targets and args.action != "list":
+            if not args.name or (args.action == "add" and not args.kind):
+                raise ValueError(f"usage: celltrain targets {args.action} NAME"
+                                 + (" KIND [KEY=VALUE ...]" if args.action == "add" else ""))
+            return args.func(Workspace(args.workspace), args)   # saving one makes a workspace
         # A view opens only an existing workspace; creating one is submit's job.
         ws = Workspace(args.workspace, create=False)
         return args.func(ws, args)

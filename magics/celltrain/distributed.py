@@ -2,7 +2,7 @@
 
 Host side and free of Docker: a target asks this module what each node runs (``torchrun`` with
 the c10d rendezvous on node 0, or ``mpirun``) and what it sees (GPUs, NCCL settings); the
-in-container side of a rank is ``celltrain.rankrun``.
+in-container side of a rank is ``celltrain.runtime.rankrun``.
 """
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import dataclasses
 import shlex
 from typing import Any
 
+from .runtime.wire import NODE_ENV, NODES_ENV
+
 LAUNCHERS = ("torchrun", "mpi")
 RDZV_PORT = 29400
 MAX_NODES = 64
-RANKRUN = "celltrain.rankrun"    # torchrun -m: the per-rank wrapper (prefixes, rank status)
+RANKRUN = "celltrain.runtime.rankrun"    # torchrun -m: the per-rank wrapper (prefixes, rank status)
 TORCH_CHECK = "import torch.distributed.run"
 NO_TORCH = ("torch is not installed in the run's image, and launcher='torchrun' needs it "
             "(python -m torch.distributed.run): use an image with torch, e.g. "
@@ -92,7 +94,7 @@ def node_env(node: int, nodes: int, gpus: list[str] | None) -> dict[str, str]:
     gloo talk over the run's private network (the container's only interface, eth0 on one
     Docker host); a node with GPUs sees only its own (Docker's device request), numbered from
     0, so local rank r uses cuda:r."""
-    env = {"CELLTRAIN_NODE": str(node), "CELLTRAIN_NODES": str(nodes)}
+    env = {NODE_ENV: str(node), NODES_ENV: str(nodes)}
     if nodes > 1:
         env.update(NCCL_SOCKET_IFNAME="eth0", GLOO_SOCKET_IFNAME="eth0")
     if gpus:
@@ -133,13 +135,13 @@ MPI_MASTER_PORT = 29500
 
 def mpirun_args(spec, hosts: list[str]) -> list[str]:
     """Node 0's command for launcher="mpi": Open MPI's ``mpirun`` over every node, its remote
-    launch through ``celltrain.mpiagent`` (no ssh daemons), TCP on the private network, each
+    launch through ``celltrain.runtime.mpiagent`` (no ssh daemons), TCP on the private network, each
     rank under the per-rank wrapper."""
     dist = spec.distribution
     procs = dist.procs_per_node
     return ["mpirun", "--allow-run-as-root", "-np", str(dist.nodes * procs),
             "--host", ",".join(f"{h}:{procs}" for h in hosts), "--bind-to", "none",
-            "--mca", "plm_rsh_agent", "python3 -m celltrain.mpiagent",
+            "--mca", "plm_rsh_agent", "python3 -m celltrain.runtime.mpiagent",
             "--mca", "plm_rsh_no_tree_spawn", "1",
             *(["--mca", "btl_tcp_if_include", "eth0", "--mca", "oob_tcp_if_include", "eth0"]
               if dist.nodes > 1 else []),

@@ -13,7 +13,7 @@ import sys
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import MagicArgumentParser
 
-from .cellrunner import BUNDLE_DIR, META_FILE
+from .runtime.cellrunner import BUNDLE_DIR, META_FILE
 from .cell_wait import CellRunFailed, StoppedWaiting
 from .errors import CelltrainError
 from .magic_args import CONFIG_KEYS, config_value, flatten, parse_param

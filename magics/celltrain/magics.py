@@ -25,7 +25,7 @@ from .cell.python_check import check_python
 from .cell.packing import DEFAULT_MAX_MB, build_bundle, load_results
 from .cell.pins import auto_pins, read_requirements
 from .cell_wait import Adopter, CellRunFailed, StoppedWaiting, stream
-from .cellrunner import RESULTS_FILE
+from .runtime.wire import RESULTS_FILE, TELEMETRY_DIR
 from .errors import CelltrainError
 from .magic_args import DEFAULT_EXPERIMENT, config_value, flatten, pairs, parse_param
 from .magic_commands import TrainCommands
@@ -311,7 +311,6 @@ class TrainMagics(TrainCommands, Magics):
             return None
 
     def bring_back(self, run, out: list[str] | None = None):
-        from .telemetry import TELEMETRY_DIR
         path = run.folder / TELEMETRY_DIR / RESULTS_FILE
         try:
             results = _open_results(run.folder, f"{TELEMETRY_DIR}/{RESULTS_FILE}")

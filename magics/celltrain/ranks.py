@@ -1,4 +1,4 @@
-"""The ranks of a distributed run, read from what ``celltrain.rankrun`` left in the run folder.
+"""The ranks of a distributed run, read from what ``celltrain.runtime.rankrun`` left in the run folder.
 
 Each rank writes ``telemetry/ranks/<rank>.json`` (node, local rank, state, exit code, last
 output line); the container wrote them, so they are read without following links, capped, and
@@ -11,8 +11,9 @@ import os
 from pathlib import Path
 
 from . import safefiles
+from .runtime.wire import RANKS_DIR as WIRE_RANKS_DIR, TELEMETRY_DIR
 
-RANKS_DIR = "telemetry/ranks"
+RANKS_DIR = f"{TELEMETRY_DIR}/{WIRE_RANKS_DIR}"
 CAP = 16 * 1024
 FIELDS = ("rank", "node", "local_rank", "state", "exit_code", "last_line", "started", "ended")
 

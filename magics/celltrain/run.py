@@ -1,7 +1,7 @@
 """Run: a handle on one run in the workspace.  It holds an id, and reads everything else fresh.
 
 Inside a training script, ``Run.get_context()`` gives the logging context instead (see
-``celltrain.context``): the same name as Azure ML's, for the same two roles.
+``celltrain.runtime.context``): the same name as Azure ML's, for the same two roles.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from . import safefiles, states
 from .errors import RunFailed
 from .runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
+from .runtime.wire import events_rank
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -30,7 +31,7 @@ class Run:
     @staticmethod
     def get_context():
         """In a training script: the run it is part of (an offline one outside celltrain)."""
-        from .context import get_context
+        from .runtime.context import get_context
         return get_context()
 
     def __repr__(self) -> str:
@@ -91,22 +92,29 @@ class Run:
         """Status changes with their times and details, oldest first."""
         return self.workspace.store.status_history(self.id)
 
-    def metrics(self) -> dict[str, list[float]]:
-        """Every logged value of every metric, in the order logged."""
+    def metrics(self, rank: int = 0) -> dict[str, list[float]]:
+        """Every logged value of every metric of process ``rank`` (0: the main one, and the
+        only one of a single-process run), in the order logged."""
         out: dict[str, list[float]] = {}
-        for _, name, _, value, _ in self.workspace.store.metric_series(self.id):
+        for _, name, _, value, _ in self.workspace.store.metric_series(self.id, rank=rank):
             out.setdefault(name, []).append(value)
         return out
 
-    def metric(self, name: str) -> list[tuple[int, float, float]]:
-        """One metric as (step, value, time) points."""
-        return [(s, v, t) for _, _, s, v, t in self.workspace.store.metric_series(self.id, name)]
+    def metric(self, name: str, rank: int = 0) -> list[tuple[int, float, float]]:
+        """One metric of process ``rank`` as (step, value, time) points."""
+        return [(s, v, t) for _, _, s, v, t in
+                self.workspace.store.metric_series(self.id, name, rank=rank)]
 
-    def latest_metrics(self) -> dict[str, float]:
-        return self.workspace.store.latest_metrics(self.id)
+    def latest_metrics(self, rank: int = 0) -> dict[str, float]:
+        return self.workspace.store.latest_metrics(self.id, rank)
 
-    def table(self, name: str) -> list[dict]:
-        return self.workspace.store.table(self.id, name)
+    def logged_ranks(self) -> list[int]:
+        """The ranks of the processes that logged (``RANK`` or ``OMPI_COMM_WORLD_RANK`` in
+        their environment; [0] for a single-process run that logged, [] if nothing was)."""
+        return self.workspace.store.run_ranks(self.id)
+
+    def table(self, name: str, rank: int = 0) -> list[dict]:
+        return self.workspace.store.table(self.id, name, rank)
 
     def files(self) -> list[str]:
         """Files of the run folder (outputs/, logs/, logged images, captured output).  A link
@@ -121,7 +129,8 @@ class Run:
                 dirnames[:] = [d for d in dirnames if d not in skip]
                 filenames = [f for f in filenames if f not in skip]
             links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
-            out += [(rel_dir / f).as_posix() for f in filenames + links if f != "events.bin"]
+            out += [(rel_dir / f).as_posix() for f in filenames + links
+                    if events_rank(f) is None]
         return sorted(out)
 
     def _text(self, name: str) -> str:
@@ -140,9 +149,12 @@ class Run:
         return lines_of(text, rank)
 
     def ranks(self) -> list[dict]:
-        """Per rank of a distributed run: rank, node, local_rank, state, exit_code, last_line."""
-        from .ranks import read_ranks
-        return read_ranks(self.folder, self.status)
+        """Per rank of a distributed run: rank, node, local_rank, state, exit_code, last_line,
+        started, ended (from the rank wrapper's records); for a run without them, the ranks
+        that logged, the rest unknown (None)."""
+        from .ranks import FIELDS, read_ranks
+        found = read_ranks(self.folder, self.status)
+        return found or [{**dict.fromkeys(FIELDS), "rank": r} for r in self.logged_ranks()]
 
     def build_log(self) -> str:
         return self._text(BUILD_LOG)

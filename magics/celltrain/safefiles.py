@@ -108,6 +108,16 @@ def size_beneath(root: str | os.PathLike, rel: str | os.PathLike) -> int | None:
         os.close(fd)
 
 
+def list_beneath(root: str | os.PathLike, rel: str | os.PathLike) -> list[str]:
+    """The names in the folder ``root/rel``, reached without following a link (UnsafePath if
+    a step is one); FileNotFoundError if it is missing, NotADirectoryError if not a folder."""
+    fd = open_beneath(root, rel, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
+
+
 def is_inside(root: str | os.PathLike, path: str | os.PathLike) -> bool:
     """Whether ``path`` resolves to a place inside ``root`` (links resolved)."""
     return Path(path).resolve().is_relative_to(Path(root).resolve())

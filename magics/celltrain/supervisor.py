@@ -7,9 +7,6 @@ process that opens the workspace starts a new one, which re-attaches or finalize
 """
 from __future__ import annotations
 
-import fcntl
-import os
-import select
 import sys
 import time
 import traceback
@@ -17,19 +14,18 @@ from pathlib import Path
 
 from . import safefiles, states
 from .errors import CelltrainError, ImageBuildError, TargetUnavailable
+from .locks import take_lock
 from .runfiles import OUTPUT_LOG, STDERR_LOG
 from .spec import RunSpec
 from .store import Store
-from .targets import Handle, PrepareStopped, kinds, target_class
-from .telemetry import TELEMETRY_DIR, events_path, ingest
+from .targets import Handle, PrepareStopped, target_class
+from .runtime.wire import FAILURE_FILE, TELEMETRY_DIR
+from .telemetry import TelemetryWatch
 
 POLL_S = 0.05
 STATE_POLL_S = 0.5
 DEFAULT_GRACE_S = 10.0
 LOCK_TRIES_S = 1.0
-SPARE_IDLE_S = float(os.environ.get("CELLTRAIN_SPARE_IDLE", "300"))
-SPARE_LOCK, SPARE_FIFO = "spare.lock", "spare.fifo"
-FAILURE_FILE = "failure.txt"  # a runner may explain its own failure here (e.g. %%train)
 STDERR_TAIL_LINES = 15
 REASON_CAP = 16 * 1024   # bytes of failure.txt or of stderr's tail a reason is made from
 
@@ -50,9 +46,7 @@ class Supervisor:
         self.run_id = run_id
         self.run_dir = self.store.run_dir(run_id)
         self.clock = clock
-        self.last_steps: dict[str, int] | None = None
-        self.events = events_path(self.store, run_id)
-        self.ingested_size = -1
+        self.telemetry = TelemetryWatch(self.store, run_id, clock)
 
     def log(self, message: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
@@ -71,38 +65,28 @@ class Supervisor:
         return bool(self.store.get_run(self.run_id)["cancel_requested"])
 
     def ingest(self, final: bool = False) -> None:
-        """Move new telemetry into the store; a stat, not a query, when nothing was logged.
+        """Move new telemetry into the store; stats, not queries, when nothing was logged.
 
         ``final``: the run has ended, so a frame cut short at the end is skipped, not waited
         for.  Nothing the run wrote may stop the supervisor: what ingestion cannot take becomes
         a warning on the run (telemetry.ingest), and anything else is noted there too.
         """
         try:
-            size = os.lstat(self.events).st_size     # lstat: a link is not followed
-        except FileNotFoundError:
-            return
-        if size == self.ingested_size and not final:
-            return
-        try:
-            if self.last_steps is None:
-                self.last_steps = self.store.last_steps(self.run_id)
-            ingest(self.store, self.run_id, self.last_steps, final=final)
+            self.telemetry.ingest(final=final)
         except Exception as e:  # noqa: BLE001  (e.g. the database locked for too long)
             self.log("telemetry ingestion failed: " + traceback.format_exc())
-            self.last_steps = None
+            self.telemetry.forget()
             try:
                 self.store.add_warning(self.run_id, "ingest-error",
                                        f"telemetry ingestion failed ({type(e).__name__}: "
                                        f"{str(e)[:200]}); it is retried as the run logs more")
             except Exception:  # noqa: BLE001
                 pass
-            return
-        self.ingested_size = size
 
     # -- the life of a run ------------------------------------------------------------------------
     def main(self) -> int:
         lock_file = open(self.run_dir / "supervisor.lock", "a")
-        if not _lock(lock_file, LOCK_TRIES_S):
+        if not take_lock(lock_file, LOCK_TRIES_S):
             return 0  # another supervisor has this run
         run = self.store.get_run(self.run_id)
         if run is None or states.is_terminal(run["status"]):
@@ -362,92 +346,10 @@ class Supervisor:
         return head + " (nothing on stderr)"
 
 
-def _lock(f, within_s: float) -> bool:
-    """Take an exclusive lock, retrying briefly: a liveness check may hold it for a moment."""
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-
-
-def spare(workspace: str) -> int:
-    """Wait, with Docker's client already imported, for a run to supervise.
-
-    Starting Python and importing the docker SDK takes about half a second: a spare that has
-    done it while the user was typing makes the next submission start that much sooner.  One
-    spare per workspace (a lock); it leaves after SPARE_IDLE_S idle.  A submitter that hands it
-    a run id checks the run's lock and starts a fresh supervisor if the spare did not take it.
-    """
-    root = Path(workspace)
-    lock = open(root / SPARE_LOCK, "a")
-    if not _lock(lock, 0):
-        return 0
-    for kind in kinds():               # pay for the targets' imports and connections now
-        try:
-            target_class(kind).warm_up()
-        except Exception:  # no engine now: the run's own supervisor will say so
-            pass
-    fifo = root / SPARE_FIFO
-    try:
-        os.mkfifo(fifo)
-    except FileExistsError:
-        pass
-    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-    keepalive = os.open(fifo, os.O_WRONLY)  # so select() waits for data instead of EOF
-    deadline = time.monotonic() + SPARE_IDLE_S
-    data = b""
-    try:
-        while b"\n" not in data:
-            if time.monotonic() > deadline or not root.exists():
-                return 0
-            if select.select([reader], [], [], 1.0)[0]:
-                data += os.read(reader, 4096)
-    finally:
-        os.close(reader)
-        os.close(keepalive)
-        lock.close()
-    supervisor = Supervisor(root, data.split(b"\n")[0].decode())
-    _log_to(supervisor.run_dir / "supervisor.log")
-    supervisor.log(f"spare supervisor {os.getpid()} was handed the run")
-    return supervisor.main()
-
-
-def _log_to(path: Path) -> None:
-    """Point stderr (until now /dev/null) at the run's supervisor.log, as a fresh supervisor's is."""
-    sys.stderr.flush()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
-    try:
-        os.dup2(fd, 2)
-    finally:
-        os.close(fd)
-
-
-def hand_to_spare(workspace: Path, run_id: str) -> bool:
-    """Give a run to the workspace's spare supervisor if one is waiting."""
-    try:
-        fd = os.open(workspace / SPARE_FIFO, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError:   # no fifo, or nobody reading it
-        return False
-    try:
-        os.write(fd, run_id.encode() + b"\n")
-    finally:
-        os.close(fd)
-    return True
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 2 and argv[0] == "--spare":
-        return spare(argv[1])
     if len(argv) != 2:
-        print("usage: python -m celltrain.supervisor WORKSPACE RUN_ID\n"
-              "       python -m celltrain.supervisor --spare WORKSPACE", file=sys.stderr)
+        print("usage: python -m celltrain.supervisor WORKSPACE RUN_ID", file=sys.stderr)
         return 2
     return Supervisor(argv[0], argv[1]).main()
 

@@ -1,95 +1,190 @@
-"""Host side of the metric API: ingest a run's events file into the workspace store.
+"""Host side of the metric API: ingest a run's events files into the workspace store.
 
-The run writes frames (see ``context.encode_frame``); ingestion reads from the offset stored with
-the run, inserts every complete frame in one transaction together with the new offset, and so is
-safe to repeat: a supervisor that dies mid-way and a reconciling process that picks up after it
-never insert a point twice.
+Each process of a run writes frames (see ``runtime.wire``) into its rank's events file in the
+telemetry folder: ``events.bin`` for rank 0, ``events-<r>.bin`` for rank r.  Ingestion reads each
+file from its own offset (``ingest_offsets``), inserts every complete frame in one transaction
+together with the file's new offset, and so is safe to repeat: a supervisor that dies mid-way and
+a reconciling process that picks up after it never insert a point twice.  The points, rows and
+images of ``events-<r>.bin`` are stored with rank r.
 
-The events file is written by the container, so nothing in it is trusted: it is opened without
-following links (``safefiles``), read in capped chunks, garbage between frames is skipped (the
-offset always moves past it), and every record is checked before it reaches SQLite.  What cannot
-be stored is counted as a warning on the run, and ingestion goes on with the next good frame.
+The events files are written by the container, so nothing in them is trusted: the folder is
+listed and each file opened without following links (``safefiles``), read in capped chunks,
+garbage between frames is skipped (the offset always moves past it), and every record is checked
+before it reaches SQLite.  What cannot be stored is counted as a warning on the run, and
+ingestion goes on with the next good frame.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from . import safefiles
-from .context import (EVENTS_FILE, HEADER, MAX_BODY, NO_STEP, STEP_MAX, decode_body,
-                      decode_frames)
+from .runtime.wire import (EVENTS_FILE, HEADER, IMAGES_DIR, MAX_BODY, NO_STEP, STEP_MAX,
+                           TELEMETRY_DIR, decode_body, decode_frames, events_file,
+                           events_rank)
 from .store import Store
 
-TELEMETRY_DIR = "telemetry"
-EVENTS_REL = f"{TELEMETRY_DIR}/{EVENTS_FILE}"
 READ_CAP = 2 * (MAX_BODY + HEADER.size)   # per read: always holds a whole frame
 MAX_PROGRESS = 64 * 1024                  # bytes of JSON kept as a run's progress
-IMAGES_DIR = "images/"
+MAX_EVENTS_FILES = 1024                   # ranks ingested per run; the rest is a warning
+IMAGES_PREFIX = IMAGES_DIR + "/"
 
-SKIPPED_BYTES = ("skipped-bytes", "telemetry/events.bin: skipped bytes that belong to no valid "
-                 "frame (garbage written into the file, or a frame cut short); ingestion went on "
-                 "with the next valid frame")
+SKIPPED_BYTES = "skipped-bytes"
 BAD_FRAME = "bad-frame"
 BAD_VALUE = "bad-value"
 EVENTS_UNSAFE = "events-unsafe"
+TOO_MANY_RANKS = "too-many-ranks"
 
 
-def events_path(store: Store, run_id: str) -> Path:
-    return store.run_dir(run_id) / TELEMETRY_DIR / EVENTS_FILE
+def events_path(store: Store, run_id: str, rank: int = 0) -> Path:
+    return store.run_dir(run_id) / TELEMETRY_DIR / events_file(rank)
 
 
-def ingest(store: Store, run_id: str, last_steps: dict[str, int] | None = None, *,
+def events_files(store: Store, run_id: str) -> list[tuple[int, str]]:
+    """(rank, file name) of each events file in the run's telemetry folder, by rank.  The
+    folder is listed without following a link: a link there has no events files (a warning)."""
+    try:
+        names = safefiles.list_beneath(store.run_dir(run_id), TELEMETRY_DIR)
+    except FileNotFoundError:
+        return []
+    except (safefiles.UnsafePath, NotADirectoryError) as e:
+        _warn_once(store, run_id, EVENTS_UNSAFE,
+                   f"{TELEMETRY_DIR}/ was not read ({e}): it must be a folder in the run "
+                   "folder; metrics logged after it changed are lost")
+        return []
+    found = sorted((rank, name) for name, rank in ((n, events_rank(n)) for n in names)
+                   if rank is not None)
+    if len(found) > MAX_EVENTS_FILES:
+        _warn_once(store, run_id, TOO_MANY_RANKS,
+                   f"{TELEMETRY_DIR}/ has {len(found)} events files: the first "
+                   f"{MAX_EVENTS_FILES} ranks were ingested, the rest were not")
+        found = found[:MAX_EVENTS_FILES]
+    return found
+
+
+def ingest(store: Store, run_id: str, last_steps: dict[int, dict[str, int]] | None = None, *,
            final: bool = False) -> int:
     """Move new events of ``run_id`` into SQLite; returns the number of metric points added.
 
-    ``last_steps`` caches each metric's last step between calls (for points logged without one).
-    ``final``: the run's process has ended, so a frame cut short at the end will never be
-    completed; it is skipped (and reported) instead of waited for.
+    ``last_steps`` caches, per rank, each metric's last step between calls (for points logged
+    without one).  ``final``: the run's processes have ended, so a frame cut short at the end of
+    a file will never be completed; it is skipped (and reported) instead of waited for.
     """
+    return ingest_files(store, run_id, last_steps, final=final)[0]
+
+
+def ingest_files(store: Store, run_id: str, last_steps: dict[int, dict[str, int]] | None = None,
+                 *, final: bool = False) -> tuple[int, list[str]]:
+    """``ingest``, also returning the names of the events files it found (the supervisor
+    watches their sizes)."""
     if last_steps is None:
-        last_steps = store.last_steps(run_id)
+        last_steps = {}
+    files = events_files(store, run_id)
+    added = 0
+    for rank, name in files:
+        steps = last_steps.get(rank)
+        if steps is None:
+            steps = last_steps[rank] = store.last_steps(run_id, rank)
+        added += _ingest_file(store, run_id, rank, name, steps, final)
+    return added, [name for _, name in files]
+
+
+def _ingest_file(store: Store, run_id: str, rank: int, name: str, last_steps: dict[str, int],
+                 final: bool) -> int:
+    rel = f"{TELEMETRY_DIR}/{name}"
     added = 0
     while True:
-        offset = store.get_run(run_id)["events_offset"]
+        offset = store.ingest_offset(run_id, name)
         try:
-            data = safefiles.read_bytes(store.run_dir(run_id), EVENTS_REL, READ_CAP,
-                                        offset=offset)
+            data = safefiles.read_bytes(store.run_dir(run_id), rel, READ_CAP, offset=offset)
         except FileNotFoundError:
             return added
         except (safefiles.UnsafePath, NotADirectoryError) as e:
             _warn_once(store, run_id, EVENTS_UNSAFE,
-                       f"telemetry/events.bin was not read ({e}): it must be a plain file "
+                       f"{rel} was not read ({e}): it must be a plain file "
                        "in the run folder; metrics logged after it changed are lost")
             return added
         whole = len(data) < READ_CAP          # up to the end of the file, as it is now
         bodies, used, skipped = decode_frames(data, final=final and whole)
         if not used:
             return added
-        batch = _Batch(dict(last_steps))
+        batch = _Batch(dict(last_steps), rel)
         for body in bodies:
             batch.add(body)
+        points = batch.points if rank == 0 else [(*p, rank) for p in batch.points]
         with store.write() as conn:
-            current = conn.execute("SELECT events_offset FROM runs WHERE id=?",
-                                   (run_id,)).fetchone()[0]
-            if current != offset:        # somebody else ingested this stretch meanwhile
+            if store.ingest_offset(run_id, name, conn) != offset:
+                # somebody else ingested this stretch meanwhile
                 last_steps.clear()
-                last_steps.update(store.last_steps(run_id))
+                last_steps.update(store.last_steps(run_id, rank))
                 continue
-            store.add_metrics(run_id, batch.points, conn=conn)
-            store.add_table_rows(run_id, batch.rows, conn)
-            store.add_images(run_id, batch.images, conn)
-            if batch.progress is not None:
+            store.add_metrics(run_id, points, conn=conn)
+            store.add_table_rows(run_id, batch.rows, conn, rank=rank)
+            store.add_images(run_id, batch.images, conn, rank=rank)
+            if batch.progress is not None and rank == 0:
                 conn.execute("UPDATE runs SET progress=? WHERE id=?", (batch.progress, run_id))
             if skipped:
-                store.add_warning(run_id, *SKIPPED_BYTES, count=skipped, conn=conn)
+                store.add_warning(run_id, SKIPPED_BYTES, f"{rel}: skipped bytes that belong to "
+                                  "no valid frame (garbage written into the file, or a frame cut "
+                                  "short); ingestion went on with the next valid frame",
+                                  count=skipped, conn=conn)
             for kind, (count, message) in batch.warnings.items():
                 store.add_warning(run_id, kind, message, count=count, conn=conn)
-            conn.execute("UPDATE runs SET events_offset=? WHERE id=?", (offset + used, run_id))
+            store.set_ingest_offset(run_id, name, offset + used, conn=conn)
         last_steps.update(batch.steps)
         added += len(batch.points)
         if whole:
             return added
+
+
+class TelemetryWatch:
+    """A supervisor's ingestion of its run: stats, not queries, when nothing was logged.
+
+    What changes when a process logs: the telemetry folder's mtime (a new events file: a new
+    rank) and the size of each events file known; lstat only, no link is followed.  The folder
+    is listed again at least every ``RELIST_S`` even so (a file made in the same tick as the
+    folder's last change leaves its mtime as it was).  A file found by an ingest is read once
+    more at the next poll: what it looked like before that ingest was not known.
+    """
+
+    RELIST_S = 2.0
+
+    def __init__(self, store: Store, run_id: str, clock):
+        self.store, self.run_id, self.clock = store, run_id, clock
+        self.folder = store.run_dir(run_id) / TELEMETRY_DIR
+        self.last_steps: dict[int, dict[str, int]] = {}   # per rank: each metric's last step
+        self.files: list[str] = []      # the events files the last ingest found
+        self.mark: tuple | None = None  # what they looked like before it
+        self.listed_at = -math.inf
+
+    def forget(self) -> None:
+        """After a failed ingest: read the last steps again, and ingest at the next call."""
+        self.last_steps, self.mark = {}, None
+
+    def ingest(self, final: bool = False) -> None:
+        mark = self._mark()
+        if mark is None:
+            return
+        now = self.clock()
+        if mark == self.mark and not final and now - self.listed_at < self.RELIST_S:
+            return
+        _, self.files = ingest_files(self.store, self.run_id, self.last_steps, final=final)
+        self.mark, self.listed_at = mark, now
+
+    def _mark(self) -> tuple | None:
+        try:
+            folder = os.lstat(self.folder).st_mtime_ns
+        except FileNotFoundError:
+            return None                 # no telemetry folder yet
+        sizes = []
+        for name in self.files:
+            try:
+                sizes.append(os.lstat(self.folder / name).st_size)
+            except FileNotFoundError:
+                sizes.append(-1)
+        return folder, tuple(sizes)
 
 
 def _warn_once(store: Store, run_id: str, kind: str, message: str) -> None:
@@ -100,8 +195,9 @@ def _warn_once(store: Store, run_id: str, kind: str, message: str) -> None:
 class _Batch:
     """The records of some frames, each checked: what SQLite can store, and what it cannot."""
 
-    def __init__(self, steps: dict[str, int]):
+    def __init__(self, steps: dict[str, int], rel: str = f"{TELEMETRY_DIR}/{EVENTS_FILE}"):
         self.steps = steps
+        self.rel = rel
         self.points: list[tuple] = []
         self.rows: list[tuple] = []
         self.images: list[tuple] = []
@@ -122,13 +218,13 @@ class _Batch:
         try:
             kind, payload = decode_body(body)
         except Exception as e:  # noqa: BLE001  (any body: JSON nesting, lengths, encodings)
-            self.warn(BAD_FRAME, f"telemetry/events.bin: skipped a frame that could not be "
+            self.warn(BAD_FRAME, f"{self.rel}: skipped a frame that could not be "
                                  f"decoded ({type(e).__name__}: {str(e)[:200]})")
             return
         try:
             handler = getattr(self, "_" + kind) if kind in RECORD_KINDS else None
             if handler is None:
-                self.warn(BAD_FRAME, f"telemetry/events.bin: skipped a record of unknown kind "
+                self.warn(BAD_FRAME, f"{self.rel}: skipped a record of unknown kind "
                                      f"{kind[:40]!r}")
             else:
                 handler(payload)
@@ -181,8 +277,8 @@ class _Batch:
 
     def _img(self, payload) -> None:
         name, path, step, t = payload
-        inside = isinstance(path, str) and path.startswith(IMAGES_DIR)
-        base = path[len(IMAGES_DIR):] if inside else ""
+        inside = isinstance(path, str) and path.startswith(IMAGES_PREFIX)
+        base = path[len(IMAGES_PREFIX):] if inside else ""
         if (not self.name_ok(name) or base in ("", ".", "..") or any(c in base for c in "/\\\0")
                 or not _step_ok(step)):
             self.refuse(f"an image record {_short(name)} with the path {_short(path)} "

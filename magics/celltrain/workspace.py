@@ -97,9 +97,13 @@ class Workspace:
     # -- runs outlive their starter ---------------------------------------------------------
     def reconcile(self) -> list[str]:
         """Give every unfinished run without a live supervisor a new one; returns their ids."""
-        from .targets import kinds, target_class
-        for kind in kinds():   # first: a new supervisor may start a new build
-            target_class(kind).reconcile(self.store, supervisor_alive)
+        from .targets import UnknownTarget, target_class
+        for kind in self.store.target_kinds_used():   # first: a new supervisor may build anew
+            try:
+                cls = target_class(kind)
+            except UnknownTarget:   # a plug-in since uninstalled: its supervisor will say so
+                continue
+            cls.reconcile(self.store, supervisor_alive)
         adopted = []
         for row in self.store.list_runs(status=states.ACTIVE):
             run_dir = self.store.run_dir(row["id"])
@@ -123,7 +127,7 @@ class Workspace:
 
     def spawn_supervisor(self, run_id: str) -> None:
         """Give the run a supervisor: the waiting spare if there is one, else a new process."""
-        from .supervisor import hand_to_spare
+        from .spare import hand_to_spare
         run_dir = self.store.run_dir(run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         taken = False
@@ -136,7 +140,7 @@ class Workspace:
             self._spawn(["celltrain.supervisor", str(self.path), run_id],
                         run_dir / SUPERVISOR_LOG)
         if SPARES:
-            self._spawn(["celltrain.supervisor", "--spare", str(self.path)], os.devnull)
+            self._spawn(["celltrain.spare", str(self.path)], os.devnull)
 
     def _spawn(self, args: list[str], stderr_path) -> None:
         env = dict(os.environ)
@@ -175,12 +179,13 @@ class Workspace:
 
     def resolve_target(self, target: str) -> tuple[str, dict[str, Any]]:
         """A kind or a saved name as (kind, settings); UnknownTarget says what there is."""
-        from .targets import kinds, target_class
+        from .targets import BUILTIN, target_class
+        if target in BUILTIN:                 # the usual case: no query, no plug-in scan
+            return target, {}
         saved = self.store.saved_target(target) if isinstance(target, str) else None
         if saved is not None:
             return saved["kind"], saved["settings"]
-        if target not in kinds():
-            target_class(target)        # raises UnknownTarget naming the kinds
+        target_class(target)        # a plug-in's kind, or UnknownTarget naming the kinds
         return target, {}
 
     def target_kind(self, target: str) -> str:

@@ -11,6 +11,7 @@ import time
 
 from celltrain import Workspace, states
 from celltrain.workspace import supervisor_alive
+from test_faults_process import supervisor_pid
 
 WAIT_S = 180
 
@@ -33,18 +34,6 @@ def _wait_for(predicate, timeout=WAIT_S):
     while not predicate():
         assert time.time() < deadline, "timed out waiting"
         time.sleep(0.05)
-
-
-def _supervisor_pid(folder) -> int:
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmd = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
-            except OSError:
-                continue
-            if b"celltrain.supervisor" in cmd and folder.name.encode() in cmd:
-                return int(entry)
-    raise AssertionError("no supervisor process found")
 
 
 def test_a_run_passes_every_state_and_brings_back_metrics_outputs_and_logs(target, make_source):
@@ -122,7 +111,7 @@ def test_a_run_outlives_its_supervisor_and_the_next_opener_finishes_it(target, m
         print("finished")
     """))
     _wait_for(lambda: run.status == states.RUNNING)
-    os.kill(_supervisor_pid(run.folder), signal.SIGKILL)
+    os.kill(supervisor_pid(run.folder), signal.SIGKILL)
     _wait_for(lambda: not supervisor_alive(run.folder))
     again = Workspace(target.workspace.path).run(run.id)        # a new kernel, say
     assert again.wait(timeout=WAIT_S) == states.COMPLETED, again.reason

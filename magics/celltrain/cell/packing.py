@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Mapping
 
-from .. import cellrunner
+from ..runtime import cellrunner
 from ..errors import BundleError
 from .analysis import analyse, split_last_expression
 from .modules import import_statement, is_user_module, module_file, shippable_path, system_roots
@@ -206,7 +206,7 @@ def build_bundle(source: str, namespace: Mapping[str, Any], *, out: Iterable[str
         if name in skip or name not in namespace:
             continue
         value = namespace[name]
-        if name in INJECTED and getattr(value, "__module__", "") in ("celltrain.context",
+        if name in INJECTED and getattr(value, "__module__", "") in ("celltrain.runtime.context",
                                                                       "celltrain.run",
                                                                       "celltrain"):
             continue

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .ingest import IngestOffsets
 from .metrics import MetricTables
 from .models import ModelTables
 from .runs import RunTables
@@ -23,7 +24,7 @@ from .targets import TargetTables
 BUSY_TIMEOUT_S = 60.0
 
 
-class Store(RunTables, MetricTables, LoggedTables, ModelTables, TargetTables):
+class Store(RunTables, MetricTables, LoggedTables, ModelTables, TargetTables, IngestOffsets):
     """SQLite access for one workspace; one connection per thread, opened lazily."""
 
     def __init__(self, root: str | os.PathLike):

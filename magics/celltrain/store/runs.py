@@ -176,6 +176,10 @@ class RunTables:
                                  "WHERE run_id=? ORDER BY rowid", (run_id,)).fetchall()
         return [dict(r) for r in rows]
 
+    def target_kinds_used(self) -> list[str]:
+        """The kinds of target the workspace's runs used (whose leftovers reconcile tidies)."""
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT target FROM runs ORDER BY target")]
+
     def child_runs(self, parent_id: str) -> list[dict[str, Any]]:
         """The runs of a sweep (or any parent), oldest first."""
         rows = self.conn.execute(self.RUN_SELECT + "WHERE r.parent_id=? ORDER BY r.created, r.id",

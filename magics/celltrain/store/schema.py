@@ -2,7 +2,7 @@
 disk forward to it."""
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Each entry upgrades the schema from version i to i + 1.  Never edit an entry once released:
 # append a new one instead, so every workspace on disk can be brought forward.
@@ -149,10 +149,32 @@ MIGRATIONS: list[str] = [
         created REAL NOT NULL
     )
     """,
+    # 5 -> 6: ranks (each process of a distributed run logs its own points, rows and images;
+    # existing ones are rank 0's) and the ingest offset of each events file of a run (rank r
+    # writes telemetry/events-<r>.bin), seeded from runs.events_offset for events.bin.  The
+    # points' index leads with the rank: the reads views make are rank 0's.
+    """
+    ALTER TABLE metrics ADD COLUMN rank INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE table_rows ADD COLUMN rank INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE images ADD COLUMN rank INTEGER NOT NULL DEFAULT 0;
+    DROP INDEX metrics_by_run_name;
+    CREATE INDEX metrics_by_run_rank_name ON metrics(run_id, rank, name, id);
+    DROP INDEX table_rows_by_run;
+    CREATE INDEX table_rows_by_run_rank ON table_rows(run_id, rank, name);
+    CREATE TABLE ingest_offsets (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        file TEXT NOT NULL,
+        offset INTEGER NOT NULL,
+        PRIMARY KEY (run_id, file)
+    ) WITHOUT ROWID;
+    INSERT INTO ingest_offsets (run_id, file, offset)
+    SELECT id, 'events.bin', events_offset FROM runs WHERE events_offset > 0
+    """,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 # metric_blocks: block k of a series holds the count, first step, min and max of its points with
-# ids k << 8 .. (k << 8) + 255 (NaN and None are stored as NULL and left out of min and max).
+# ids k << 8 .. (k << 8) + 255 (NaN and None are stored as NULL and left out of min and max);
+# rank 0's points only (schema 6): the charts show rank 0.
 # Migration 3 fixes the 8; it cannot change without a new migration rebuilding the blocks.
 METRIC_BLOCK_BITS = 8

@@ -5,6 +5,9 @@ becomes min/max per bucket of ids, merged from the store's per-block rollups (``
 when buckets are that wide, else aggregated inside SQLite.  ``MetricSeries`` keeps the one state
 of these reads: a cache of downsampled series keyed by the newest metric id, so a poll of a
 finished 1M-point run does not scan it again (the server holds one per workspace).
+
+Every read is one rank's: rank 0's unless told.  The rollups are rank 0's only, so another rank's
+long series is aggregated inside SQLite at every bucket width.
 """
 from __future__ import annotations
 
@@ -41,33 +44,35 @@ class MetricSeries:
         self._series_cache: dict[tuple, tuple] = {}
         self._series_lock = threading.Lock()
 
-    def metric_names(self, run_id: str) -> list[str]:
-        """Distinct names by hopping through the (run_id, name, id) index: one seek per name,
-        where ``SELECT DISTINCT`` would read every point of a million-point run."""
+    def metric_names(self, run_id: str, rank: int = 0) -> list[str]:
+        """Distinct names by hopping through the (run_id, rank, name, id) index: one seek per
+        name, where ``SELECT DISTINCT`` would read every point of a million-point run."""
         rows = self.store.conn.execute(
-            "WITH RECURSIVE n(name) AS (SELECT MIN(name) FROM metrics WHERE run_id = ?1 "
-            "UNION ALL SELECT (SELECT MIN(name) FROM metrics WHERE run_id = ?1 AND name > n.name)"
-            " FROM n WHERE n.name IS NOT NULL) SELECT name FROM n WHERE name IS NOT NULL",
-            (run_id,)).fetchall()
+            "WITH RECURSIVE n(name) AS (SELECT MIN(name) FROM metrics WHERE run_id = ?1 AND "
+            "rank = ?2 UNION ALL SELECT (SELECT MIN(name) FROM metrics WHERE run_id = ?1 AND "
+            "rank = ?2 AND name > n.name) FROM n WHERE n.name IS NOT NULL) "
+            "SELECT name FROM n WHERE name IS NOT NULL", (run_id, rank)).fetchall()
         return [r[0] for r in rows]
 
-    def latest_metrics(self, run_id: str, names: list[str]) -> dict[str, float | None]:
+    def latest_metrics(self, run_id: str, names: list[str],
+                       rank: int = 0) -> dict[str, float | None]:
         """The last value logged of each metric (one index seek each)."""
         conn = self.store.conn
         out = {}
         for name in names:
-            value = conn.execute("SELECT value FROM metrics WHERE run_id=? AND name=? "
-                                 "ORDER BY id DESC LIMIT 1", (run_id, name)).fetchone()[0]
-            out[name] = _number(value)
+            row = conn.execute("SELECT value FROM metrics WHERE run_id=? AND rank=? AND name=? "
+                               "ORDER BY id DESC LIMIT 1", (run_id, rank, name)).fetchone()
+            out[name] = _number(row[0]) if row is not None else None
         return out
 
-    def series(self, run_id: str, name: str, max_points: int) -> dict[str, Any]:
+    def series(self, run_id: str, name: str, max_points: int, rank: int = 0) -> dict[str, Any]:
         """One metric downsampled.  The answer is cached per newest point id: an unchanged
         series costs two index seeks, and a growing long one only reads its new points."""
         conn = self.store.conn
-        lo, hi = (conn.execute(f"SELECT {f}(id) FROM metrics WHERE run_id=? AND name=?",
-                               (run_id, name)).fetchone()[0] for f in ("MIN", "MAX"))
-        key = (run_id, name, max_points)
+        lo, hi = (conn.execute(f"SELECT {f}(id) FROM metrics WHERE run_id=? AND rank=? AND "
+                               "name=?", (run_id, rank, name)).fetchone()[0]
+                  for f in ("MIN", "MAX"))
+        key = (run_id, rank, name, max_points)
         with self._series_lock:
             cached_hi, out, buckets = self._series_cache.get(key, (None, None, None))
             if out is not None and cached_hi == hi:
@@ -76,10 +81,10 @@ class MetricSeries:
                 out, buckets = {"name": name, "count": 0, "downsampled": False, "x": [],
                                 "y": []}, None
             elif hi - lo < READ_WHOLE_UP_TO:
-                out, buckets = self._series_whole(run_id, name, max_points), None
+                out, buckets = self._series_whole(run_id, name, max_points, rank), None
             else:
                 if buckets is None or buckets.lo != lo:
-                    buckets = _Buckets(lo, hi, max_points // 2)
+                    buckets = _Buckets(lo, hi, max_points // 2, rank)
                 self._extend(buckets, run_id, name, hi)
                 out = self._series_from(buckets, name, hi)
             out["last_id"] = hi or 0
@@ -88,11 +93,12 @@ class MetricSeries:
             self._series_cache[key] = (hi, out, buckets)
             return out
 
-    def _series_whole(self, run_id: str, name: str, max_points: int) -> dict[str, Any]:
+    def _series_whole(self, run_id: str, name: str, max_points: int,
+                      rank: int) -> dict[str, Any]:
         from ..views.downsample import downsample
         rows = self.store.conn.execute(
-            "SELECT step, value FROM metrics WHERE run_id=? AND name=? ORDER BY id",
-            (run_id, name)).fetchall()
+            "SELECT step, value FROM metrics WHERE run_id=? AND rank=? AND name=? ORDER BY id",
+            (run_id, rank, name)).fetchall()
         xs = [_or_nan(r[0]) for r in rows]
         ys = [_or_nan(r[1]) for r in rows]
         x, y = downsample(xs, ys, max_points)
@@ -104,11 +110,12 @@ class MetricSeries:
         then new ones; merge pairs of buckets while there are too many."""
         first = (b.hi + 1 - b.base) // b.width
         del b.stats[first:]
-        if b.width >= 1 << METRIC_BLOCK_BITS:
+        if b.width >= 1 << METRIC_BLOCK_BITS and b.rank == 0:     # blocks: rank 0's only
             b.stats += self._block_stats(run_id, name, b, first, hi)
         else:
             starts = range(b.base + first * b.width, hi + 1, b.width)
-            b.stats += self._bucket_stats(run_id, name, [(a, a + b.width) for a in starts])
+            b.stats += self._bucket_stats(run_id, name, [(a, a + b.width) for a in starts],
+                                          b.rank)
         b.hi = hi
         while len(b.stats) > b.limit:
             b.width *= 2
@@ -147,24 +154,25 @@ class MetricSeries:
             out[i] = stats if out[i] is None else _merge([out[i], stats])
         return out
 
-    def _bucket_stats(self, run_id: str, name: str, ranges: list[tuple[int, int]]) -> list:
+    def _bucket_stats(self, run_id: str, name: str, ranges: list[tuple[int, int]],
+                      rank: int = 0) -> list:
         """(first step, min, max, count) of the points with ids in each range, or None for a
         range without any: two aggregates per point inside SQLite, no Python row objects."""
         conn = self.store.conn
         agg = ("SELECT MIN(value), MAX(value), COUNT(*) FROM metrics "
-               "WHERE run_id=? AND name=? AND id >= ? AND id < ?")
-        first = ("SELECT step FROM metrics WHERE run_id=? AND name=? AND id >= ? "
+               "WHERE run_id=? AND rank=? AND name=? AND id >= ? AND id < ?")
+        first = ("SELECT step FROM metrics WHERE run_id=? AND rank=? AND name=? AND id >= ? "
                  "ORDER BY id LIMIT 1")
         out = []
         for a, b in ranges:
-            vmin, vmax, n = conn.execute(agg, (run_id, name, a, b)).fetchone()
+            vmin, vmax, n = conn.execute(agg, (run_id, rank, name, a, b)).fetchone()
             if n and not (_is_number(vmin) and _is_number(vmax)):
                 # Text or bytes sort above numbers in SQLite: take the numbers only (rare).
                 vmin, vmax = conn.execute(agg.replace("COUNT(*)", "1") + " AND typeof(value) "
-                                          "IN ('integer', 'real')", (run_id, name, a, b)
+                                          "IN ('integer', 'real')", (run_id, rank, name, a, b)
                                           ).fetchone()[:2]
-            out.append((conn.execute(first, (run_id, name, a)).fetchone()[0], vmin, vmax, n)
-                       if n else None)
+            out.append((conn.execute(first, (run_id, rank, name, a)).fetchone()[0], vmin, vmax,
+                        n) if n else None)
         return out
 
 
@@ -174,8 +182,8 @@ class _Buckets:
     when the series outgrows ``limit`` buckets, and a bucket at least a block wide is a whole
     number of the store's blocks."""
 
-    def __init__(self, lo: int, hi: int, limit: int):
-        self.lo, self.limit, self.width = lo, limit, 1
+    def __init__(self, lo: int, hi: int, limit: int, rank: int = 0):
+        self.lo, self.limit, self.width, self.rank = lo, limit, 1, rank
         self.base = lo >> METRIC_BLOCK_BITS << METRIC_BLOCK_BITS
         self.hi = self.base - 1
         while -(-(hi - self.base + 1) // self.width) > limit:

@@ -11,6 +11,7 @@ workspace with ``Workspace.add_target(name, kind, **settings)``.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 from importlib import metadata
 
@@ -31,7 +32,9 @@ class UnknownTarget(CelltrainError, ValueError):
     """``target=`` names neither a known kind nor a target saved in the workspace."""
 
 
+@functools.lru_cache(maxsize=1)
 def _entry_points() -> dict[str, metadata.EntryPoint]:
+    """Plug-ins, read once per process: scanning every installed distribution takes ~0.2 s."""
     return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 

@@ -8,7 +8,6 @@ supervisor and a new supervisor can pick it up.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import signal
@@ -21,10 +20,10 @@ from .. import copyback, distributed, safefiles
 from ..paths import PACKAGE_PARENT
 from .base import ComputeTarget, Handle, Prepared, Result
 from ..runfiles import OUTPUT_LOG, STDERR_LOG
-from ..telemetry import TELEMETRY_DIR
+from ..runtime.wire import EXIT_FILE_ENV, TELEMETRY_DIR, run_environ
 
 EXIT_FILE = "exit_code"
-WRAPPER = '"$@"; echo $? > "$CELLTRAIN_EXIT_FILE"'
+WRAPPER = f'"$@"; echo $? > "${EXIT_FILE_ENV}"'
 
 
 class LocalTarget(ComputeTarget):
@@ -58,10 +57,8 @@ class LocalTarget(ComputeTarget):
         telemetry.chmod(0o700)   # the process runs as us: nobody else writes there
         self.run_dir.chmod(0o750)
         env = {**os.environ, **spec.environment.env, **spec.env_vars,
-               "CELLTRAIN_RUN_ID": run["id"], "CELLTRAIN_EXPERIMENT": run["experiment"],
-               "CELLTRAIN_PARAMS": json.dumps(spec.params),
-               "CELLTRAIN_TELEMETRY_DIR": str(telemetry),
-               "CELLTRAIN_EXIT_FILE": str(self.run_dir / EXIT_FILE),
+               **run_environ(run["id"], run["experiment"], spec.params, str(telemetry)),
+               EXIT_FILE_ENV: str(self.run_dir / EXIT_FILE),
                "PYTHONUNBUFFERED": "1",
                "PYTHONPATH": os.pathsep.join(p for p in (PACKAGE_PARENT,
                                                          os.environ.get("PYTHONPATH")) if p)}

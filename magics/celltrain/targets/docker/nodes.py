@@ -16,10 +16,11 @@ import threading
 
 from ... import copyback, distributed
 from ...runfiles import OUTPUT_LOG, STDERR_LOG
+from ...runtime.wire import MPI_TOKEN_ENV
 from ..base import Handle, Result
 
 ALIVE = ("created", "running", "restarting", "paused")
-MPIAGENT = "celltrain.mpiagent"
+MPIAGENT = "celltrain.runtime.mpiagent"
 STOP_OTHERS_S = 3     # grace for the other nodes once one failed: they only wait on it
 
 
@@ -80,12 +81,12 @@ def node_command(spec, run_id: str, node: int, python_sh: str, telemetry: str) -
 
 def mpi_env(target) -> dict:
     """For launcher="mpi": torch's env:// contract (node 0's address) and the run's secret for
-    its nodes' launch servers (``celltrain.mpiagent``); nothing for torchrun."""
+    its nodes' launch servers (``celltrain.runtime.mpiagent``); nothing for torchrun."""
     dist = target.spec.distribution
     if dist.launcher != "mpi":
         return {}
     node0 = node_name(target.run["id"], 0) if dist.nodes > 1 else "localhost"
-    return {**distributed.mpi_env(node0), "CELLTRAIN_MPI_TOKEN": _mpi_token(target.run_dir)}
+    return {**distributed.mpi_env(node0), MPI_TOKEN_ENV: _mpi_token(target.run_dir)}
 
 
 def _mpi_token(run_dir) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import os
 import posixpath
 import tarfile
@@ -21,7 +20,7 @@ from pathlib import Path
 from ... import copyback, distributed, safefiles
 from ...runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 from ..base import ComputeTarget, Handle, Prepared, Result
-from ...telemetry import TELEMETRY_DIR
+from ...runtime.wire import TELEMETRY_DIR, WORKDIR_NOTE, run_environ
 from ...errors import DockerUnavailable
 from . import engine
 from .engine import LABEL_BUILD, LABEL_RUN, LABEL_WORKSPACE
@@ -33,7 +32,6 @@ TELEMETRY_IN_CONTAINER = "/celltrain-run/telemetry"
 LIB_IN_CONTAINER = "/celltrain-lib"
 COPY_BACK = ("outputs", "logs")
 SNAPSHOT_IN_CONTAINER = "/celltrain-run/snapshot"
-WORKDIR_NOTE = "workdir"   # in the telemetry folder: where the script ran, for the copy-back
 # Copy the read-only snapshot into a writable workdir, then run the script with the image's
 # Python.  (A bind mount plus cp is several times faster than put_archive into the rootfs.)
 # Docker makes WORKDIR owned by root: an image whose USER is not root gets a temporary folder.
@@ -187,9 +185,7 @@ class DockerTarget(ComputeTarget):
             volumes[host] = {"bind": inside, "mode": "ro"}
         environment = {
             **spec.environment.env, **spec.env_vars,
-            "CELLTRAIN_RUN_ID": run["id"], "CELLTRAIN_EXPERIMENT": run["experiment"],
-            "CELLTRAIN_PARAMS": json.dumps(spec.params),
-            "CELLTRAIN_TELEMETRY_DIR": TELEMETRY_IN_CONTAINER,
+            **run_environ(run["id"], run["experiment"], spec.params, TELEMETRY_IN_CONTAINER),
             "PYTHONPATH": LIB_IN_CONTAINER, "PYTHONUNBUFFERED": "1",
         }
         command = ["sh", "-c", PYTHON, "sh", spec.script, *spec.args]

@@ -8,17 +8,18 @@ the cell ends in ``$CELLTRAIN_TELEMETRY_DIR/failure.txt``, which becomes the run
 cell's traceback names the notebook's cells and their own line numbers.
 """
 import builtins
+import importlib
 import json
 import os
 import pickle
 import sys
 import time
 
+from celltrain.runtime.wire import FAILURE_FILE, RESULTS_FILE, TELEMETRY_ENV, rank_from
+
 BUNDLE_DIR = ".celltrain-cell"
 META_FILE = "cell.json"
 NAMESPACE_FILE = "namespace.pkl"
-RESULTS_FILE = "cell-results.pkl"   # in the telemetry folder: mounted, so nothing to copy back
-FAILURE_FILE = "failure.txt"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -26,12 +27,23 @@ class Failure(Exception):
     """A failure with a reason a person understands: written to failure.txt, exit code 1."""
 
 
+def notes_folder():
+    """Where this process leaves its reason and results: the telemetry folder, or for rank r > 0
+    of a distributed cell its ``rank-<r>/`` (rank 0's values are the ones that come back)."""
+    folder = os.environ.get(TELEMETRY_ENV)
+    rank = rank_from(os.environ)
+    if folder and rank:
+        folder = os.path.join(folder, "rank-%d" % rank)
+        os.makedirs(folder, exist_ok=True)
+    return folder
+
+
 def fail(reason, echo=None):
     """Explain the failure in failure.txt (the run's reason); ``echo`` goes to stderr."""
     text = reason.rstrip() + "\n"
     sys.stderr.write(text if echo is None else echo.rstrip() + "\n")
     sys.stderr.flush()
-    folder = os.environ.get("CELLTRAIN_TELEMETRY_DIR")
+    folder = notes_folder()
     if folder:
         try:
             with open(os.path.join(folder, FAILURE_FILE), "w") as f:
@@ -76,7 +88,7 @@ def hint_for_missing(meta, error):
 
 def build_namespace(meta):
     """The cell's globals: imports, notebook variables, params, and log/progress/Run."""
-    from celltrain.context import Run, get_context, log, progress
+    from celltrain.runtime.context import Run, get_context, log, progress
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     for statement in meta["imports"]:
         try:
@@ -133,11 +145,13 @@ def _notebook_globals(value):
 
 def patch_tqdm():
     """A tqdm bar in the cell also reports to the run, like ``progress`` (outermost bar only)."""
+    # The cell's own tqdm, if the image has one: never a dependency of the runtime, so it is
+    # looked up by name, and a missing one is no error.
     try:
-        from tqdm import std
+        std = importlib.import_module("tqdm.std")
     except ImportError:
         return
-    from celltrain.context import get_context
+    from celltrain.runtime.context import get_context
     run = get_context()
     cls = std.tqdm
     if getattr(cls, "_celltrain_patched", False):
@@ -243,7 +257,7 @@ def save_results(meta, namespace, value, has_value):
             items.append(("value", _dumps(to_cpu(value))))
         except Exception:
             items.append(("repr", repr(value)))
-    folder = os.environ.get("CELLTRAIN_TELEMETRY_DIR") or os.path.join("outputs", ".celltrain")
+    folder = notes_folder() or os.path.join("outputs", ".celltrain")
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, RESULTS_FILE), "wb") as f:
         pickle.dump({"out": names, "has_value": has_value}, f, protocol=4)

@@ -1,10 +1,10 @@
 """Open MPI's remote launch without ssh: ``mpirun``'s rsh agent, and the server it talks to.
 
 Runs inside the containers of a run (stdlib only, Python 3.8+).  Nodes 1..N-1 run
-``python -m celltrain.mpiagent serve``: it listens on the run's private network and runs each
+``python -m celltrain.runtime.mpiagent serve``: it listens on the run's private network and runs each
 command it is sent (Open MPI's ``orted``) with ``sh -c``, streaming its output and exit code
 back; the supervisor stops these nodes once node 0's ``mpirun`` has exited.  Node 0's ``mpirun`` has ``plm_rsh_agent`` set to
-``python -m celltrain.mpiagent``, which it calls as it would call ssh: ``HOST COMMAND...``.
+``python -m celltrain.runtime.mpiagent``, which it calls as it would call ssh: ``HOST COMMAND...``.
 A shared token (``CELLTRAIN_MPI_TOKEN``, the run's own) is required, so nothing else on the
 network can run a command.  When the connection drops, the command is killed.
 """
@@ -18,8 +18,9 @@ import sys
 import threading
 import time
 
-PORT = int(os.environ.get("CELLTRAIN_MPI_PORT", "29600"))
-TOKEN_ENV = "CELLTRAIN_MPI_TOKEN"
+from celltrain.runtime.wire import MPI_DEBUG_ENV, MPI_PORT_ENV, MPI_TOKEN_ENV as TOKEN_ENV
+
+PORT = int(os.environ.get(MPI_PORT_ENV, "29600"))
 CONNECT_S = 120       # node 0 may be quicker than the other nodes' servers
 FRAME = struct.Struct("!cI")
 
@@ -42,7 +43,7 @@ def _recv_exact(sock, n):
 def serve(port=PORT):
     token = os.environ.get(TOKEN_ENV, "")
     if not token:
-        print("celltrain.mpiagent: %s is not set" % TOKEN_ENV, file=sys.stderr)
+        print("celltrain.runtime.mpiagent: %s is not set" % TOKEN_ENV, file=sys.stderr)
         return 2
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -59,8 +60,8 @@ def serve(port=PORT):
             reader.close()          # the socket closes only with its file too
             conn.close()
             continue
-        if os.environ.get("CELLTRAIN_MPI_DEBUG"):
-            print("celltrain.mpiagent: running %r" % request.get("command"), file=sys.stderr,
+        if os.environ.get(MPI_DEBUG_ENV):
+            print("celltrain.runtime.mpiagent: running %r" % request.get("command"), file=sys.stderr,
                   flush=True)
         threading.Thread(target=_run, args=(conn, reader, str(request.get("command", ""))),
                          daemon=True).start()
@@ -115,7 +116,7 @@ def agent(host, words, port=PORT):
             break
         except OSError:
             if time.monotonic() > deadline:
-                print("celltrain.mpiagent: node %s did not answer on port %d within %ds"
+                print("celltrain.runtime.mpiagent: node %s did not answer on port %d within %ds"
                       % (host, port, CONNECT_S), file=sys.stderr)
                 return 255
             time.sleep(0.2)
@@ -140,7 +141,7 @@ def main(argv):
         return serve()
     if len(argv) >= 2:
         return agent(argv[0], argv[1:])
-    print("usage: python -m celltrain.mpiagent serve | HOST COMMAND...", file=sys.stderr)
+    print("usage: python -m celltrain.runtime.mpiagent serve | HOST COMMAND...", file=sys.stderr)
     return 2
 
 

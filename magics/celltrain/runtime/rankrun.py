@@ -1,12 +1,12 @@
-"""One rank of a distributed run, as torchrun starts it: ``python -m celltrain.rankrun SCRIPT ARGS``.
+"""One rank of a distributed run, as torchrun starts it: ``python -m celltrain.runtime.rankrun SCRIPT ARGS``.
 
 Runs inside the container (stdlib only, Python 3.8+).  It runs the script as a child process
 with torchrun's variables plus NODE_RANK, prefixes every output line with ``[rank r]`` (so the
 stored log keeps ranks apart), forwards SIGTERM/SIGINT, and records the rank's node, state,
 exit code and last output line in ``telemetry/ranks/<rank>.json`` for ``Run.ranks()``.  A rank
 that fails on its own (not stopped by a signal) writes the run's reason, ``failure.txt``,
-unless another rank was first.  Ranks other than 0 log telemetry into ``telemetry/rank-<r>/``
-so that no two processes append to one events file.
+unless another rank was first.  (Each rank's ``log()`` has its own events file already:
+``runtime.context``.)
 """
 import collections
 import json
@@ -16,6 +16,9 @@ import subprocess
 import sys
 import threading
 import time
+
+from celltrain.runtime.wire import (FAILURE_FILE, NODE_ENV, RANKS_DIR, TELEMETRY_ENV,
+                                    rank_from)
 
 TAIL_LINES = 15
 
@@ -44,7 +47,7 @@ def _pump(source, sink, prefix, tail, last):
 def _claim_failure(telemetry, text):
     """Write failure.txt only if no rank (nor the %%train runner) wrote it first."""
     try:
-        fd = os.open(os.path.join(telemetry, "failure.txt"),
+        fd = os.open(os.path.join(telemetry, FAILURE_FILE),
                      os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     except OSError:
         return
@@ -52,9 +55,21 @@ def _claim_failure(telemetry, text):
         f.write(text)
 
 
+def _own_reason(telemetry, rank):
+    """The reason the rank's runner gave (a %%train cell's traceback mapped to cell lines):
+    rank 0's failure.txt is the run's own, rank r's is under rank-<r>/."""
+    name = FAILURE_FILE if rank == 0 else os.path.join("rank-%d" % rank, FAILURE_FILE)
+    try:
+        fd = os.open(os.path.join(telemetry, name), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as f:
+        return f.read(16384).decode("utf-8", "replace").strip()
+
+
 def main(argv):
     if not argv:
-        print("usage: python -m celltrain.rankrun SCRIPT [ARGS...]", file=sys.stderr)
+        print("usage: python -m celltrain.runtime.rankrun SCRIPT [ARGS...]", file=sys.stderr)
         return 2
     env = dict(os.environ)
     for ours, ompi in (("RANK", "OMPI_COMM_WORLD_RANK"), ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE"),
@@ -62,19 +77,16 @@ def main(argv):
                        ("LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE")):
         if ompi in env and ours not in env:      # under mpirun: torch's env:// contract
             env[ours] = env[ompi]
-    rank = int(env.get("RANK", env.get("OMPI_COMM_WORLD_RANK", "0")))
+    rank = rank_from(env)
     local = int(env.get("LOCAL_RANK", env.get("OMPI_COMM_WORLD_LOCAL_RANK", "0")))
-    node = int(env.get("CELLTRAIN_NODE", env.get("GROUP_RANK", "0")))
+    node = int(env.get(NODE_ENV, env.get("GROUP_RANK", "0")))
     env.setdefault("NODE_RANK", env.get("GROUP_RANK", str(node)))
-    telemetry = env.get("CELLTRAIN_TELEMETRY_DIR")
+    telemetry = env.get(TELEMETRY_ENV)
     status_path = None
     if telemetry:
-        ranks = os.path.join(telemetry, "ranks")
+        ranks = os.path.join(telemetry, RANKS_DIR)
         os.makedirs(ranks, exist_ok=True)
         status_path = os.path.join(ranks, "%d.json" % rank)
-        if rank != 0:
-            env["CELLTRAIN_TELEMETRY_DIR"] = os.path.join(telemetry, "rank-%d" % rank)
-            os.makedirs(env["CELLTRAIN_TELEMETRY_DIR"], exist_ok=True)
     record = {"rank": rank, "node": node, "local_rank": local, "state": "running",
               "exit_code": None, "last_line": "", "started": time.time(), "ended": None}
     if status_path:
@@ -114,6 +126,9 @@ def main(argv):
     if state == "failed" and telemetry:
         said = ("; last lines of its stderr:\n" + "\n".join(tail)) if tail else \
             " (nothing on stderr)"
+        own = _own_reason(telemetry, rank)
+        if own:
+            said = ": " + own
         _claim_failure(telemetry, "rank %d (node %d, local rank %d) failed with exit code %d%s"
                        % (rank, node, local, code, said))
     return code

@@ -1,0 +1,98 @@
+"""The spare supervisor: a process that has paid for its start-up before the next run exists.
+
+``python -m celltrain.spare WORKSPACE``.  Starting Python and importing a target's SDK (the
+docker SDK: about half a second) is paid while the user is typing; the next submission hands
+its run id to the spare through a fifo, and the spare becomes that run's supervisor.
+"""
+from __future__ import annotations
+
+import os
+import select
+import sys
+import time
+from pathlib import Path
+
+from .locks import take_lock
+from .supervisor import Supervisor
+from .targets import kinds, target_class
+
+SPARE_IDLE_S = float(os.environ.get("CELLTRAIN_SPARE_IDLE", "300"))
+SPARE_LOCK, SPARE_FIFO = "spare.lock", "spare.fifo"
+
+
+def spare(workspace: str) -> int:
+    """Wait, with Docker's client already imported, for a run to supervise.
+
+    Starting Python and importing the docker SDK takes about half a second: a spare that has
+    done it while the user was typing makes the next submission start that much sooner.  One
+    spare per workspace (a lock); it leaves after SPARE_IDLE_S idle.  A submitter that hands it
+    a run id checks the run's lock and starts a fresh supervisor if the spare did not take it.
+    """
+    root = Path(workspace)
+    lock = open(root / SPARE_LOCK, "a")
+    if not take_lock(lock, 0):
+        return 0
+    for kind in kinds():               # pay for the targets' imports and connections now
+        try:
+            target_class(kind).warm_up()
+        except Exception:  # no engine now: the run's own supervisor will say so
+            pass
+    fifo = root / SPARE_FIFO
+    try:
+        os.mkfifo(fifo)
+    except FileExistsError:
+        pass
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    keepalive = os.open(fifo, os.O_WRONLY)  # so select() waits for data instead of EOF
+    deadline = time.monotonic() + SPARE_IDLE_S
+    data = b""
+    try:
+        while b"\n" not in data:
+            if time.monotonic() > deadline or not root.exists():
+                return 0
+            if select.select([reader], [], [], 1.0)[0]:
+                data += os.read(reader, 4096)
+    finally:
+        os.close(reader)
+        os.close(keepalive)
+        lock.close()
+    supervisor = Supervisor(root, data.split(b"\n")[0].decode())
+    _log_to(supervisor.run_dir / "supervisor.log")
+    supervisor.log(f"spare supervisor {os.getpid()} was handed the run")
+    return supervisor.main()
+
+
+def _log_to(path: Path) -> None:
+    """Point stderr (until now /dev/null) at the run's supervisor.log, as a fresh supervisor's is."""
+    sys.stderr.flush()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+    try:
+        os.dup2(fd, 2)
+    finally:
+        os.close(fd)
+
+
+def hand_to_spare(workspace: Path, run_id: str) -> bool:
+    """Give a run to the workspace's spare supervisor if one is waiting."""
+    try:
+        fd = os.open(workspace / SPARE_FIFO, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:   # no fifo, or nobody reading it
+        return False
+    try:
+        os.write(fd, run_id.encode() + b"\n")
+    finally:
+        os.close(fd)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m celltrain.spare WORKSPACE", file=sys.stderr)
+        return 2
+    return spare(argv[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
