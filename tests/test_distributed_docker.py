@@ -94,6 +94,8 @@ def test_two_nodes_two_procs_ddp_ends_with_identical_parameters(docker_workspace
     assert {r["node"] for r in ranks} == {0, 1}
     assert all(r["last_line"].startswith("params ") for r in ranks)
     assert len(run.metrics()["loss"]) == 5                           # rank 0's series
+    assert len(run.metrics(rank=3)["loss"]) == 5                     # and every other rank's
+    assert run.metrics(rank=3)["loss"] != run.metrics()["loss"]      # its own shard's losses
     assert _leftovers(docker_client, docker_workspace, run) == ([], [])   # containers, network
 
 
