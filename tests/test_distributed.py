@@ -142,11 +142,15 @@ def test_rank_files_are_read_without_following_links(tmp_path):
          "last_line": None, "started": None, "ended": None}]
 
 
-def test_local_target_refuses_several_nodes(workspace, tmp_path):
+def test_local_target_refuses_several_nodes_and_bad_values(workspace, tmp_path):
     (tmp_path / "t.py").write_text("print(1)\n")
     with pytest.raises(ValueError, match="target='local' runs one node, not nodes=2: use "
                                          "target='docker'"):
         workspace.experiment("d").submit("t.py", tmp_path, target="local", nodes=2)
+    with pytest.raises(ValueError, match="nodes takes a whole number from 1 to 64, not 0"):
+        workspace.experiment("d").submit("t.py", tmp_path, target="local", nodes=0)
+    with pytest.raises(ValueError, match="procs_per_node takes a whole number .* not -2"):
+        workspace.experiment("d").submit("t.py", tmp_path, target="local", procs_per_node=-2)
     assert workspace.runs() == []
 
 

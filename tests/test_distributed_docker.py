@@ -224,3 +224,15 @@ def test_mpi_launcher_without_open_mpi_is_the_reason(docker_workspace, tmp_path)
     assert run.status == states.FAILED
     assert run.reason.startswith("Open MPI's mpirun is not installed in the run's image"), \
         run.reason
+
+
+def test_bad_distributions_are_refused_before_the_run_exists(docker_workspace, tmp_path):
+    exp = docker_workspace.experiment("ddp")
+    src = _src(tmp_path)
+    with pytest.raises(ValueError, match="network='host' cannot be given with nodes=2"):
+        exp.submit("ddp.py", src, gpus="none", nodes=2, network="host")
+    with pytest.raises(ValueError, match="nodes takes a whole number from 1 to 64, not 0"):
+        exp.submit("ddp.py", src, gpus="none", nodes=0)
+    with pytest.raises(ValueError, match="launcher takes one of torchrun, mpi"):
+        exp.submit("ddp.py", src, gpus="none", nodes=2, launcher="horovod")
+    assert docker_workspace.runs() == []

@@ -24,6 +24,11 @@ NO_MPI = ("Open MPI's mpirun is not installed in the run's image, and launcher='
           "use Environment(apt=['openmpi-bin'])")
 
 
+def asked(dist) -> bool:
+    """Whether a distribution was asked for at all (then it is checked, bad values too)."""
+    return dist.nodes != 1 or dist.procs_per_node is not None or dist.launcher is not None
+
+
 def settle(spec, gpu_count_per_node: int | None = None):
     """The spec with its distribution checked and its defaults settled: ``procs_per_node``
     is the node's GPU count where GPUs are given, else 1; ``launcher`` is torchrun when more

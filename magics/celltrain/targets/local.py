@@ -40,7 +40,7 @@ class LocalTarget(ComputeTarget):
     def validate(cls, spec, settings: dict | None = None):
         if spec.resources.gpus == "auto":   # a local process sees what this machine has
             spec = spec.replace(resources=dataclasses.replace(spec.resources, gpus="none"))
-        if spec.distribution.distributed:
+        if distributed.asked(spec.distribution):
             spec = _check_distribution(spec)
         return spec
 
@@ -161,13 +161,15 @@ class LocalTarget(ComputeTarget):
 def _check_distribution(spec):
     """One node of several processes runs ``torchrun --standalone`` here; several nodes need a
     target with several machines (or containers)."""
-    dist = spec.distribution
+    dist = distributed.settle(spec).distribution      # bad values first, named
     if dist.nodes != 1:
         raise ValueError(f"target='local' runs one node, not nodes={dist.nodes!r}: use "
                          "target='docker' (one container per node) or nodes=1")
     if dist.launcher == "mpi":
         raise ValueError("launcher='mpi' is not supported by target='local': use "
                          "launcher='torchrun'")
+    if not dist.distributed:
+        return spec
     try:
         import torch.distributed.run  # noqa: F401
     except ImportError:

@@ -314,7 +314,7 @@ def renamed(data: bytes, top: str, new: str) -> bytes | None:
 def settle_distribution(spec):
     """Processes and nodes checked, with procs_per_node from each node's GPUs."""
     res, dist = spec.resources, spec.distribution
-    if not dist.distributed:
+    if not distributed.asked(dist):
         return spec
     if spec.network and dist.nodes > 1:
         raise ValueError(f"network={spec.network!r} cannot be given with nodes="
