@@ -236,3 +236,22 @@ def test_bad_distributions_are_refused_before_the_run_exists(docker_workspace, t
     with pytest.raises(ValueError, match="launcher takes one of torchrun, mpi"):
         exp.submit("ddp.py", src, gpus="none", nodes=2, launcher="horovod")
     assert docker_workspace.runs() == []
+
+
+def test_an_oom_killed_node_is_named(docker_workspace, docker_client, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "oom.py").write_text(
+        "import os, time\n"
+        "if os.environ['CELLTRAIN_NODE'] == '1':\n"
+        "    hog = []\n"
+        "    while True:\n"
+        "        hog.append(bytearray(50 << 20))\n"
+        "time.sleep(300)\n")
+    run = docker_workspace.experiment("ddp").submit("oom.py", src, gpus="none", nodes=2,
+                                                    memory="300m")
+    run.wait(timeout=300)
+    assert run.status == states.FAILED
+    assert run.reason.startswith("out of memory: the container of node 1 was OOM-killed"), \
+        run.reason
+    assert _leftovers(docker_client, docker_workspace, run) == ([], [])
