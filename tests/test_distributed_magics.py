@@ -38,3 +38,22 @@ int(t.item())
     assert [(r["rank"], r["node"]) for r in run.ranks()] == [(0, 0), (1, 1)]
     assert run.record["spec"]["distribution"] == {"nodes": 2, "procs_per_node": 1,
                                                   "launcher": "torchrun"}
+
+
+def test_train_nodes_2_failing_rank_names_rank_node_and_cell_line(ip):
+    with capture_output() as out:
+        result = ip.run_cell("""%%train --nodes 2 --gpus none -o r
+import torch.distributed as dist
+dist.init_process_group("gloo")
+if dist.get_rank() == 1:
+    raise RuntimeError("bad shard on rank 1")
+dist.barrier()
+""", store_history=True)
+    text = out.stdout + out.stderr
+    run = ip.user_ns["r"]
+    assert run.status == "Failed"
+    assert run.reason.startswith("rank 1 (node 1, local rank 0) failed with exit code 1: "), \
+        run.reason
+    assert "RuntimeError: bad shard on rank 1" in run.reason
+    assert "line 5" in run.reason               # the cell's own line, not the runner's
+    assert "bad shard on rank 1" in text

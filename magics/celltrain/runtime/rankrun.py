@@ -56,9 +56,9 @@ def _claim_failure(telemetry, text):
 
 
 def _own_reason(telemetry, rank):
-    """The reason the rank's runner gave (a %%train cell's traceback mapped to cell lines):
-    rank 0's failure.txt is the run's own, rank r's is under rank-<r>/."""
-    name = FAILURE_FILE if rank == 0 else os.path.join("rank-%d" % rank, FAILURE_FILE)
+    """The reason the rank's runner gave (a %%train cell's traceback mapped to cell lines),
+    left under rank-<r>/."""
+    name = os.path.join("rank-%d" % rank, FAILURE_FILE)
     try:
         fd = os.open(os.path.join(telemetry, name), os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
