@@ -94,8 +94,11 @@ def _finish(store, run: dict, container, client) -> None:
         target = DockerTarget(store, run, RunSpec.from_record(run), notify=lambda message: None)
         target.client = client
         target.resumed = True  # nobody followed the output to its end: take Docker's log
+        handle = Handle.from_record(run)   # a run of several nodes: all of them, once
+        if handle is None or container.id not in handle.ids.get("containers", [container.id]):
+            handle = Handle(DockerTarget.kind, {"container": container.id})
         try:
-            target.collect(Handle(DockerTarget.kind, {"container": container.id}))
+            target.collect(handle)
             kept = "its outputs were copied back"
         except Exception as e:
             kept = f"its outputs could not be copied back ({type(e).__name__}: {e})"
