@@ -95,7 +95,7 @@ def _finish(store, run: dict, container, client) -> None:
         target.client = client
         target.resumed = True  # nobody followed the output to its end: take Docker's log
         handle = Handle.from_record(run)   # a run of several nodes: all of them, once
-        if handle is None or container.id not in handle.ids.get("containers", [container.id]):
+        if handle is None or container.id not in handle.ids.get("containers", ()):
             handle = Handle(DockerTarget.kind, {"container": container.id})
         try:
             target.collect(handle)
