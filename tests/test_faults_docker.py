@@ -56,8 +56,10 @@ def until(condition, within: float = 120, what: str = "the condition"):
 
 
 def containers_of(client, run_id: str, *labels: str) -> list:
-    filters = {"label": [f"{LABEL_RUN}={run_id}", *labels]}
-    return client.containers.list(all=True, filters=filters)
+    """The run's containers that carry ``labels`` with a value (run containers blank the build
+    label their image inherited, so a filter on the name alone would match them too)."""
+    found = client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run_id}"})
+    return [c for c in found if all(c.labels.get(label) for label in labels)]
 
 
 def supervisor_pid(folder: Path) -> int:
@@ -149,6 +151,28 @@ def test_a_failing_supervisor_stops_and_removes_the_container(docker_workspace, 
         pid = int(run.record["container_id"].split(":")[1])
         until(lambda: not Path(f"/proc/{pid}").exists(), within=20,
               what="the run's process to be gone")
+
+
+def test_a_run_of_a_built_image_outlives_its_supervisor(docker_workspace, make_source,
+                                                        offline_image, docker_client):
+    """Its container inherits the build label from the image its build committed: reopening
+    the workspace must re-attach to it, not remove it as a leftover build."""
+    env = Environment(setup=["echo built > /built.txt"], base_image=offline_image)
+    run = docker_workspace.experiment("built").submit("train.py", make_source("""
+        import time
+        from celltrain import log
+        print("ready", flush=True)
+        for i in range(30):
+            log("x", i)
+            time.sleep(0.1)
+        print(open("/built.txt").read().strip())
+    """), environment=env, gpus="none")
+    until(lambda: "ready" in run.logs(), within=300, what="the run to start")
+    os.kill(supervisor_pid(run.folder), signal.SIGKILL)
+    until(lambda: not supervisor_alive(run.folder), what="the supervisor to die")
+    again = Workspace(docker_workspace.path).run(run.id)
+    assert again.wait(timeout=180) == states.COMPLETED, again.reason
+    assert again.metrics()["x"] == list(range(30)) and "built" in again.logs()
 
 
 # -- builds ------------------------------------------------------------------------------------------

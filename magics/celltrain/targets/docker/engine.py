@@ -11,7 +11,8 @@ from ...options import NETWORK_MODES, parse_gpus
 LABEL_RUN = "celltrain.run"
 LABEL_WORKSPACE = "celltrain.workspace"
 LABEL_ENV = "celltrain.env"
-LABEL_BUILD = "celltrain.build"  # only on build containers (images inherit celltrain.env)
+LABEL_BUILD = "celltrain.build"  # non-empty on build containers only: run containers blank
+                                  # what their image inherited from its build
 
 
 _clients: dict = {}

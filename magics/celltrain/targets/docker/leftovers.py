@@ -62,9 +62,9 @@ def clean(store, supervisor_alive) -> None:
             continue
         terminal = states.is_terminal(run["status"])
         try:
-            # A build container; a run's own container (named after the run) inherits the
-            # build label from the image its build committed, and is not one.
-            if LABEL_BUILD in container.labels and container.name != f"celltrain-{run['id']}":
+            # A build container. A run's own containers inherit the label from the image its
+            # build committed, and blank it (images cannot drop a label, containers can).
+            if container.labels.get(LABEL_BUILD):
                 if terminal or run["id"] in unsupervised:  # its new supervisor builds anew
                     container.remove(force=True)
             elif terminal:

@@ -146,8 +146,10 @@ class DockerTarget(ComputeTarget):
     def clean_prepare(self) -> None:
         """Remove build containers this run left (a supervisor that died mid-build)."""
         import docker
-        filters = {"label": [f"{LABEL_RUN}={self.run['id']}", LABEL_BUILD]}
+        filters = {"label": [f"{LABEL_RUN}={self.run['id']}"]}
         for container in self.client.containers.list(all=True, filters=filters):
+            if not container.labels.get(LABEL_BUILD):   # the run's own (images inherit the
+                continue                                # label: run containers blank it)
             try:
                 container.remove(force=True)
             except docker.errors.APIError:  # being removed already
@@ -204,7 +206,7 @@ class DockerTarget(ComputeTarget):
         kwargs = dict(
             command=command,
             entrypoint=[], working_dir=WORKDIR, detach=True, environment=environment,
-            volumes=volumes, labels={LABEL_RUN: run["id"],
+            volumes=volumes, labels={LABEL_RUN: run["id"], LABEL_BUILD: "",
                                      LABEL_WORKSPACE: str(self.store.root)},
             name=f"celltrain-{run['id']}", init=True, security_opt=["no-new-privileges"],
             shm_size=res.shm_size or "2g",
