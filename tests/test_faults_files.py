@@ -19,7 +19,7 @@ import time
 import pytest
 
 from celltrain import Environment, states
-from celltrain.targets.docker.target import container_user
+from celltrain.targets.docker.users import container_user
 from celltrain.copyback import extract_tar
 from celltrain.targets.docker.engine import LABEL_RUN
 from celltrain.supervisor import Supervisor

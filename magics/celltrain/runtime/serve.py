@@ -23,7 +23,7 @@ import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import serve_model
+from . import serve_model, wire
 from .serve_model import BadRequest, LoadFailed
 from .wire import FAILURE_FILE, PORTS_ENV, TELEMETRY_ENV
 
@@ -87,7 +87,7 @@ class Service:
     def load(self) -> None:
         config = self.config
         model_dir = os.path.abspath(config["model_dir"])
-        os.environ["CELLTRAIN_MODEL_DIR"] = os.environ["AZUREML_MODEL_DIR"] = model_dir
+        os.environ[wire.MODEL_DIR_ENV] = os.environ["AZUREML_MODEL_DIR"] = model_dir
         if config.get("onnx"):
             self.model = serve_model.OnnxModel(config["onnx"])
         elif config.get("torch") and not config.get("entry_script"):
@@ -340,7 +340,7 @@ def main(argv=None) -> int:
         config = json.load(f)
     host, port = json.loads(os.environ.get(PORTS_ENV) or "{}").get(
         PORT, ["127.0.0.1", int(PORT)])
-    service = Service(config, os.environ.get("CELLTRAIN_SERVE_TOKEN") or None)
+    service = Service(config, os.environ.get(wire.SERVE_TOKEN_ENV) or None)
     Handler.service = service
     try:
         server = Server((host, int(port)), Handler)

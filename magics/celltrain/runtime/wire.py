@@ -285,3 +285,8 @@ def decode_body(body):
             raise ValueError("a JSON frame that is not [kind, payload]")
         return record[0], record[1]
     raise ValueError("a frame of unknown kind %r" % body[:1])
+
+# Serving: where the deployed model's files are (Azure-style scripts read AZUREML_MODEL_DIR) and
+# the bearer token every request must carry when a deployment asks for auth.
+MODEL_DIR_ENV = "CELLTRAIN_MODEL_DIR"
+SERVE_TOKEN_ENV = "CELLTRAIN_SERVE_TOKEN"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..environment import Environment
+from ..runtime.wire import SERVE_TOKEN_ENV
 from ..spec import Resources, RunSpec
 from ..snapshot import DEFAULT_LIMIT_MB
 from .deployment import EXPERIMENT, Deployment, DeploymentError, active_deployment
@@ -29,7 +30,7 @@ LAUNCHER = "serve_main.py"
 LAUNCHER_CODE = ("import sys\nfrom celltrain.runtime.serve import main\n"
                  "sys.exit(main())\n")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-TOKEN_ENV = "CELLTRAIN_SERVE_TOKEN"
+TOKEN_ENV = SERVE_TOKEN_ENV
 
 
 def free_port(host: str) -> int:
