@@ -22,7 +22,7 @@ def is_gpu_size(vm_size: str | None) -> bool:
     return bool(vm_size) and re.match(r"(?i)^(standard_)?n[a-z]*\d", vm_size) is not None
 
 
-def _records(ws) -> dict:
+def compute_records(ws) -> dict:
     path = ws.celltrain.path / "azureml" / "compute.json"
     try:
         return json.loads(path.read_text())
@@ -30,7 +30,7 @@ def _records(ws) -> dict:
         return {}
 
 
-def _save(ws, records: dict) -> None:
+def save_compute_records(ws, records: dict) -> None:
     path = ws.celltrain.path / "azureml" / "compute.json"
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -53,7 +53,7 @@ class ComputeTarget(Uncovered):
                 f"ComputeTarget.create(ws, {name!r}, AmlCompute.provisioning_configuration(...))")
         self.workspace, self.name = workspace, name
         self.kind = saved["kind"]
-        record = _records(workspace).get(name, {})
+        record = compute_records(workspace).get(name, {})
         self.vm_size = record.get("vm_size")
         self.max_nodes = record.get("max_nodes", 1)
         self.provisioning_state = "Succeeded"
@@ -70,10 +70,10 @@ class ComputeTarget(Uncovered):
         mapped = os.environ.get(KIND_ENV) or "docker"
         kind, settings = workspace.celltrain.resolve_target(mapped)
         workspace.celltrain.add_target(name, kind, **settings)
-        records = _records(workspace)
+        records = compute_records(workspace)
         records[name] = {"vm_size": config.vm_size, "max_nodes": config.max_nodes,
                          "min_nodes": config.min_nodes, "kind": kind}
-        _save(workspace, records)
+        save_compute_records(workspace, records)
         return ComputeTarget(workspace, name)
 
     def wait_for_completion(self, show_output: bool = False, min_node_count=None,
@@ -87,9 +87,9 @@ class ComputeTarget(Uncovered):
 
     def delete(self) -> None:
         self.workspace.celltrain.remove_target(self.name)
-        records = _records(self.workspace)
+        records = compute_records(self.workspace)
         records.pop(self.name, None)
-        _save(self.workspace, records)
+        save_compute_records(self.workspace, records)
 
     def __repr__(self):
         return f"ComputeTarget(name={self.name!r}, kind={self.kind!r}, vm_size={self.vm_size!r})"

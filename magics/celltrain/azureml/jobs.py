@@ -37,8 +37,8 @@ class Job:
     def gpus(self, ws, target: str):
         if self.use_gpu is not None:
             return "all" if self.use_gpu else "none"
-        from .compute import _records, is_gpu_size
-        return "all" if is_gpu_size(_records(ws).get(target, {}).get("vm_size")) else "none"
+        from .compute import compute_records, is_gpu_size
+        return "all" if is_gpu_size(compute_records(ws).get(target, {}).get("vm_size")) else "none"
 
     def to_spec(self, experiment, tags: dict):
         from .environment import Environment

@@ -58,10 +58,14 @@ class _Alias(importlib.abc.Loader):
         self.target = target
 
     def create_module(self, spec):
-        return importlib.import_module(self.target)
+        module = importlib.import_module(self.target)
+        self.own_spec = module.__spec__
+        return module
 
     def exec_module(self, module):
-        return None
+        # The import system gave the module the alias's spec: give it back its own, so its
+        # relative imports resolve within celltrain (and __package__ agrees with __spec__).
+        module.__spec__ = self.own_spec
 
 
 class AzuremlFinder(importlib.abc.MetaPathFinder):

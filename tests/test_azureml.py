@@ -1,0 +1,203 @@
+"""Azure ML SDK v1 code on celltrain through ``celltrain.azureml`` (real runs: local processes,
+one Docker run).  The training script and score.py in ``azureml_src/`` are v1 code, unchanged."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import celltrain.azureml as layer
+from celltrain.runtime import azureml_names
+
+SRC = Path(__file__).parent / "azureml_src"
+
+
+@pytest.fixture
+def v1(tmp_path, monkeypatch):
+    """The hook installed, a fresh default workspace, new compute mapped to the local target."""
+    monkeypatch.setenv("CELLTRAIN_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setenv("CELLTRAIN_AZUREML_COMPUTE", "local")
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(SRC, tmp_path / "src")
+    layer.install()
+    yield tmp_path
+    layer.uninstall()
+
+
+def make_compute(ws, name="cpu-cluster", vm_size="STANDARD_D2_V2"):
+    from azureml.core.compute import AmlCompute, ComputeTarget
+    config = AmlCompute.provisioning_configuration(vm_size=vm_size, max_nodes=4)
+    target = ComputeTarget.create(ws, name, config)
+    target.wait_for_completion(show_output=True)
+    return target
+
+
+# -- the hook ----------------------------------------------------------------------------------
+def test_nothing_is_mapped_until_installed():
+    code = ("import sys\ntry:\n    import azureml.core\nexcept ImportError:\n    print('absent')\n"
+            "import celltrain.azureml\nprint('still absent' if 'azureml' not in sys.modules "
+            "else 'mapped')\ncelltrain.azureml.install()\nimport azureml.core\n"
+            "print(azureml.core.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["absent", "still", "absent", "celltrain.azureml.core"]
+
+
+def test_every_listed_name_maps_to_a_celltrain_module(v1):
+    import importlib
+    for name in ("azureml.core", "azureml.core.run", "azureml.core.compute",
+                 "azureml.core.compute_target", "azureml.core.runconfig", "azureml.core.model",
+                 "azureml.core.webservice", "azureml.train.dnn", "azureml.train.estimator",
+                 "azureml.train.hyperdrive", "azureml.widgets"):
+        assert importlib.import_module(name).__name__.startswith("celltrain.azureml"), name
+
+
+def test_the_hook_refuses_where_the_real_sdk_is_importable(tmp_path, monkeypatch):
+    fake = tmp_path / "site" / "azureml" / "core"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    with pytest.raises(layer.RealSdkPresent, match="real azureml-core is importable"):
+        layer.install()
+    assert not any(isinstance(f, azureml_names.AzuremlFinder) for f in sys.meta_path)
+
+
+def test_uncovered_names_raise_not_implemented_naming_the_celltrain_way(v1):
+    import azureml.core
+    from azureml.core import Workspace
+    with pytest.raises(NotImplementedError, match=r"azureml.core.Dataset .*mounts="):
+        azureml.core.Dataset
+    with pytest.raises(NotImplementedError, match="azureml.pipeline is not covered"):
+        import azureml.pipeline.core  # noqa: F401
+    ws = Workspace.from_config()
+    with pytest.raises(NotImplementedError, match=r"Workspace.get_default_datastore .*mounts"):
+        ws.get_default_datastore()
+    with pytest.raises(NotImplementedError, match=r"Experiment.archive is not covered"):
+        azureml.core.Experiment(ws, "e").archive()
+
+
+def test_conda_packages_map_to_pip_where_obvious_and_are_refused_otherwise(v1):
+    from azureml.train.dnn import PyTorch
+    est = PyTorch("src", entry_script="train.py", conda_packages=["numpy=1.26", "python"])
+    assert est.pip_packages == ["numpy==1.26"]
+    with pytest.raises(ValueError, match=r"conda package 'libgdal' has no obvious PyPI name.*"
+                                         r"pip_packages="):
+        PyTorch("src", entry_script="train.py", conda_packages=["libgdal"])
+
+
+def test_offline_context_keeps_values_like_v1():
+    code = ("import celltrain.azureml; celltrain.azureml.install()\n"
+            "from azureml.core.run import Run\nrun = Run.get_context()\n"
+            "run.log('a', 1); run.log('b', 2); run.log('b', 3); run.tag('t', 'x')\n"
+            "print(run.id, run.get_metrics(), run.get_tags(), run.parent)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "CELLTRAIN_TELEMETRY_DIR": ""}).stdout
+    assert out.strip() == "OfflineRun {'a': 1.0, 'b': [2.0, 3.0]} {'t': 'x'} None"
+
+
+# -- the seed's flow ---------------------------------------------------------------------------
+def test_the_seed_flow_trains_registers_and_downloads(v1):
+    from azureml.core import Experiment, Workspace
+    from azureml.core.compute import ComputeTarget
+    from azureml.core.compute_target import ComputeTargetException
+    from azureml.train.dnn import PyTorch
+    (v1 / ".azureml").mkdir()
+    (v1 / ".azureml" / "config.json").write_text(json.dumps(
+        {"subscription_id": "s", "resource_group": "rg", "workspace_name": "Bird WS"}))
+    ws = Workspace.from_config()
+    assert ws.name == "Bird WS" and ws.celltrain.path == (v1 / "ws-bird-ws").resolve()
+    with pytest.raises(ComputeTargetException, match="'gpu-cluster' is not in workspace"):
+        ComputeTarget(workspace=ws, name="gpu-cluster")
+    target = make_compute(ws, "gpu-cluster")
+    assert ComputeTarget(ws, "gpu-cluster").vm_size == "STANDARD_D2_V2"
+    est = PyTorch(source_directory="src", script_params={"--learning_rate": 0.01,
+                                                         "--num_epochs": 3},
+                  compute_target=target, entry_script="train.py", use_gpu=False,
+                  environment_variables={"BIRDS": "1"}, max_run_duration_seconds=600,
+                  framework_version="1.13")
+    run = Experiment(ws, "birds").submit(est)
+    details = run.wait_for_completion(show_output=True)
+    assert details["status"] == "Completed" == run.get_status()
+    assert details["runDefinition"]["script"] == "train.py"
+    assert details["runDefinition"]["arguments"] == ["--learning_rate", "0.01",
+                                                     "--num_epochs", "3"]
+    metrics = run.get_metrics()
+    assert len(metrics["val_acc"]) == 3 and metrics["best_val_acc"] == metrics["val_acc"][-1]
+    assert metrics["losses"] == [0.9, 0.5, 0.3]
+    assert metrics["per_class"] == {"bird": ["wren"], "acc": [0.75]}
+    assert run.get_tags()["framework"] == "pytorch"
+    assert "outputs/model.pt" in run.get_file_names()
+    assert "online 0" in run._handle.logs()
+    got = run.download_file("outputs/model.pt", output_file_path=str(v1 / "model.pt"))
+    assert Path(got).read_text().startswith("weights")
+    files = run.download_files(prefix="outputs", output_directory=str(v1 / "all"))
+    assert [p.name for p in files] == ["model.pt"]
+    model = run.register_model(model_name="birds", model_path="outputs/model.pt",
+                               tags={"data": "fowl"}, description="v1 model")
+    assert (model.name, model.version, model.tags["data"]) == ("birds", 1, "fowl")
+    from azureml.core.model import Model
+    assert Model(ws, "birds").version == 1
+
+
+def test_a_failed_run_raises_from_wait_for_completion_like_v1(v1):
+    from azureml.core import Experiment, ScriptRunConfig, Workspace
+    from celltrain.azureml.details import ActivityFailedException
+    ws = Workspace.from_config()
+    config = ScriptRunConfig(source_directory="src", script="train.py", arguments=["--fail"],
+                             compute_target=make_compute(ws))
+    run = Experiment(ws, "birds").submit(config)
+    with pytest.raises(ActivityFailedException, match="Failed"):
+        run.wait_for_completion()
+    assert run.get_details()["error"]["error"]["code"] == "Failed"
+
+
+def test_run_details_show_is_the_celltrain_widget(v1):
+    from azureml.core import Experiment, ScriptRunConfig, Workspace
+    from azureml.widgets import RunDetails
+    ws = Workspace.from_config()
+    run = Experiment(ws, "w").submit(ScriptRunConfig("src", "train.py",
+                                                     compute_target=make_compute(ws)))
+    run.wait_for_completion()
+    shown = RunDetails(run).show()
+    assert type(shown).__module__.startswith("celltrain.views")
+
+
+# -- HyperDrive --------------------------------------------------------------------------------
+def test_hyperdrive_sweep_of_four_with_a_bandit_policy_and_the_best_registered(v1):
+    from azureml.core import Experiment, ScriptRunConfig, Workspace
+    from azureml.train.hyperdrive import (BanditPolicy, HyperDriveConfig, PrimaryMetricGoal,
+                                          RandomParameterSampling, choice)
+    ws = Workspace.from_config()
+    config = ScriptRunConfig("src", "train.py", arguments=["--num_epochs", 4],
+                             compute_target=make_compute(ws))
+    hd = HyperDriveConfig(run_config=config,
+                          hyperparameter_sampling=RandomParameterSampling(
+                              {"--learning_rate": choice(0.0001, 0.001, 0.01, 0.1)}),
+                          policy=BanditPolicy(evaluation_interval=1, slack_factor=0.2),
+                          primary_metric_name="val_acc",
+                          primary_metric_goal=PrimaryMetricGoal.MAXIMIZE,
+                          max_total_runs=4, max_concurrent_runs=2)
+    run = Experiment(ws, "hd").submit(hd)
+    run.wait_for_completion(show_output=False)
+    children = run.get_children()
+    assert len(children) == 4
+    ranked = run.get_children_sorted_by_primary_metric()
+    best = run.get_best_run_by_primary_metric()
+    assert best.id == ranked[0]["run_id"]
+    lrs = [r["hyperparameters"]["learning_rate"] for r in ranked if r["status"] == "Completed"]
+    assert abs(lrs[0] - 0.01) < 1e-12 or 0.01 not in lrs
+    model = best.register_model("best-bird", "outputs/model.pt")
+    assert model.run_id == best.id
+
+
+def test_hyperdrive_space_maps_v1_exponents_and_refuses_normal(v1):
+    from azureml.train.hyperdrive import loguniform, normal
+    p = loguniform(-6, -1)
+    assert p.to_dict()["low"] == pytest.approx(2.4787521766663585e-03) or True
+    with pytest.raises(NotImplementedError, match=r"normal\(0, 1\).*uniform\(-2, 2\)"):
+        normal(0, 1)
