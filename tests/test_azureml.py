@@ -201,3 +201,43 @@ def test_hyperdrive_space_maps_v1_exponents_and_refuses_normal(v1):
     assert p.to_dict()["low"] == pytest.approx(2.4787521766663585e-03) or True
     with pytest.raises(NotImplementedError, match=r"normal\(0, 1\).*uniform\(-2, 2\)"):
         normal(0, 1)
+
+
+# -- deployment --------------------------------------------------------------------------------
+def test_model_deploy_serves_an_azure_style_score_py(v1):
+    from azureml.core import Experiment, ScriptRunConfig, Workspace
+    from azureml.core.model import InferenceConfig, Model
+    from azureml.core.webservice import LocalWebservice
+    ws = Workspace.from_config()
+    run = Experiment(ws, "birds").submit(ScriptRunConfig("src", "train.py",
+                                                         compute_target=make_compute(ws)))
+    run.wait_for_completion()
+    run.register_model("birds", "outputs/model.pt")
+    service = Model.deploy(ws, "birds-svc", [Model(ws, "birds")],
+                           InferenceConfig(entry_script="score.py", source_directory="src"),
+                           LocalWebservice.deploy_configuration(port=None))
+    try:
+        service.wait_for_deployment(show_output=True)
+        assert service.state == "Healthy" and service.scoring_uri.endswith("/score")
+        answer = service.run(json.dumps({"data": [1, 2, 3]}))
+        assert answer["sum"] == 6 and answer["weights"].startswith("weights") and answer["dir"]
+        assert isinstance(service.get_logs(), str)
+    finally:
+        service.delete()
+    assert service.state == "Stopped"
+
+
+def test_gpu_sizes_and_use_gpu_ask_for_gpus(v1):
+    from azureml.core import Experiment, ScriptRunConfig, Workspace
+    from azureml.core.compute import AmlCompute, ComputeTarget
+    from azureml.train.dnn import PyTorch
+    ws = Workspace.from_config()
+    make_compute(ws, "gpu", vm_size="Standard_NC6")
+    assert AmlCompute(ws, "gpu").gpu and not AmlCompute(ws, "gpu").vm_size is None
+    exp = Experiment(ws, "g")
+    spec = ScriptRunConfig("src", "train.py", compute_target="gpu")
+    est = PyTorch("src", entry_script="train.py", compute_target="gpu", use_gpu=False)
+    assert est.gpus(ws, "gpu") == "none" and spec.gpus(ws, "gpu") == "all"
+    assert spec.to_spec(exp, {}).resources.gpus not in ("none", 0, None, [])
+    assert est.to_spec(exp, {}).resources.gpus in ("none", 0, None, [])
+    assert ComputeTarget(ws, "gpu").vm_size == "Standard_NC6"
