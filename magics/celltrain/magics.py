@@ -75,6 +75,9 @@ class TrainMagics(TrainCommands, Magics):
     @argument("--gpus", help="'all', 'none', a count or comma-separated device ids "
                              "(default: all when the engine has a GPU runtime)")
     @argument("--image", help="base image (default: PyTorch image matching this kernel)")
+    @argument("--nodes", type=int, default=1, help="nodes (containers) of a distributed run")
+    @argument("--procs-per-node", type=int, help="processes per node (default: its GPUs, or 1)")
+    @argument("--launcher", choices=("torchrun", "mpi"), help="launcher of a distributed run")
     @argument("--pip", nargs="+", action="append", metavar="PKG",
               help="extra pip packages for the image")
     @argument("--requirements", metavar="FILE", help="a requirements file for the image")
@@ -201,7 +204,8 @@ class TrainMagics(TrainCommands, Magics):
                 memory=self.setting(args, "memory"), cpus=self.setting(args, "cpus"),
                 env_vars=pairs(flatten(args.env), "--env"), mounts=mounts,
                 timeout=self.setting(args, "timeout"), target=target,
-                snapshot_limit_mb=math.inf, lib_packages=["cloudpickle"])
+                snapshot_limit_mb=math.inf, lib_packages=["cloudpickle"], nodes=args.nodes,
+                procs_per_node=args.procs_per_node, launcher=args.launcher)
         except (CelltrainError, FileNotFoundError, ValueError) as e:
             raise UsageError(f"%%train: {e}") from None
         finally:

@@ -108,7 +108,7 @@ class Run:
     def latest_metrics(self, rank: int = 0) -> dict[str, float]:
         return self.workspace.store.latest_metrics(self.id, rank)
 
-    def ranks(self) -> list[int]:
+    def logged_ranks(self) -> list[int]:
         """The ranks of the processes that logged (``RANK`` or ``OMPI_COMM_WORLD_RANK`` in
         their environment; [0] for a single-process run that logged, [] if nothing was)."""
         return self.workspace.store.run_ranks(self.id)
@@ -140,8 +140,21 @@ class Run:
             return ""
         return safefiles.read_text(self.folder, name, size, default="")
 
-    def logs(self, stderr_only: bool = False) -> str:
-        return self._text(STDERR_LOG if stderr_only else OUTPUT_LOG)
+    def logs(self, stderr_only: bool = False, rank: int | None = None) -> str:
+        """The captured output; ``rank``: only that rank's lines of a distributed run."""
+        text = self._text(STDERR_LOG if stderr_only else OUTPUT_LOG)
+        if rank is None:
+            return text
+        from .ranks import lines_of
+        return lines_of(text, rank)
+
+    def ranks(self) -> list[dict]:
+        """Per rank of a distributed run: rank, node, local_rank, state, exit_code, last_line,
+        started, ended (from the rank wrapper's records); for a run without them, the ranks
+        that logged, the rest unknown (None)."""
+        from .ranks import FIELDS, read_ranks
+        found = read_ranks(self.folder, self.status)
+        return found or [{**dict.fromkeys(FIELDS), "rank": r} for r in self.logged_ranks()]
 
     def build_log(self) -> str:
         return self._text(BUILD_LOG)

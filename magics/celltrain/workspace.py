@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from . import states
 from .environment import Environment
 from .paths import PACKAGE_PARENT
-from .spec import Resources, RunSpec
+from .spec import Distribution, Resources, RunSpec
 from .errors import RunNotFound
 from .run import Run
 from .snapshot import DEFAULT_LIMIT_MB, snapshot
@@ -269,13 +269,16 @@ class Experiment:
                mounts: Mapping[str, str] | None = None, timeout: float | None = None,
                target: str = "docker", network: str | None = None,
                snapshot_limit_mb: float = DEFAULT_LIMIT_MB,
-               lib_packages: Sequence[str] = ()) -> Run:
+               lib_packages: Sequence[str] = (), nodes: int = 1,
+               procs_per_node: int | None = None, launcher: str | None = None) -> Run:
         """Start ``script`` from ``source_dir`` in a container; returns at once with the run.
 
         ``gpus``: "auto" (all GPUs when the engine has a GPU runtime), "all", "none", a count or
         a list of device ids.  ``mounts``: {host path: container path}, read-only.  ``memory``
         and ``shm_size`` take Docker sizes ("8g"); ``timeout`` is in seconds.
         ``lib_packages``: extra pure-Python host packages mounted for the run (celltrain always).
+        ``nodes`` × ``procs_per_node`` processes started by ``launcher`` ("torchrun"): see the
+        README's "Distributed runs"; ``procs_per_node`` defaults to each node's GPU count.
 
         In [1]: run = ws.experiment("birds").submit("train.py", "./src", args=["--epochs", 3])
         In [2]: run.wait(show_output=True)
@@ -319,6 +322,8 @@ class Experiment:
             params=dict(params or {}), tags=dict(tags or {}), env_vars=checked["env_vars"],
             mounts=checked["mounts"], network=checked["network"], target=target,
             target_settings=settings,
+            distribution=Distribution(nodes=nodes, procs_per_node=procs_per_node,
+                                      launcher=launcher),
             lib_packages=["celltrain", *lib_packages])
         return target_cls.validate(spec, settings)
 

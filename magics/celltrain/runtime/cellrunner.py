@@ -15,7 +15,8 @@ import pickle
 import sys
 import time
 
-from celltrain.runtime.wire import FAILURE_FILE, RESULTS_FILE, TELEMETRY_ENV
+from celltrain.runtime.wire import (FAILURE_FILE, RANK_ENVS, RESULTS_FILE, TELEMETRY_ENV,
+                                    rank_from)
 
 BUNDLE_DIR = ".celltrain-cell"
 META_FILE = "cell.json"
@@ -27,12 +28,24 @@ class Failure(Exception):
     """A failure with a reason a person understands: written to failure.txt, exit code 1."""
 
 
+def notes_folder(failure=False):
+    """Where this process leaves its reason and results: the telemetry folder, or for a rank of
+    a distributed cell its ``rank-<r>/`` (rank 0's results stay where they come back from; every
+    rank's reason goes to its folder, and the rank wrapper makes the first one the run's)."""
+    folder = os.environ.get(TELEMETRY_ENV)
+    rank = rank_from(os.environ)
+    if folder and (rank or (failure and any(os.environ.get(k) for k in RANK_ENVS))):
+        folder = os.path.join(folder, "rank-%d" % rank)
+        os.makedirs(folder, exist_ok=True)
+    return folder
+
+
 def fail(reason, echo=None):
     """Explain the failure in failure.txt (the run's reason); ``echo`` goes to stderr."""
     text = reason.rstrip() + "\n"
     sys.stderr.write(text if echo is None else echo.rstrip() + "\n")
     sys.stderr.flush()
-    folder = os.environ.get(TELEMETRY_ENV)
+    folder = notes_folder(failure=True)
     if folder:
         try:
             with open(os.path.join(folder, FAILURE_FILE), "w") as f:
@@ -246,7 +259,7 @@ def save_results(meta, namespace, value, has_value):
             items.append(("value", _dumps(to_cpu(value))))
         except Exception:
             items.append(("repr", repr(value)))
-    folder = os.environ.get(TELEMETRY_ENV) or os.path.join("outputs", ".celltrain")
+    folder = notes_folder() or os.path.join("outputs", ".celltrain")
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, RESULTS_FILE), "wb") as f:
         pickle.dump({"out": names, "has_value": has_value}, f, protocol=4)

@@ -36,6 +36,13 @@ EXIT_FILE_ENV = "CELLTRAIN_EXIT_FILE"          # local target: its wrapper write
 PORTS_ENV = "CELLTRAIN_PORTS"
 # The process's rank, from the launcher: torchrun sets RANK, Open MPI OMPI_COMM_WORLD_RANK.
 RANK_ENVS = ("RANK", "OMPI_COMM_WORLD_RANK")
+# A distributed run: the node (container) a process runs on, how many there are, and the MPI
+# launch servers' secret, port and debug switch (``runtime.mpiagent``).
+NODE_ENV = "CELLTRAIN_NODE"
+NODES_ENV = "CELLTRAIN_NODES"
+MPI_TOKEN_ENV = "CELLTRAIN_MPI_TOKEN"
+MPI_PORT_ENV = "CELLTRAIN_MPI_PORT"
+MPI_DEBUG_ENV = "CELLTRAIN_MPI_DEBUG"
 
 # -- the telemetry folder ------------------------------------------------------------------------
 TELEMETRY_DIR = "telemetry"         # in the run folder on the host
@@ -44,6 +51,7 @@ FAILURE_FILE = "failure.txt"        # a runner's own explanation of a failure: t
 RESULTS_FILE = "cell-results.pkl"   # %%train: the --out values and the cell's last expression
 WORKDIR_NOTE = "workdir"            # Docker: where the script ran, if not the image's workdir
 IMAGES_DIR = "images"               # the files given to log_image
+RANKS_DIR = "ranks"                 # a distributed run: <rank>.json per rank (runtime.rankrun)
 _EVENTS_NAME = re.compile(r"\Aevents(?:-([1-9][0-9]{0,8}))?\.bin\Z")
 
 

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import copyback, safefiles
+from .. import copyback, distributed, safefiles
 from ..paths import PACKAGE_PARENT
 from .base import ComputeTarget, Handle, Prepared, Result
 from ..runfiles import OUTPUT_LOG, STDERR_LOG
@@ -39,7 +39,9 @@ class LocalTarget(ComputeTarget):
     @classmethod
     def validate(cls, spec, settings: dict | None = None):
         if spec.resources.gpus == "auto":   # a local process sees what this machine has
-            return spec.replace(resources=dataclasses.replace(spec.resources, gpus="none"))
+            spec = spec.replace(resources=dataclasses.replace(spec.resources, gpus="none"))
+        if distributed.asked(spec.distribution):
+            spec = _check_distribution(spec)
         return spec
 
     @classmethod
@@ -68,8 +70,11 @@ class LocalTarget(ComputeTarget):
                                                          os.environ.get("PYTHONPATH")) if p)}
         # The process writes straight to the log file, so it needs nobody alive to drain a pipe.
         with open(self.run_dir / OUTPUT_LOG, "ab") as out:
-            proc = subprocess.Popen(["sh", "-c", WRAPPER, "sh", sys.executable, "-u",
-                                     spec.script, *spec.args], cwd=self.work, env=env,
+            command = [sys.executable, "-u", spec.script, *spec.args]
+            if spec.distribution.distributed:
+                env.update(distributed.node_env(0, 1, None))
+                command = [sys.executable, *distributed.torchrun_args(spec, 0, None, run["id"])]
+            proc = subprocess.Popen(["sh", "-c", WRAPPER, "sh", *command], cwd=self.work, env=env,
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                     start_new_session=True)
         self._proc = proc
@@ -157,3 +162,28 @@ class LocalTarget(ComputeTarget):
 
     def cleanup(self, handle: Handle) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _check_distribution(spec):
+    """One node of several processes runs ``torchrun --standalone`` here; several nodes need a
+    target with several machines (or containers)."""
+    dist = distributed.settle(spec).distribution      # bad values first, named
+    if dist.nodes != 1:
+        raise ValueError(f"target='local' runs one node, not nodes={dist.nodes!r}: use "
+                         "target='docker' (one container per node) or nodes=1")
+    if dist.launcher == "mpi":
+        raise ValueError("launcher='mpi' is not supported by target='local': use "
+                         "launcher='torchrun'")
+    if not dist.distributed:
+        return spec
+    try:
+        import torch.distributed.run  # noqa: F401
+    except ImportError:
+        raise ValueError(distributed.NO_TORCH.replace("the run's image", "this Python") +
+                         " (target='local' uses this kernel's Python)") from None
+    gpus = spec.resources.gpus
+    count = 0
+    if gpus not in ("none", None, 0):
+        import torch
+        count = distributed.gpu_count(gpus, 1, torch.cuda.device_count())
+    return distributed.settle(spec, count)

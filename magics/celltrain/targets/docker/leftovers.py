@@ -74,6 +74,7 @@ def clean(store, supervisor_alive) -> None:
             pass
         except docker.errors.APIError:
             done = False
+    done = _networks(store, client) and done
     if done:
         for run_id in marks:
             try:
@@ -95,8 +96,11 @@ def _finish(store, run: dict, container, client) -> None:
         target = DockerTarget(store, run, RunSpec.from_record(run), notify=lambda message: None)
         target.client = client
         target.resumed = True  # nobody followed the output to its end: take Docker's log
+        handle = Handle.from_record(run)   # a run of several nodes: all of them, once
+        if handle is None or container.id not in handle.ids.get("containers", ()):
+            handle = Handle(DockerTarget.kind, {"container": container.id})
         try:
-            target.collect(Handle(DockerTarget.kind, {"container": container.id}))
+            target.collect(handle)
             kept = "its outputs were copied back"
         except Exception as e:
             kept = f"its outputs could not be copied back ({type(e).__name__}: {e})"
@@ -105,3 +109,25 @@ def _finish(store, run: dict, container, client) -> None:
             f"{before}; its container exited with code {code} (seen when the workspace was "
             f"next opened): {kept} and the container removed"))
     container.remove(force=True)
+
+
+def _networks(store, client) -> bool:
+    """Remove the private networks of finished runs of several nodes (their containers are
+    gone by now); whether all could be."""
+    import docker
+    try:
+        networks = client.networks.list(filters={"label": f"{LABEL_WORKSPACE}={store.root}"})
+    except Exception:  # the engine is going away: next time
+        return False
+    done = True
+    for network in networks:
+        run = store.get_run((network.attrs.get("Labels") or {}).get(LABEL_RUN, ""))
+        if run is None or not states.is_terminal(run["status"]):
+            continue
+        try:
+            network.remove()
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError:
+            done = False
+    return done

@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from ... import copyback, safefiles
+from ... import copyback, distributed, safefiles
 from ...runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 from ..base import ComputeTarget, Handle, Prepared, Result
 from ...runtime.wire import TELEMETRY_DIR, WORKDIR_NOTE, ports_environ, run_environ
@@ -25,6 +25,7 @@ from ...errors import DockerUnavailable
 from . import engine
 from .engine import LABEL_BUILD, LABEL_RUN, LABEL_WORKSPACE
 from .images import ensure_image
+from .nodes import NodeGroup, create as nodes_create, mpi_env, node_command, renamed, settle_distribution
 
 WORKDIR = "/celltrain-run/src"
 TELEMETRY_IN_CONTAINER = "/celltrain-run/telemetry"
@@ -52,6 +53,7 @@ class DockerTarget(ComputeTarget):
         self.client = None
         self.container = None
         self.resumed = False
+        self.group = NodeGroup(self)
 
     # -- in the submitting process, and when a workspace opens -----------------------------------
     @classmethod
@@ -64,7 +66,8 @@ class DockerTarget(ComputeTarget):
             gpus = "all" if engine.gpu_runtime_available(client) else "none"
         engine.check_gpus(client, gpus)
         engine.check_engine(client, network=spec.network, cpus=spec.resources.cpus)
-        return spec.replace(resources=dataclasses.replace(spec.resources, gpus=gpus))
+        spec = spec.replace(resources=dataclasses.replace(spec.resources, gpus=gpus))
+        return settle_distribution(spec)
 
     @classmethod
     def reconcile(cls, store, supervisor_alive) -> None:
@@ -152,7 +155,29 @@ class DockerTarget(ComputeTarget):
 
     # -- Starting ---------------------------------------------------------------------------------
     def start(self, prepared: Prepared) -> Handle:
+        dist = self.spec.distribution
+        if dist.nodes > 1:
+            handle = nodes_create(self, prepared, lambda node, gpus: self._kwargs(node, gpus))
+            for cid in handle.ids["containers"]:
+                _let_write(self.run_dir / TELEMETRY_DIR,
+                           container_user(self.client.containers.get(cid)))
+            return handle
+        kwargs = self._kwargs(0, None)
+        # A container of this name was created by a supervisor that died before recording it,
+        # so it never started (launch follows the record): make room for the new one.
+        import docker
+        try:
+            self.client.containers.get(kwargs["name"]).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        self.container = self.client.containers.create(prepared.image, **kwargs)
+        _let_write(self.run_dir / TELEMETRY_DIR, container_user(self.container))
+        return Handle(self.kind, {"container": self.container.id})
+
+    def _kwargs(self, node: int, node_gpus) -> dict:
+        """The container settings of node ``node`` (its share of the GPUs, for several)."""
         run, spec, res = self.run, self.spec, self.spec.resources
+        dist = spec.distribution
         telemetry = self.run_dir / TELEMETRY_DIR
         telemetry.mkdir(parents=True, exist_ok=True)
         telemetry.chmod(0o700)
@@ -171,14 +196,20 @@ class DockerTarget(ComputeTarget):
             # listen on every address inside; Docker binds the host side (kwargs["ports"])
             **ports_environ({p: ["0.0.0.0", int(p)] for p in spec.ports}),
         }
+        command = ["sh", "-c", PYTHON, "sh", spec.script, *spec.args]
+        if dist.distributed:
+            environment.update(distributed.node_env(node, dist.nodes, node_gpus))
+            environment.update(mpi_env(self))
+            command = node_command(spec, run["id"], node, PYTHON, TELEMETRY_IN_CONTAINER)
         kwargs = dict(
-            command=["sh", "-c", PYTHON, "sh", spec.script, *spec.args],
+            command=command,
             entrypoint=[], working_dir=WORKDIR, detach=True, environment=environment,
             volumes=volumes, labels={LABEL_RUN: run["id"],
                                      LABEL_WORKSPACE: str(self.store.root)},
             name=f"celltrain-{run['id']}", init=True, security_opt=["no-new-privileges"],
             shm_size=res.shm_size or "2g",
-            device_requests=engine.device_requests(res.gpus),
+            device_requests=engine.device_requests(res.gpus if node_gpus is None
+                                                   else list(node_gpus)),
         )
         if spec.ports:
             kwargs["ports"] = {f"{p}/tcp": (host, int(port))
@@ -187,22 +218,15 @@ class DockerTarget(ComputeTarget):
             kwargs["mem_limit"] = res.memory
         if res.cpus:
             kwargs["nano_cpus"] = int(float(res.cpus) * 1e9)
-        if spec.network:
+        if spec.network and dist.nodes == 1:
             kwargs["network_mode"] = spec.network
         if os.getuid() != 0:   # if we cannot chown telemetry/, the container writes as our group
             kwargs["group_add"] = [str(os.getgid())]
-        # A container of this name was created by a supervisor that died before recording it,
-        # so it never started (launch follows the record): make room for the new one.
-        import docker
-        try:
-            self.client.containers.get(kwargs["name"]).remove(force=True)
-        except docker.errors.NotFound:
-            pass
-        self.container = self.client.containers.create(prepared.image, **kwargs)
-        _let_write(telemetry, container_user(self.container))
-        return Handle(self.kind, {"container": self.container.id})
+        return kwargs
 
     def launch(self, handle: Handle) -> None:
+        if "containers" in handle.ids:
+            return self.group.launch(handle)
         self._get(handle).start()
 
     # -- Running ----------------------------------------------------------------------------------
@@ -213,6 +237,8 @@ class DockerTarget(ComputeTarget):
         return self.container
 
     def exists(self, handle: Handle) -> bool:
+        if "containers" in handle.ids:
+            return self.group.exists(handle)
         import docker
         try:
             self._get(handle)
@@ -229,6 +255,8 @@ class DockerTarget(ComputeTarget):
         """
         self.resumed = self.resumed or resumed   # once resumed, collect() takes Docker's log
         since = int(time.time()) if resumed else None
+        if "containers" in handle.ids:
+            return self.group.stream_output(handle, resumed, since)
 
         def follow(name: str, stdout: bool):
             try:
@@ -252,14 +280,20 @@ class DockerTarget(ComputeTarget):
         return thread
 
     def is_running(self, handle: Handle) -> bool:
+        if "containers" in handle.ids:
+            return self.group.is_running(handle)
         container = self._get(handle)
         container.reload()
         return container.status in ("created", "running", "restarting", "paused")
 
     def stop(self, handle: Handle, grace: float) -> None:
+        if "containers" in handle.ids:
+            return self.group.stop(handle, grace)
         self._get(handle).stop(timeout=int(max(grace, 0)))
 
     def result(self, handle: Handle) -> Result:
+        if "containers" in handle.ids:
+            return self.group.result(handle)
         container = self._get(handle)
         container.reload()   # the State after a stop, not the one of the last poll
         state = container.attrs["State"]
@@ -269,6 +303,8 @@ class DockerTarget(ComputeTarget):
     def collect(self, handle: Handle) -> None:
         """Copy ./outputs and ./logs back, and rewrite the captured output from Docker's own log."""
         import docker
+        if "containers" in handle.ids:
+            return self.group.collect(handle, self._workdir(), _extract, self.resumed)
         container = self._get(handle)
         workdir = self._workdir()
         skipped = []
@@ -293,6 +329,8 @@ class DockerTarget(ComputeTarget):
         return WORKDIR
 
     def cleanup(self, handle: Handle) -> None:
+        if "containers" in handle.ids:
+            return self.group.cleanup(handle)
         import docker
         try:
             self._get(handle).remove(force=True)
@@ -300,9 +338,15 @@ class DockerTarget(ComputeTarget):
             pass
 
 
-def _extract(data: bytes, dest: Path, top: str) -> list[str]:
+def _extract(data: bytes, dest: Path, top: str, rename: str | None = None) -> list[str]:
     """Extract Docker's archive of ``top`` into ``dest``; returns what was skipped (links
-    out, devices), never raising for the run's own files."""
+    out, devices), never raising for the run's own files.  ``rename``: under that name
+    instead, and only if the folder holds something (another node's outputs)."""
+    if rename:
+        data = renamed(data, top, rename)
+        if data is None:
+            return []
+        top = rename
     return copyback.extract_tar(io.BytesIO(data), dest, top)
 
 
