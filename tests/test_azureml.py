@@ -241,3 +241,32 @@ def test_gpu_sizes_and_use_gpu_ask_for_gpus(v1):
     assert spec.to_spec(exp, {}).resources.gpus not in ("none", 0, None, [])
     assert est.to_spec(exp, {}).resources.gpus in ("none", 0, None, [])
     assert ComputeTarget(ws, "gpu").vm_size == "Standard_NC6"
+
+
+# -- distributed, in containers ----------------------------------------------------------------
+def test_a_two_node_pytorch_configuration_run_in_containers(v1, docker_workspace, monkeypatch):
+    """The one Docker test: the unchanged v1 script on 2 nodes (torchrun, one container each),
+    its azureml imports mapped inside both containers."""
+    from azureml.core import Experiment, ScriptRunConfig, Workspace
+    from azureml.core.runconfig import PyTorchConfiguration
+    monkeypatch.setenv("CELLTRAIN_AZUREML_COMPUTE", "docker")
+    ws = Workspace.from_config()
+    target = make_compute(ws, "cluster")
+    assert target.kind == "docker"
+    config = ScriptRunConfig("src", "train.py", arguments=["--num_epochs", 2],
+                             compute_target=target,
+                             distributed_job_config=PyTorchConfiguration(
+                                 communication_backend="gloo", process_count=2, node_count=2))
+    run = Experiment(ws, "dist").submit(config)
+    try:
+        details = run.wait_for_completion(show_output=False)
+    finally:
+        if run.get_status() not in ("Completed", "Failed", "Canceled"):
+            run.cancel()
+    assert details["status"] == "Completed", run._handle.logs()[-3000:]
+    spec = run._handle.record["spec"]["distribution"]
+    assert (spec["nodes"], spec["procs_per_node"], spec["launcher"]) == (2, 1, "torchrun")
+    logs = run._handle.logs()
+    assert "online 0" in logs and "online 1" in logs
+    assert len(run.get_metrics()["val_acc"]) == 2
+    assert sorted(r["rank"] for r in run._handle.ranks()) == [0, 1]

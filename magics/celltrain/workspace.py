@@ -286,7 +286,8 @@ class Experiment:
         spec = self.make_spec(script, source_dir, args, environment, gpus, params=params,
                               tags=tags, memory=memory, cpus=cpus, shm_size=shm_size,
                               env_vars=env_vars, mounts=mounts, timeout=timeout, target=target,
-                              network=network, lib_packages=lib_packages)
+                              network=network, lib_packages=lib_packages, nodes=nodes,
+                              procs_per_node=procs_per_node, launcher=launcher)
         return self.submit_spec(spec, snapshot_limit_mb=snapshot_limit_mb)
 
     def make_spec(self, script: str, source_dir: str | os.PathLike = ".", args: Sequence = (),
@@ -297,7 +298,9 @@ class Experiment:
                   env_vars: Mapping[str, str] | None = None,
                   mounts: Mapping[str, str] | None = None, timeout: float | None = None,
                   target: str = "docker", network: str | None = None,
-                  lib_packages: Sequence[str] = ()) -> RunSpec:
+                  lib_packages: Sequence[str] = (), nodes: int = 1,
+                  procs_per_node: int | None = None,
+                  launcher: str | None = None) -> RunSpec:
         """``submit()``'s arguments checked and made a spec its target validated (sweeps
         build their base spec with it)."""
         from .options import check_options, check_script, parse_gpus
