@@ -270,3 +270,24 @@ def test_a_two_node_pytorch_configuration_run_in_containers(v1, docker_workspace
     assert "online 0" in logs and "online 1" in logs
     assert len(run.get_metrics()["val_acc"]) == 2
     assert sorted(r["rank"] for r in run._handle.ranks()) == [0, 1]
+
+
+# -- the notebook ------------------------------------------------------------------------------
+def test_the_migration_notebook_runs_in_a_real_kernel(tmp_path, monkeypatch):
+    """notebooks/02-migrating-from-azureml-v1.ipynb, executed by a real kernel: train,
+    register, download (compute mapped to the local target for speed)."""
+    import nbformat
+    from nbclient import NotebookClient
+    monkeypatch.setenv("CELLTRAIN_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setenv("CELLTRAIN_AZUREML_COMPUTE", "local")
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "02-migrating-from-azureml-v1.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                     for o in c.get("outputs", []) if o["output_type"] == "stream")
+    assert "Creating a new compute target" in text
+    assert "Completed" in text and "pytorch-birds 1" in text
+    assert (tmp_path / "model.pt").read_text().startswith("weights")
+    from celltrain import Workspace
+    assert Workspace(tmp_path / "ws").model("pytorch-birds").version == 1
