@@ -132,6 +132,7 @@ def test_the_seed_flow_trains_registers_and_downloads(v1):
     assert metrics["per_class"] == {"bird": ["wren"], "acc": [0.75]}
     assert run.get_tags()["framework"] == "pytorch"
     assert "outputs/model.pt" in run.get_file_names()
+    assert any("curve" in name for name in run.get_file_names())    # the logged image
     assert "online 0" in run._handle.logs()
     got = run.download_file("outputs/model.pt", output_file_path=str(v1 / "model.pt"))
     assert Path(got).read_text().startswith("weights")

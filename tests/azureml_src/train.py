@@ -23,6 +23,11 @@ run.log("best_val_acc", acc)
 run.log_list("losses", [0.9, 0.5, 0.3])
 run.log_row("per_class", bird="wren", acc=0.75)
 run.tag("framework", "pytorch")
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                    "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082")
+with open("curve.png", "wb") as f:
+    f.write(PNG)
+run.log_image("curve", path="curve.png")
 print("offline" if run.id == "OfflineRun" else "online", os.environ.get("RANK", "0"))
 os.makedirs("outputs", exist_ok=True)
 with open("outputs/model.pt", "w") as f:
