@@ -3,6 +3,7 @@ one Docker run).  The training script and score.py in ``azureml_src/`` are v1 co
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -198,8 +199,9 @@ def test_hyperdrive_sweep_of_four_with_a_bandit_policy_and_the_best_registered(v
 
 def test_hyperdrive_space_maps_v1_exponents_and_refuses_normal(v1):
     from azureml.train.hyperdrive import loguniform, normal
-    p = loguniform(-6, -1)
-    assert p.to_dict()["low"] == pytest.approx(2.4787521766663585e-03) or True
+    p = loguniform(-6, -1).to_dict()
+    assert (p["kind"], p["low"], p["high"]) == ("loguniform", pytest.approx(math.exp(-6)),
+                                                pytest.approx(math.exp(-1)))
     with pytest.raises(NotImplementedError, match=r"normal\(0, 1\).*uniform\(-2, 2\)"):
         normal(0, 1)
 
@@ -292,3 +294,42 @@ def test_the_migration_notebook_runs_in_a_real_kernel(tmp_path, monkeypatch):
     assert (tmp_path / "model.pt").read_text().startswith("weights")
     from celltrain import Workspace
     assert Workspace(tmp_path / "ws").model("pytorch-birds").version == 1
+
+
+def test_workspace_get_and_a_saved_target_named_for_new_compute(v1, monkeypatch):
+    from azureml.core import Workspace
+    from azureml.core.compute import ComputeTarget
+    ws = Workspace.get("Team WS", subscription_id="s", resource_group="rg")
+    assert ws.celltrain.path.name == "ws-team-ws"
+    ws.celltrain.add_target("my-box", "local")        # a saved target named by the env var
+    monkeypatch.setenv("CELLTRAIN_AZUREML_COMPUTE", "my-box")
+    assert make_compute(ws, "cluster").kind == "local"
+    assert sorted(ws.compute_targets) == ["cluster", "my-box"]
+    ComputeTarget(ws, "cluster").delete()
+    assert "cluster" not in ws.compute_targets
+
+
+def test_cancel_of_a_submitted_run(v1):
+    from azureml.core import Experiment, ScriptRunConfig, Workspace
+    (v1 / "src" / "slow.py").write_text(
+        "import time\nfrom azureml.core.run import Run\nRun.get_context().log('a', 1)\n"
+        "time.sleep(120)\n")
+    ws = Workspace.from_config()
+    run = Experiment(ws, "c").submit(ScriptRunConfig("src", "slow.py",
+                                                     compute_target=make_compute(ws)))
+    run.cancel()
+    assert run.get_status() == "Canceled"
+    with pytest.raises(Exception, match="Canceled"):
+        run.wait_for_completion()
+
+
+def test_offline_context_tables_and_images(tmp_path):
+    from celltrain.azureml.core_run import Run
+    run = Run.get_context()
+    run.log_table("t", {"a": [1, 2], "b": [3, 4]})
+    with pytest.raises(ValueError, match="needs path= .* or plot="):
+        run.log_image("x")
+    with pytest.raises(NotImplementedError, match="Run.get_status inside a training script"):
+        run.get_status()
+    with pytest.raises(NotImplementedError, match="Run.upload_file .*outputs"):
+        run.upload_file("a", "b")

@@ -64,10 +64,13 @@ class ComputeTarget(Uncovered):
 
     @staticmethod
     def create(workspace, name: str, provisioning_configuration) -> "ComputeTarget":
-        """Save ``name`` as a celltrain target of ``CELLTRAIN_AZUREML_COMPUTE`` (docker by
-        default), recording the configuration."""
+        """Save ``name`` as a celltrain target like ``CELLTRAIN_AZUREML_COMPUTE`` (a kind or a
+        saved target), else like the first saved Ray target, else the local Docker host;
+        the configuration is recorded."""
         config = provisioning_configuration
-        mapped = os.environ.get(KIND_ENV) or "docker"
+        ray = [t["name"] for t in workspace.celltrain.targets()
+               if t["saved"] and t["kind"] == "ray"]
+        mapped = os.environ.get(KIND_ENV) or (ray[0] if ray else "docker")
         kind, settings = workspace.celltrain.resolve_target(mapped)
         workspace.celltrain.add_target(name, kind, **settings)
         records = compute_records(workspace)

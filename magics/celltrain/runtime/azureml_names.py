@@ -13,7 +13,7 @@ import importlib.util
 import os
 import sys
 
-ENABLE_ENV = "CELLTRAIN_AZUREML"
+from .wire import AZUREML_ENV as ENABLE_ENV
 
 MODULES = {
     "azureml": "celltrain.azureml",
