@@ -132,6 +132,10 @@ def test_the_seed_flow_trains_registers_and_downloads(v1):
     assert metrics["losses"] == [0.9, 0.5, 0.3]
     assert metrics["per_class"] == {"bird": ["wren"], "acc": [0.75]}
     assert run.get_tags()["framework"] == "pytorch"
+    run.tag("reviewed", "yes")
+    assert run.get_tags()["reviewed"] == "yes"
+    spec = run._handle.record["spec"]
+    assert spec["resources"]["timeout"] == 600 and spec["env_vars"]["BIRDS"] == "1"
     assert "outputs/model.pt" in run.get_file_names()
     assert any("curve" in name for name in run.get_file_names())    # the logged image
     assert "online 0" in run._handle.logs()
@@ -333,3 +337,19 @@ def test_offline_context_tables_and_images(tmp_path):
         run.get_status()
     with pytest.raises(NotImplementedError, match="Run.upload_file .*outputs"):
         run.upload_file("a", "b")
+
+
+def test_distributed_configurations_map_to_launchers_and_bad_splits_are_refused(v1):
+    from azureml.core.runconfig import MpiConfiguration, PyTorchConfiguration
+    from azureml.train.dnn import PyTorch
+    from celltrain.azureml.runconfig import distribution
+    d = distribution(MpiConfiguration(process_count_per_node=2, node_count=3))
+    assert (d.nodes, d.procs_per_node, d.launcher) == (3, 2, "mpi")
+    d = distribution(PyTorchConfiguration(process_count=4, node_count=2))
+    assert (d.nodes, d.procs_per_node, d.launcher) == (2, 2, "torchrun")
+    with pytest.raises(ValueError, match=r"process_count=3, node_count=2.*split evenly"):
+        distribution(PyTorchConfiguration(process_count=3, node_count=2))
+    est = PyTorch("src", entry_script="train.py", node_count=2, distributed_backend="nccl")
+    assert distribution(est.distributed, 2).launcher == "torchrun"
+    with pytest.raises(ValueError, match="distributed_backend='horovod'.*'mpi'"):
+        PyTorch("src", entry_script="train.py", distributed_backend="horovod")
