@@ -353,3 +353,25 @@ def test_distributed_configurations_map_to_launchers_and_bad_splits_are_refused(
     assert distribution(est.distributed, 2).launcher == "torchrun"
     with pytest.raises(ValueError, match="distributed_backend='horovod'.*'mpi'"):
         PyTorch("src", entry_script="train.py", distributed_backend="horovod")
+
+
+def test_hyperdrive_with_an_estimator_grid_sampling_and_minimize(v1):
+    from azureml.core import Experiment, Workspace
+    from azureml.train.dnn import PyTorch
+    from azureml.train.hyperdrive import (GridParameterSampling, HyperDriveConfig,
+                                          MedianStoppingPolicy, PrimaryMetricGoal, choice)
+    ws = Workspace.from_config()
+    est = PyTorch("src", entry_script="train.py", script_params={"--num_epochs": 2},
+                  compute_target=make_compute(ws))
+    hd = HyperDriveConfig(estimator=est,
+                          hyperparameter_sampling=GridParameterSampling(
+                              {"learning_rate": choice([0.001, 0.01])}),
+                          policy=MedianStoppingPolicy(), primary_metric_name="val_acc",
+                          primary_metric_goal=PrimaryMetricGoal.MINIMIZE, max_total_runs=8)
+    run = Experiment(ws, "grid").submit(hd)
+    run.wait_for_completion()
+    ranked = run.get_children_sorted_by_primary_metric()
+    assert [r["hyperparameters"]["learning_rate"] for r in ranked] == [0.001, 0.01]
+    assert run.get_best_run_by_primary_metric().id == ranked[0]["run_id"]
+    with pytest.raises(ValueError, match="exactly one of estimator= or run_config="):
+        HyperDriveConfig(GridParameterSampling({"a": choice(1)}), "m", "MAXIMIZE", 1)
