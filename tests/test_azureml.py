@@ -192,6 +192,8 @@ def test_hyperdrive_sweep_of_four_with_a_bandit_policy_and_the_best_registered(v
     run.wait_for_completion(show_output=False)
     children = run.get_children()
     assert len(children) == 4
+    policy = run._sweep.settings["policy"]
+    assert (policy["name"], policy["slack_factor"]) == ("bandit", 0.2)
     ranked = run.get_children_sorted_by_primary_metric()
     best = run.get_best_run_by_primary_metric()
     assert best.id == ranked[0]["run_id"]
