@@ -128,6 +128,8 @@ def _load_script(path: str):
     """Import the entry script and run its ``init()`` once (Azure ML's score.py contract)."""
     folder = os.path.dirname(os.path.abspath(path))
     sys.path.insert(0, folder)
+    from .azureml_names import install_if_asked
+    install_if_asked()     # an Azure ML v1 score.py deployed through celltrain.azureml
     try:
         spec = importlib.util.spec_from_file_location("score", path)
         module = importlib.util.module_from_spec(spec)

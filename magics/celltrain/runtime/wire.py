@@ -34,6 +34,8 @@ EXIT_FILE_ENV = "CELLTRAIN_EXIT_FILE"          # local target: its wrapper write
 # Where to listen, for a process that serves (a deployment): {"8080": [address, port]}, the
 # port inside the container (RunSpec.ports' keys) to the address and port to bind.
 PORTS_ENV = "CELLTRAIN_PORTS"
+# "1" in a run the Azure ML v1 layer submitted: the runtime maps the azureml.* names first.
+AZUREML_ENV = "CELLTRAIN_AZUREML"
 # The process's rank, from the launcher: torchrun sets RANK, Open MPI OMPI_COMM_WORLD_RANK.
 RANK_ENVS = ("RANK", "OMPI_COMM_WORLD_RANK")
 # A distributed run: the node (container) a process runs on, how many there are, and the MPI
