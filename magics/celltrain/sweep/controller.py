@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import fcntl
 import sys
 import time
 import traceback
@@ -25,6 +24,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from .. import states
+from ..locks import take_lock
 from ..spec import RunSpec
 from ..workspace import SUPERVISOR_LOCK, SNAPSHOT, Experiment, Workspace, supervisor_alive
 from .pruners import make_pruner, make_sampler, why_pruned
@@ -35,20 +35,6 @@ POLL_S = 0.05
 ADOPT_EVERY_S = 5.0
 JOURNAL = "study.journal"
 PRUNED_PREFIX = "early termination:"
-
-
-def take_lock(f, within_s: float) -> bool:
-    """The sweep folder's lock, tried for ``within_s`` seconds (a submitter holds it briefly
-    while it copies the code)."""
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
 
 
 class Controller:
