@@ -120,7 +120,10 @@ def main(argv):
     if code < 0:
         code = 128 - code
     state = "completed" if code == 0 else ("stopped" if stopped else "failed")
-    record.update(state=state, exit_code=code, last_line=last[0][-500:], ended=time.time())
+    # A failed rank's last line is its error (stderr's last line); the two streams' pumps race,
+    # so "whichever wrote last" would sometimes be an earlier line of stdout.
+    last_line = tail[-1] if code != 0 and tail else last[0]
+    record.update(state=state, exit_code=code, last_line=last_line[-500:], ended=time.time())
     if status_path:
         _write_json(status_path, record)
     if state == "failed" and telemetry:
