@@ -97,18 +97,8 @@ class RunTables:
     def list_runs(self, *, experiment: str | None = None, status: Iterable[str] | None = None,
                   order_by: str = "created", descending: bool = True, limit: int | None = None,
                   offset: int = 0) -> list[dict[str, Any]]:
-        if order_by not in {"created", "started", "ended", "number", "status", "id"}:
-            raise ValueError(f"cannot sort runs by {order_by!r}")
-        where, args = [], []
-        if experiment is not None:
-            where.append("e.name = ?")
-            args.append(experiment)
-        if status:
-            status = list(status)
-            where.append(f"r.status IN ({', '.join('?' for _ in status)})")
-            args.extend(status)
-        sql = self.RUN_SELECT + (f"WHERE {' AND '.join(where)} " if where else "")
-        sql += f"ORDER BY r.{order_by} {'DESC' if descending else 'ASC'}, r.id "
+        sql_where, args = _run_filter(experiment, status)
+        sql = self.RUN_SELECT + sql_where + _run_order(order_by, descending)
         if limit is not None:
             sql += "LIMIT ? OFFSET ?"
             args += [int(limit), int(offset)]
@@ -116,17 +106,8 @@ class RunTables:
 
     def count_runs(self, *, experiment: str | None = None,
                    status: Iterable[str] | None = None) -> int:
-        where, args = [], []
-        if experiment is not None:
-            where.append("e.name = ?")
-            args.append(experiment)
-        if status:
-            status = list(status)
-            where.append(f"r.status IN ({', '.join('?' for _ in status)})")
-            args.extend(status)
-        sql = "SELECT COUNT(*) FROM runs r JOIN experiments e ON e.id = r.experiment_id "
-        sql += f"WHERE {' AND '.join(where)}" if where else ""
-        return self.conn.execute(sql, args).fetchone()[0]
+        sql_where, args = _run_filter(experiment, status)
+        return self.conn.execute(_COUNT_RUNS + sql_where, args).fetchone()[0]
 
     def run_summaries_json(self, *, experiment: str | None = None,
                            status: list[str] | None = None, order_by: str = "created",
@@ -135,23 +116,13 @@ class RunTables:
         """How many runs match, and one page of them as a JSON array of ``RUN_SUMMARY`` objects.
         SQLite writes each run's JSON itself (its JSON columns are embedded, never parsed in
         Python): 10,000 runs stay fast.  ``order_by`` is one of ``list_runs``' keys."""
-        if order_by not in {"created", "started", "ended", "number", "status", "id"}:
-            raise ValueError(f"cannot sort runs by {order_by!r}")
-        where, args = [], []
-        if experiment is not None:
-            where.append("e.name = ?")
-            args.append(experiment)
-        if status:
-            where.append(f"r.status IN ({', '.join('?' for _ in status)})")
-            args.extend(status)
-        sql_where = f"WHERE {' AND '.join(where)} " if where else ""
+        sql_where, args = _run_filter(experiment, status)
+        order = _run_order(order_by, descending)
         conn = self.conn
-        total = conn.execute("SELECT COUNT(*) FROM runs r JOIN experiments e ON "
-                             "e.id = r.experiment_id " + sql_where, args).fetchone()[0]
+        total = conn.execute(_COUNT_RUNS + sql_where, args).fetchone()[0]
         rows = conn.execute(
             f"SELECT {_RUN_JSON} FROM runs r JOIN experiments e ON e.id = r.experiment_id "
-            f"{sql_where}ORDER BY r.{order_by} {'DESC' if descending else 'ASC'}, r.id "
-            f"LIMIT ? OFFSET ?", [*args, limit, offset]).fetchall()
+            f"{sql_where}{order}LIMIT ? OFFSET ?", [*args, limit, offset]).fetchall()
         return total, "[" + ",".join(r[0] for r in rows) + "]"
 
     def update_run(self, run_id: str, **fields: Any) -> None:
@@ -217,6 +188,30 @@ class RunTables:
 def format_warning(w: dict) -> str:
     """One warning row as a line: its message, and how often it happened when more than once."""
     return w["message"] + (f" ({w['count']} times)" if w["count"] > 1 else "")
+
+
+_COUNT_RUNS = "SELECT COUNT(*) FROM runs r JOIN experiments e ON e.id = r.experiment_id "
+_RUN_ORDERS = {"created", "started", "ended", "number", "status", "id"}
+
+
+def _run_filter(experiment: str | None, status: Iterable[str] | None) -> tuple[str, list]:
+    """The WHERE clause (or nothing) shared by listing, counting and paging runs."""
+    where, args = [], []
+    if experiment is not None:
+        where.append("e.name = ?")
+        args.append(experiment)
+    if status:
+        status = list(status)
+        where.append(f"r.status IN ({', '.join('?' for _ in status)})")
+        args.extend(status)
+    return (f"WHERE {' AND '.join(where)} " if where else ""), args
+
+
+def _run_order(order_by: str, descending: bool) -> str:
+    """ORDER BY for one of ``_RUN_ORDERS``, ties broken by id so pages never overlap."""
+    if order_by not in _RUN_ORDERS:
+        raise ValueError(f"cannot sort runs by {order_by!r}")
+    return f"ORDER BY r.{order_by} {'DESC' if descending else 'ASC'}, r.id "
 
 
 def _like_prefix(prefix: str) -> str:
