@@ -53,6 +53,20 @@ def offline_image(docker_client) -> str:
 
 
 @pytest.fixture
+def nonroot_image(docker_client, offline_image):
+    """The offline image with ``USER nobody``: users bring such images, and Docker makes the
+    workdir root's.  Removed after the test."""
+    tag = "celltrain-test/nonroot:latest"
+    holder = docker_client.containers.create(offline_image, ["true"])
+    try:
+        holder.commit(*tag.split(":"), changes=["USER nobody"])
+    finally:
+        holder.remove(force=True)
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
+@pytest.fixture
 def docker_workspace(workspace, docker_client, offline_image):
     """A workspace whose containers are removed after the test, whatever happened."""
     import docker

@@ -163,14 +163,8 @@ def test_container_run_outlives_its_supervisor(docker_workspace, make_source):
 
 
 def test_an_image_whose_user_is_not_root_runs_and_keeps_its_outputs(docker_workspace, make_source,
-                                                                   docker_client, offline_image):
+                                                                   nonroot_image):
     """Users bring their own images, often with a non-root USER: Docker's workdir is root's."""
-    tag = "celltrain-test/nonroot:latest"
-    holder = docker_client.containers.create(offline_image, ["true"])
-    try:
-        holder.commit(*tag.split(":"), changes=["USER nobody"])
-    finally:
-        holder.remove(force=True)
     src = make_source("""
         import os
         from celltrain import log
@@ -180,10 +174,9 @@ def test_an_image_whose_user_is_not_root_runs_and_keeps_its_outputs(docker_works
     """)
     try:
         run = docker_workspace.experiment("nonroot").submit(
-            "train.py", src, gpus="none", environment=Environment(base_image=tag))
+            "train.py", src, gpus="none", environment=Environment(base_image=nonroot_image))
         assert run.wait(timeout=300) == states.COMPLETED, run.reason
     finally:
         time.sleep(1)   # the supervisor removes the run's container right after the end
-        docker_client.images.remove(tag, force=True)
     assert run.metrics()["uid"] == [65534.0]
     assert (run.folder / "outputs" / "model.txt").read_text() == "trained by 65534"

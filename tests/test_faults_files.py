@@ -218,13 +218,7 @@ def test_an_archive_cannot_write_outside_its_folder_or_through_a_link(tmp_path, 
 
 # -- permissions -------------------------------------------------------------------------------
 def test_run_and_telemetry_folders_are_not_world_writable_and_a_nonroot_image_works(
-        docker_workspace, make_source, docker_client, offline_image):
-    tag = "celltrain-test/nonroot-modes:latest"
-    holder = docker_client.containers.create(offline_image, ["true"])
-    try:
-        holder.commit(*tag.split(":"), changes=["USER nobody"])
-    finally:
-        holder.remove(force=True)
+        docker_workspace, make_source, docker_client, nonroot_image):
     src = make_source("""
         import os
         from celltrain import log
@@ -234,11 +228,10 @@ def test_run_and_telemetry_folders_are_not_world_writable_and_a_nonroot_image_wo
     """)
     try:
         run = docker_workspace.experiment("modes").submit(
-            "train.py", src, gpus="none", environment=Environment(base_image=tag))
+            "train.py", src, gpus="none", environment=Environment(base_image=nonroot_image))
         assert run.wait(timeout=300) == states.COMPLETED, run.reason
     finally:
         wait_removed(docker_client, run)
-        docker_client.images.remove(tag, force=True)
     assert run.metrics()["uid"] == [65534.0]
     assert (run.folder / "outputs" / "model.txt").read_text() == "ok"
     telemetry = run.folder / "telemetry"

@@ -26,6 +26,7 @@ from celltrain import workspace as workspace_module
 from celltrain.targets.docker.engine import LABEL_RUN
 from celltrain.registry.names import TMP_PREFIX
 from celltrain.workspace import supervisor_alive
+from procs import process_with
 
 POINTS = """
 import time
@@ -58,15 +59,9 @@ def wait_for(predicate, what: str, within: float = 120.0):
 
 
 def supervisor_pid(folder) -> int:
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmd = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
-            except OSError:
-                continue
-            if b"celltrain.supervisor" in cmd and folder.name.encode() in cmd:
-                return int(entry)
-    raise AssertionError("no supervisor process found")
+    pid = process_with(b"celltrain.supervisor", folder.name.encode())
+    assert pid is not None, "no supervisor process found"
+    return pid
 
 
 def container_gone(docker_client, run_id: str) -> bool:

@@ -17,6 +17,7 @@ import pytest
 from celltrain import (BadSpace, BanditPolicy, MedianStoppingPolicy, Workspace, choice,
                        loguniform, quniform, randint, states, uniform)
 from celltrain.sweep.space import parse_param
+from procs import process_with
 
 TRAIN = """
 import argparse, math, sys, time
@@ -122,15 +123,7 @@ def test_a_sweep_finds_the_known_best_lr_stops_bad_trials_and_keeps_to_its_limit
 
 
 def controller_pid(sweep_id: str) -> int | None:
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmd = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
-            except OSError:
-                continue
-            if b"celltrain.sweep.controller" in cmd and sweep_id.encode() in cmd:
-                return int(entry)
-    return None
+    return process_with(b"celltrain.sweep.controller", sweep_id.encode())
 
 
 def test_a_killed_controller_is_adopted_and_loses_or_repeats_no_trial(workspace, make_source):

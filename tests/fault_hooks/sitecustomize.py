@@ -14,6 +14,20 @@ def _hold(path):
         time.sleep(0.05)
 
 
+def _hold_before(method, variable):
+    """Make the Docker target's ``method`` wait for the file named by ``variable``, if set."""
+    path = os.environ.get(variable)
+    if not path:
+        return
+    from celltrain.targets.docker.target import DockerTarget
+    original = getattr(DockerTarget, method)
+
+    def held(self, *args, **kwargs):
+        _hold(path)
+        return original(self, *args, **kwargs)
+    setattr(DockerTarget, method, held)
+
+
 def _install():
     try:
         with open("/proc/self/cmdline", "rb") as f:
@@ -24,22 +38,8 @@ def _install():
     env = os.environ
     if env.get("CELLTRAIN_TEST_HOLD_SUPERVISOR"):
         _hold(env["CELLTRAIN_TEST_HOLD_SUPERVISOR"])      # the run stays Queued
-    if env.get("CELLTRAIN_TEST_HOLD_START"):
-        from celltrain.targets.docker.target import DockerTarget as DockerBackend
-        start = DockerBackend.start
-
-        def held_start(self, image):                      # the run stays Starting
-            _hold(env["CELLTRAIN_TEST_HOLD_START"])
-            return start(self, image)
-        DockerBackend.start = held_start
-    if env.get("CELLTRAIN_TEST_HOLD_COLLECT"):
-        from celltrain.targets.docker.target import DockerTarget as DockerBackend
-        collect = DockerBackend.collect
-
-        def held_collect(self, handle):                   # the run stays Finalizing
-            _hold(env["CELLTRAIN_TEST_HOLD_COLLECT"])
-            return collect(self, handle)
-        DockerBackend.collect = held_collect
+    _hold_before("start", "CELLTRAIN_TEST_HOLD_START")        # the run stays Starting
+    _hold_before("collect", "CELLTRAIN_TEST_HOLD_COLLECT")    # the run stays Finalizing
     if env.get("CELLTRAIN_TEST_FAIL_WATCH"):
         _fail_once_running()
 
