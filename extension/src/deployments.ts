@@ -3,6 +3,11 @@ import { h } from './dom';
 import { requestAPI } from './request';
 import { IDeployment } from './types';
 
+/** A deployment's state borrows the run pills' colours: serving is "running", stopped is done. */
+const STATE_CLASS: Record<string, string> = {
+  Healthy: 'completed', Transitioning: 'starting', Failed: 'failed', Stopped: 'canceled'
+};
+
 export async function fetchDeployments(): Promise<IDeployment[]> {
   const { deployments } = await requestAPI<{ deployments: IDeployment[] }>('deployments');
   return deployments;
@@ -30,13 +35,15 @@ export function deploymentsSection(deployments: IDeployment[],
     const stats = d.requests ? ` ${d.requests} requests, p50 ${d.latency_p50_ms.toFixed(1)} ms` +
       (d.errors ? `, ${d.errors} errors` : '') : '';
     section.append(h('div', { class: 'ct-deployment', 'data-deployment': d.name },
-      h('b', { text: d.name }),
-      h('span', { class: `ct-status ct-${d.state.toLowerCase()}`, text: d.state }),
+      h('div', { class: 'ct-run-line' },
+        h('span', { class: 'ct-run-name', text: d.name }),
+        h('span', { class: `ct-status ct-status-${STATE_CLASS[d.state] ?? 'other'}`,
+          text: d.state }),
+        stop),
       live ? h('a', { class: 'ct-link', href: `${d.url}/v2/models/${d.model.split(':')[0]}`,
         target: '_blank', text: d.url }) : null,
-      h('span', { class: 'ct-version-meta', text: ` ${d.model}${stats}` }),
-      d.reason && d.state === 'Failed' ? h('div', { class: 'ct-reason', text: d.reason }) : null,
-      stop));
+      h('div', { class: 'ct-version-meta', text: `${d.model}${stats}` }),
+      d.reason && d.state === 'Failed' ? h('div', { class: 'ct-reason', text: d.reason }) : null));
   }
   return section;
 }
