@@ -458,3 +458,39 @@ def test_show_run_returns_the_widget_and_lingers_only_while_open(workspace, make
     w.close()
     assert not w._thread.is_alive()
 
+
+
+def test_a_distributed_run_shows_each_rank_and_charts_the_picked_one(workspace, make_source):
+    """The rank strip names every rank's state and exit code; the picker swaps the charts to
+    another rank's series (rank 0's by default), read from the store."""
+    src = make_source("""
+        import os, torch.distributed as dist
+        from celltrain import log
+        dist.init_process_group("gloo")
+        rank = dist.get_rank()
+        for step in range(5 + 3 * rank):              # rank 1 logs more points than rank 0
+            log("loss", float(rank * 10 + step), step=step)
+        dist.destroy_process_group()
+    """)
+    run = workspace.experiment("widget").submit("train.py", src, target="local",
+                                                procs_per_node=2)
+    w = RunWidget(run, poll_s=0.05).start()
+    assert w.wait(240), "the final state is drawn when the run ends"
+    assert run.status == states.COMPLETED, (run.reason, run.logs())
+    assert 'data-rank="0"' in w.ranks_strip.value and 'data-rank="1"' in w.ranks_strip.value
+    assert w.ranks_strip.value.count("completed (0)") == 2
+    assert w.rank_picker.layout.display is None
+    assert [v for _, v in w.rank_picker.options] == [0, 1]
+    assert polyline_points(w.chart.value) == {"loss": 5}
+    w.rank_picker.value = 1
+    assert polyline_points(w.chart.value) == {"loss": 8}
+    assert w.model.series["loss"].values.tolist() == [10.0 + s for s in range(8)]
+    w.close()
+
+
+def test_a_run_of_one_process_shows_no_rank_strip_or_picker(workspace, make_source):
+    run = submit(workspace, make_source, TRAIN.format(steps=3, sleep=0))
+    w = RunWidget(run, live=False)
+    assert run.wait(timeout=60) == states.COMPLETED
+    w.refresh(force=True)
+    assert w.ranks_strip.value == "" and w.rank_picker.layout.display == "none"

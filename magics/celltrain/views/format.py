@@ -112,3 +112,21 @@ def warnings_badge(warnings: list[str]) -> str:
     return (f'<span style="color:#b45309" title="{html.escape(chr(10).join(warnings))}">'
             f"⚠ {count}: {html.escape(warnings[0][:80])}"
             f"{'…' if len(warnings[0]) > 80 or len(warnings) > 1 else ''}</span>")
+
+
+def rank_strip(ranks: list[dict]) -> str:
+    """One pill per rank of a distributed run: rank, node, state and, once ended, exit code;
+    the rank's last output line in its tooltip.  Empty for a run of one process."""
+    if len(ranks) < 2:
+        return ""
+    pills = []
+    for r in ranks:
+        state = str(r.get("state") or "unknown")
+        color = STATUS_COLORS.get(state.capitalize(), "#6b7280")
+        text = f"rank {r['rank']}" + (f" · node {r['node']}" if r.get("node") is not None else "")
+        text += f" · {state}" + (f" ({r['exit_code']})" if r.get("exit_code") is not None else "")
+        last = html.escape(str(r.get("last_line") or ""))
+        pills.append(f'<span data-rank="{r["rank"]}" title="{last}" style="border:1px solid {color};color:{color};border-radius:9px;'
+                     f'padding:0 7px;font-size:11px;white-space:nowrap">{html.escape(text)}</span>')
+    return ('<div class="celltrain-ranks" style="display:flex;gap:4px;flex-wrap:wrap">'
+            + "".join(pills) + "</div>")

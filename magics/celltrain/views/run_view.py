@@ -44,6 +44,7 @@ class RunView:
         self.record: dict[str, Any] = {}
         self.history: list[dict] = []
         self.series: dict[str, Series] = {}
+        self.rank = 0                      # whose series are read: rank 0's unless picked
         self.last_metric_id = 0
         self.log_lines: list[str] = []
         self.log_source = OUTPUT_LOG
@@ -76,7 +77,8 @@ class RunView:
         if not self.terminal and second != self._header_second:
             self._header_second = second
             changed.add("status")
-        rows = self.store.metric_series(self.run_id, after_id=self.last_metric_id)
+        rows = self.store.metric_series(self.run_id, after_id=self.last_metric_id,
+                                        rank=self.rank)
         if rows:
             received = time.time()
             self.last_metric_id = rows[-1][0]
@@ -134,6 +136,12 @@ class RunView:
             return False
         self.models = models
         return True
+
+    def set_rank(self, rank: int) -> None:
+        """Show another rank's series: they are read afresh from the store at the next poll."""
+        if rank != self.rank:
+            self.rank, self.series, self.last_metric_id = rank, {}, 0
+            self.changed.add("metrics")
 
     # -- throttling ---------------------------------------------------------------------------
     def due(self) -> bool:

@@ -27,8 +27,9 @@ import time
 from typing import Callable
 
 from .. import states
+from ..ranks import read_ranks
 from ..runfiles import BUILD_LOG
-from .format import badge, format_duration, warnings_badge
+from .format import badge, format_duration, rank_strip, warnings_badge
 from .run_view import LOG_LINES_LONG, MAX_FPS, RunView
 from .subshell import route_to_subshell
 from .summary import summary_html, summary_text
@@ -83,6 +84,10 @@ class RunWidget:
                                       style={"button_width": "60px"})
         self.log_y = w.Checkbox(value=False, description="log scale", indent=False,
                                 layout=w.Layout(width="auto"))
+        self.rank_picker = w.Dropdown(options=[("rank 0", 0)], value=0, description="",
+                                      tooltip="whose metrics the charts show",
+                                      layout=w.Layout(width="auto", display="none"))
+        self.ranks_strip = w.HTML()       # distributed runs: each rank's node, state, exit code
         self.chart = w.HTML()
         self.log_short = w.HTML()
         self.log_long = w.HTML()
@@ -91,12 +96,12 @@ class RunWidget:
         self.summary = w.HTML()
         self.bar_row = w.HBox([self.bar, self.bar_text],     # shown once progress() reports
                               layout=w.Layout(align_items="center", display="none"))
-        self.controls = w.HBox([self.x_axis, self.log_y],
+        self.controls = w.HBox([self.x_axis, self.log_y, self.rank_picker],
                                layout=w.Layout(align_items="center", display="none"))
         self.widget = w.VBox([
             w.HBox([self.header, self.cancel_button],
                    layout=w.Layout(justify_content="space-between", align_items="center")),
-            self.bar_row, self.controls, self.chart, self.log_short, self.log_box, self.summary,
+            self.bar_row, self.ranks_strip, self.controls, self.chart, self.log_short, self.log_box, self.summary,
         ])
         self.widget.add_class("celltrain-run")
         self.widget.add_class(f"celltrain-live-{self.token}")
@@ -105,6 +110,7 @@ class RunWidget:
         self.cancel_button.on_click(lambda _: self.cancel())
         self.x_axis.observe(lambda _: self._redraw("metrics"), names="value")
         self.log_y.observe(lambda _: self._redraw("metrics"), names="value")
+        self.rank_picker.observe(lambda change: self.pick_rank(change["new"]), names="value")
         self.log_box.observe(lambda _: self._redraw("log"), names="selected_index")
 
     def __repr__(self) -> str:
@@ -120,7 +126,8 @@ class RunWidget:
         self._displayed = True
         if get_ipython() is None:       # plain Python: nothing to show it in
             return self
-        route_to_subshell([self.cancel_button, self.x_axis, self.log_y, self.log_box])
+        route_to_subshell([self.cancel_button, self.x_axis, self.log_y, self.log_box,
+                           self.rank_picker])
         display({"application/vnd.jupyter.widget-view+json": {
                     "version_major": 2, "version_minor": 0, "model_id": self.widget.model_id},
                  "text/plain": f"celltrain run {self.run.id}: live view (needs the kernel); "
@@ -150,7 +157,7 @@ class RunWidget:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         for child in (self.header, self.bar, self.bar_text, self.cancel_button, self.x_axis,
-                      self.log_y, self.chart, self.log_short, self.log_long, self.log_box,
+                      self.log_y, self.rank_picker, self.ranks_strip, self.chart, self.log_short, self.log_long, self.log_box,
                       self.summary, self.controls, self.bar_row, *self.widget.children,
                       self.widget):
             child.close()
@@ -166,6 +173,12 @@ class RunWidget:
         status = self.run.cancel(wait=False)
         self._redraw("status")
         return status
+
+    def pick_rank(self, rank: int) -> None:
+        """Chart another rank's metrics (the rank picker); rank 0's are shown first."""
+        with self._lock:
+            self.model.set_rank(rank)
+        self._redraw("metrics")
 
     # -- updating ------------------------------------------------------------------------------
     def _follow(self) -> None:
@@ -213,7 +226,7 @@ class RunWidget:
         now = time.time()
         if "status" in parts:
             self._draw_status(now)
-        if "metrics" in parts and m.series:
+        if "metrics" in parts and (m.series or m.rank):
             self.chart.value = m.chart_svg(self.x_axis.value, self.log_y.value)
             self.chart_renders += 1
             self.chart.layout.display = None
@@ -248,6 +261,7 @@ class RunWidget:
             + (f"<span>ETA {format_duration(eta)}</span>" if eta is not None else "")
             + warnings_badge(m.warnings)
             + "</div>")
+        self._draw_ranks()
         if p:
             self.bar_row.layout.display = "flex"
             n, total = p.get("n") or 0, p.get("total")
@@ -268,6 +282,17 @@ class RunWidget:
         elif record.get("cancel_requested"):
             self.cancel_button.disabled = True
             self.cancel_button.description = "Canceling…"
+
+    def _draw_ranks(self) -> None:
+        """The per-rank strip and the picker's choices, from the rank records (once a second
+        while the run is active: the header's tick)."""
+        ranks = read_ranks(self.run.folder, self.model.status)
+        self.ranks_strip.value = rank_strip(ranks)
+        options = [(f"rank {r['rank']}", r["rank"]) for r in ranks] or [("rank 0", 0)]
+        if len(options) > 1 and list(self.rank_picker.options) != options:
+            self.rank_picker.options = options
+            self.rank_picker.value = self.model.rank
+        self.rank_picker.layout.display = None if len(options) > 1 else "none"
 
     # -- the static copy -----------------------------------------------------------------------
     def static_bundle(self, summary: dict | None = None) -> dict[str, str]:
