@@ -208,6 +208,23 @@ async def test_metric_series_with_nan_as_null(jp_fetch, filled):
     assert error.code == 400 and "2" in json.loads(error.response.body)["message"]
 
 
+async def test_metric_series_of_another_rank_and_bad_ranks(jp_fetch, filled):
+    """The run panel's rank picker asks for one rank's series; rank 0's are the default."""
+    run_id = filled["run"].id
+    filled["ws"].store.add_metrics(run_id, [("rank_only", s, 2.0 * s, 0.0, 3) for s in range(4)])
+    other = await get(jp_fetch, "runs", run_id, "metrics", rank="3")
+    assert other["rank"] == 3 and [s["name"] for s in other["series"]] == ["rank_only"]
+    assert other["series"][0]["y"] == [0.0, 2.0, 4.0, 6.0]
+    default = await get(jp_fetch, "runs", run_id, "metrics")
+    assert default["rank"] == 0 and "rank_only" not in [s["name"] for s in default["series"]]
+    assert (await get(jp_fetch, "runs", run_id))["ranks"] == []   # one process: no rank strip
+    for bad in ("-1", "one"):
+        error = await refused(jp_fetch, "runs", run_id, "metrics", rank=bad)
+        assert error.code == 400 and bad in json.loads(error.response.body)["message"]
+    error = await refused(jp_fetch, "runs", run_id, "metrics", rank="3", name="loss")
+    assert error.code == 404 and "rank 3" in json.loads(error.response.body)["message"]
+
+
 def test_long_series_is_reduced_in_sqlite_and_keeps_its_spike(tmp_path):
     ws = Workspace(tmp_path / "ws", reconcile=False)
     rec = ws.store.create_run("big", run_id_for=new_run_id, status=states.COMPLETED)

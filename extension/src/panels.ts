@@ -25,6 +25,10 @@ export class RunPanel extends PolledWidget {
     this.title.label = runId;
     this.title.closable = true;
     this.cancelButton.onclick = () => void this.cancel();
+    this.rankPicker.onchange = () => {
+      this.rank = Number(this.rankPicker.value);
+      void this.refreshMetrics();
+    };
     this.insertButton.onclick = () => {
       if (this.detail) {
         this.actions.insertCode(runSnippet(this.detail.workspace, this.runId));
@@ -42,7 +46,7 @@ export class RunPanel extends PolledWidget {
           this.insertModelButton)),
       this.summary,
       this.sweepHeading, this.sweepView,
-      h('h3', { text: 'Metrics' }), this.charts,
+      h('h3', { text: 'Metrics' }), this.ranksRow, this.charts,
       this.imagesHeading, this.images,
       h('h3', { text: 'Log' }), this.log,
       h('div', { class: 'ct-columns' },
@@ -93,6 +97,7 @@ export class RunPanel extends PolledWidget {
       warningList(d.warnings)]
       .filter((x): x is HTMLElement => x !== null));
     this.renderImages(d);
+    this.renderRanks(d);
     this.params.textContent = '';
     const rows = [...Object.entries(d.params).map(([k, v]) => ['param', k, JSON.stringify(v)]),
       ...Object.entries(d.tags).map(([k, v]) => ['tag', k, v]),
@@ -101,6 +106,27 @@ export class RunPanel extends PolledWidget {
     this.history.textContent = '';
     this.history.append(table(['status', 'time', 'detail'], d.history.map(e =>
       [e.status, new Date(e.time * 1000).toLocaleTimeString(), e.detail ?? ''])));
+  }
+
+  private renderRanks(d: IRunDetail): void {
+    const ranks = d.ranks ?? [];
+    this.ranksRow.hidden = ranks.length < 2;
+    this.ranksStrip.textContent = '';
+    for (const r of ranks) {
+      const state = r.state ?? 'unknown';
+      const text = `rank ${r.rank}${r.node !== null ? ` · node ${r.node}` : ''} · ${state}` +
+        (r.exit_code !== null ? ` (${r.exit_code})` : '');
+      this.ranksStrip.append(h('span', { class: `ct-rank ct-rank-${state}`,
+        'data-rank': String(r.rank), title: r.last_line ?? '', text }));
+    }
+    const options = ranks.map(r => String(r.rank));
+    if (options.join(',') !== Array.from(this.rankPicker.options, o => o.value).join(',')) {
+      this.rankPicker.textContent = '';
+      for (const value of options) {
+        this.rankPicker.append(h('option', { value, text: `rank ${value}` }));
+      }
+      this.rankPicker.value = String(this.rank);
+    }
   }
 
   /** Images given to log_image, newest last; each is fetched once. */
@@ -127,7 +153,7 @@ export class RunPanel extends PolledWidget {
 
   private async refreshMetrics(): Promise<void> {
     const m = await requestAPI<IMetrics>(
-      `runs/${encodeURIComponent(this.runId)}/metrics?max_points=${CHART_POINTS}`);
+      `runs/${encodeURIComponent(this.runId)}/metrics?max_points=${CHART_POINTS}&rank=${this.rank}`);
     this.charts.textContent = '';
     if (!m.series.length) {
       this.charts.append(h('div', { class: 'ct-empty', text: 'No metrics logged yet.' }));
@@ -210,6 +236,12 @@ export class RunPanel extends PolledWidget {
     text: 'Insert model code', title: 'Add a cell that loads the model registered from this run' });
   private summary = h('div', { class: 'ct-summary' });
   private charts = h('div', { class: 'ct-charts' });
+  /** A distributed run: one pill per rank (node, state, exit code) and whose charts show. */
+  private rank = 0;
+  private ranksStrip = h('div', { class: 'ct-ranks' });
+  private rankPicker = h('select', { class: 'ct-rank-picker jp-mod-styled',
+    title: 'whose metrics the charts show' }) as HTMLSelectElement;
+  private ranksRow = h('div', { class: 'ct-ranks-row' }, this.rankPicker, this.ranksStrip);
   private sweepHeading = h('h3', { text: 'Trials' });
   private sweepView = h('div', { class: 'ct-sweep-view' });
   private log = h('pre', { class: 'ct-log' });

@@ -71,6 +71,17 @@ export interface IRunDetail extends IRunSummary {
   warnings: string[];
   folder: string;
   workspace: string;
+  /** a distributed run's ranks, from their records; empty for one process */
+  ranks?: IRank[];
+}
+
+export interface IRank {
+  rank: number;
+  node: number | null;
+  local_rank: number | null;
+  state: string | null;
+  exit_code: number | null;
+  last_line: string | null;
 }
 
 export interface ISeries {

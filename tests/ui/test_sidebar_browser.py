@@ -267,3 +267,37 @@ def test_models_tab_shows_a_deployment_and_stops_it(lab, page, tmp_path, screens
         "() => { const r = document.querySelector('.ct-deployment[data-deployment=ui-birds]');"
         " return r && r.textContent.includes('Stopped'); }", timeout=60_000)
     assert svc.state == "Stopped"
+
+
+def test_run_panel_of_a_distributed_run_shows_its_ranks_and_charts_the_picked_one(
+        lab, page, tmp_path, screenshots):
+    base, token, root, ws = lab
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ddp.py").write_text(
+        "import torch.distributed as dist\n"
+        "from celltrain import log\n"
+        "dist.init_process_group('gloo')\n"
+        "rank = dist.get_rank()\n"
+        "for step in range(4):\n"
+        "    log('loss', 1.0 / (step + 1), step=step)\n"
+        "    log(f'rank{rank}_only', float(step), step=step)\n"
+        "dist.destroy_process_group()\n")
+    run = ws.experiment("ddp").submit("ddp.py", src, target="local", procs_per_node=2)
+    assert run.wait(timeout=240) == states.COMPLETED, run.logs()
+    write_notebook(root / "scratch.ipynb")
+    tab = open_lab(page, base, token, "/tree/scratch.ipynb")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    show_sidebar(page, tab)
+    run_row(page, run.id).locator(".ct-run-name").click()
+    panel = page.locator(f"#celltrain-run-{run.id} .ct-panel")
+    panel.wait_for(timeout=UI_TIMEOUT_MS)
+    strip = panel.locator(".ct-ranks .ct-rank")
+    strip.nth(1).wait_for(timeout=UI_TIMEOUT_MS)
+    assert [strip.nth(i).inner_text() for i in range(strip.count())] == [
+        "rank 0 · node 0 · completed (0)", "rank 1 · node 0 · completed (0)"]
+    panel.locator('.ct-chart-box[data-metric="rank0_only"]').wait_for(timeout=UI_TIMEOUT_MS)
+    panel.locator(".ct-rank-picker").select_option("1")
+    panel.locator('.ct-chart-box[data-metric="rank1_only"]').wait_for(timeout=UI_TIMEOUT_MS)
+    assert panel.locator('.ct-chart-box[data-metric="rank0_only"]').count() == 0
+    page.screenshot(path=str(screenshots / "run-panel-ranks.png"))

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from .. import safefiles, states
+from ..ranks import read_ranks
 from ..run import Run
 from ..runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 from ..store.runs import RUN_SUMMARY, format_warning
@@ -207,6 +208,7 @@ class CelltrainManager:
                          for name, version in sorted(store.model_versions_of_run(run_id))]
         out["folder"] = str(store.run_dir(run_id))
         out["workspace"] = str(self.path)
+        out["ranks"] = read_ranks(store.run_dir(run_id), record["status"])
         return _clean(out)
 
     def sweep(self, run_id: str) -> dict[str, Any]:
@@ -233,20 +235,23 @@ class CelltrainManager:
 
     # -- metrics ---------------------------------------------------------------------------------
     def metrics(self, run_id: str, names: list[str] | None = None,
-                max_points: int = 1000) -> dict[str, Any]:
-        """Each metric as x (step) and y (value) arrays, at most ``max_points`` points each."""
+                max_points: int = 1000, rank: int = 0) -> dict[str, Any]:
+        """Each metric of one rank (rank 0's unless told) as x (step) and y (value) arrays,
+        at most ``max_points`` points each."""
         self._record(run_id)
         if not 4 <= max_points <= MAX_CHART_POINTS:
             raise BadRequest(f"max_points must be between 4 and {MAX_CHART_POINTS}, "
                              f"not {max_points!r}")
-        known = self.metric_series.metric_names(run_id)
+        if rank < 0:
+            raise BadRequest(f"rank must be 0 or more, not {rank!r}")
+        known = self.metric_series.metric_names(run_id, rank)
         for name in names or ():
             if name not in known:
-                raise NotFound(f"run {run_id} has no metric {name!r}; its metrics: "
-                               f"{', '.join(known) or 'none yet'}")
-        series = [self.metric_series.series(run_id, name, max_points)
+                raise NotFound(f"run {run_id} has no metric {name!r} from rank {rank}; its "
+                               f"metrics: {', '.join(known) or 'none yet'}")
+        series = [self.metric_series.series(run_id, name, max_points, rank)
                   for name in (names or known)]
-        return {"id": run_id, "max_points": max_points, "series": series}
+        return {"id": run_id, "max_points": max_points, "rank": rank, "series": series}
 
     # -- logs and files --------------------------------------------------------------------------
     def logs(self, run_id: str, file: str = "output", offset: int | None = None,

@@ -4,7 +4,7 @@
     GET  experiments                      experiments with run counts
     GET  runs?experiment=&status=&sort=&order=&limit=&offset=
     GET  runs/<id>                        params, tags, status history, latest metrics
-    GET  runs/<id>/metrics?name=&max_points=   series, downsampled on the server
+    GET  runs/<id>/metrics?name=&max_points=&rank=   one rank's series, downsampled
     GET  runs/<id>/logs?file=&offset=&tail=     log text from a byte offset
     GET  runs/<id>/files                  the run's files
     GET  runs/<id>/files/<path>           one file (only inside the run's folder)
@@ -105,7 +105,8 @@ class MetricsHandler(CelltrainHandler):
     @tornado.web.authenticated
     async def get(self, run_id: str):
         self.send(await self.call(self.manager.metrics, run_id, names=self.list_arg("name"),
-                                  max_points=self.int_arg("max_points", 1000)))
+                                  max_points=self.int_arg("max_points", 1000),
+                                  rank=self.int_arg("rank", 0)))
 
 
 class LogsHandler(CelltrainHandler):
