@@ -214,6 +214,36 @@ def test_mpi_launcher_runs_a_2x1_job_without_ssh(docker_workspace, docker_client
     assert _leftovers(docker_client, docker_workspace, run) == ([], [])
 
 
+MPI_FAILING = """
+import os, sys, torch, torch.distributed as dist
+dist.init_process_group("gloo")
+if dist.get_rank() == 3:
+    raise SystemExit("rank 3 gives up: bad shard")
+dist.barrier()                        # the others would wait here for ever
+"""
+
+
+def test_mpi_with_two_procs_per_node_and_a_failing_rank_fails_naming_it(
+        docker_workspace, docker_client, tmp_path):
+    from celltrain import Environment
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "mpi.py").write_text(MPI_FAILING)
+    env = Environment(apt=["openmpi-bin"], base_image="celltrain/base:offline")
+    run = docker_workspace.experiment("mpi").submit("mpi.py", src, gpus="none", nodes=2,
+                                                    procs_per_node=2, launcher="mpi",
+                                                    environment=env)
+    run.wait(timeout=900)
+    assert run.status == states.FAILED, (run.reason, run.logs()[-3000:])
+    assert "rank 3" in run.reason and "node 1" in run.reason, run.reason
+    assert "bad shard" in run.reason, run.reason
+    ranks = {r["rank"]: r for r in run.ranks()}
+    assert sorted(ranks) == [0, 1, 2, 3]
+    assert [ranks[r]["node"] for r in range(4)] == [0, 0, 1, 1]
+    assert ranks[3]["state"] == "failed" and ranks[3]["exit_code"] == 1
+    assert _leftovers(docker_client, docker_workspace, run) == ([], [])
+
+
 def test_mpi_launcher_without_open_mpi_is_the_reason(docker_workspace, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
