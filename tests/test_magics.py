@@ -409,3 +409,12 @@ for i in tqdm(range(30), desc="batches"):
     assert run.record["image"].startswith("celltrain/env:")
     progress = run.record["progress"]
     assert progress["n"] == 30 and progress["total"] == 30 and progress["done"] is True
+
+
+def test_magic_help_starts_with_the_usage_not_a_stray_colon_pair(ip):
+    """`%%train?` and `%%sweep?` show IPython's help text: it starts with the usage line."""
+    for name in ("train", "sweep"):
+        doc = ip.find_cell_magic(name).__doc__
+        assert not doc.lstrip().startswith("::"), doc[:40]
+        assert doc.lstrip().startswith((f"%{name} [--", f"%{name} --")), doc[:40]
+        assert "--experiment" in doc

@@ -24,6 +24,15 @@ CONFIG_KEYS = {
 }
 
 
+def plain_usage(func):
+    """``%%train?`` starts with the usage line: IPython's ``magic_arguments`` opens the help
+    with reST's ``::`` (for Sphinx), which a notebook user sees as a stray "::"."""
+    doc = func.__doc__ or ""
+    if doc.startswith("::"):
+        func.__doc__ = doc[2:].lstrip("\n")
+    return func
+
+
 def parse_param(text: str) -> tuple[str, Any]:
     """``lr=0.01`` -> ("lr", 0.01): ints, floats, bools, None, strings and lists."""
     name, sep, raw = text.partition("=")

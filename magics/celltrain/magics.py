@@ -27,7 +27,7 @@ from .cell.pins import auto_pins, read_requirements
 from .cell_wait import Adopter, CellRunFailed, StoppedWaiting, stream
 from .runtime.wire import RESULTS_FILE, TELEMETRY_DIR
 from .errors import CelltrainError
-from .magic_args import DEFAULT_EXPERIMENT, config_value, flatten, pairs, parse_param
+from .magic_args import DEFAULT_EXPERIMENT, plain_usage, config_value, flatten, pairs, parse_param
 from .magic_commands import TrainCommands
 
 # What a cell's results file may hold: as much as may travel with a cell (the bundle's limit).
@@ -68,6 +68,7 @@ class TrainMagics(TrainCommands, Magics):
             value = self.config_values.get(name, default)
         return value
 
+    @plain_usage
     @magic_arguments()
     @argument("--experiment", "-e", help="experiment to record the run under")
     @argument("--target", choices=("docker", "local"),

@@ -17,7 +17,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from . import states
 from .cell.packing import DEFAULT_MAX_MB
 from .errors import CelltrainError
-from .magic_args import DEFAULT_EXPERIMENT, flatten, pairs
+from .magic_args import DEFAULT_EXPERIMENT, plain_usage, flatten, pairs
 from .magics import TrainMagics
 
 
@@ -31,6 +31,7 @@ class SweepMagics(TrainMagics):
         if train is not None:   # one `%train config`, one set of open workspaces
             self.config_values, self._workspaces = train.config_values, train._workspaces
 
+    @plain_usage
     @magic_arguments()
     @argument("--param", action="append", metavar="NAME=DIST", required=True,
               help="a swept name: lr=loguniform(1e-4,1e-1) momentum=uniform(0.9,0.99) "
