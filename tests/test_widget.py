@@ -494,3 +494,18 @@ def test_a_run_of_one_process_shows_no_rank_strip_or_picker(workspace, make_sour
     assert run.wait(timeout=60) == states.COMPLETED
     w.refresh(force=True)
     assert w.ranks_strip.value == "" and w.rank_picker.layout.display == "none"
+
+
+def test_eta_counts_down_and_is_gone_once_a_step_overruns_it_and_slow_rates_read_per_step(
+        workspace):
+    """Issue 15 item 7: "ETA 0:00" for 50 s while at epoch 1/2, and "0.0268 it/s"."""
+    from celltrain.views.format import format_rate
+    from celltrain.views.run_view import RunView
+    view = RunView(workspace.store, "no-run")
+    view.record = {"status": states.RUNNING,
+                   "progress": {"n": 1, "total": 2, "rate": 1 / 37, "eta": 37.0, "t": 1000.0}}
+    assert view.progress(now=1010.0)["eta"] == pytest.approx(27.0)
+    assert view.progress(now=1037.5)["eta"] is None      # overrun: no "0:00"
+    assert view.progress(now=1090.0)["eta"] is None
+    assert format_rate(1 / 37) == "37 s/it" and format_rate(0.5, "epoch") == "2 s/epoch"
+    assert format_rate(12.5) == "12.5 it/s" and format_rate(1.0) == "1 it/s"

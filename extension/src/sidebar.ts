@@ -304,8 +304,10 @@ export function progressLine(run: IRunSummary): HTMLElement | null {
     return null;
   }
   const fraction = p.total ? Math.min(1, p.n / p.total) : null;
+  // The ETA counts down from its report; once a step overruns it there is none until the next.
+  const left = p.eta && p.t ? p.eta - (Date.now() / 1000 - p.t) : p.eta;
   const text = `${p.desc ? p.desc + ' ' : ''}${p.n}${p.total ? '/' + p.total : ''}` +
-    (p.eta && !p.done && !TERMINAL.includes(run.status) ? ` eta ${Math.round(p.eta)}s` : '');
+    (left && left > 0 && !p.done && !TERMINAL.includes(run.status) ? ` eta ${Math.round(left)}s` : '');
   return h('div', { class: 'ct-progress', title: text },
     h('div', { class: 'ct-progress-bar', style: `width:${fraction === null ? 100 : fraction * 100}%` }),
     h('span', { text }));

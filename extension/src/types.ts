@@ -27,6 +27,8 @@ export interface IProgress {
   rate?: number | null;
   elapsed?: number | null;
   eta?: number | null;
+  /** when the run reported it (seconds since the epoch): the ETA counts down from there */
+  t?: number | null;
   done?: boolean;
 }
 

@@ -198,7 +198,10 @@ class RunView:
             return None
         p = dict(p)
         if p.get("eta") is not None and p.get("t") is not None and not p.get("done"):
-            p["eta"] = max(0.0, p["eta"] - ((now or time.time()) - p["t"]))
+            left = p["eta"] - ((now or time.time()) - p["t"])
+            # A step that overruns the estimate: "0:00" for as long as it lasts would be a
+            # wrong answer, so there is none until the next report brings a new one.
+            p["eta"] = left if left > 0 else None
         if self.terminal:
             p["eta"] = None
         return p

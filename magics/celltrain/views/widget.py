@@ -29,7 +29,7 @@ from typing import Callable
 from .. import states
 from ..ranks import read_ranks
 from ..runfiles import BUILD_LOG
-from .format import badge, format_duration, rank_strip, warnings_badge
+from .format import badge, format_duration, format_rate, rank_strip, warnings_badge
 from .run_view import LOG_LINES_LONG, MAX_FPS, RunView
 from .subshell import route_to_subshell
 from .summary import summary_html, summary_text
@@ -271,7 +271,7 @@ class RunWidget:
             text = [html.escape(str(p.get("desc") or "")),
                     f"{n}/{total}" if total else f"{n} {html.escape(unit)}"]
             if p.get("rate"):
-                text.append(f"{p['rate']:.3g} {html.escape(unit)}/s")
+                text.append(html.escape(format_rate(p["rate"], unit)))
             self.bar_text.value = " · ".join(t for t in text if t)
         if m.terminal:
             self.bar.bar_style = {states.COMPLETED: "success", states.FAILED: "danger"}.get(
