@@ -134,7 +134,8 @@ def rank_strip(ranks: list[dict]) -> str:
         text = f"rank {r['rank']}" + (f" · node {r['node']}" if r.get("node") is not None else "")
         text += f" · {state}" + (f" ({r['exit_code']})" if r.get("exit_code") is not None else "")
         last = html.escape(str(r.get("last_line") or ""))
-        pills.append(f'<span data-rank="{r["rank"]}" title="{last}" style="border:1px solid {color};color:{color};border-radius:9px;'
-                     f'padding:0 7px;font-size:11px;white-space:nowrap">{html.escape(text)}</span>')
+        pills.append(f'<span data-rank="{r["rank"]}" title="{last}" style="border:1px solid '
+                     f'{color};color:{color};border-radius:9px;padding:0 7px;font-size:11px;'
+                     f'white-space:nowrap">{html.escape(text)}</span>')
     return ('<div class="celltrain-ranks" style="display:flex;gap:4px;flex-wrap:wrap">'
             + "".join(pills) + "</div>")

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import charts
 from .. import states
+from ..ranks import read_ranks
 from ..runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 from ..store.runs import format_warning
 from .downsample import downsample
@@ -45,6 +46,7 @@ class RunView:
         self.history: list[dict] = []
         self.series: dict[str, Series] = {}
         self.rank = 0                      # whose series are read: rank 0's unless picked
+        self.ranks: list[dict] = []        # a distributed run's rank records (read_ranks)
         self.last_metric_id = 0
         self.log_lines: list[str] = []
         self.log_source = OUTPUT_LOG
@@ -90,6 +92,8 @@ class RunView:
             changed.add("metrics")
             if self.on_points is not None:
                 self.on_points(rows, received)
+        if "status" in changed:            # on a change and the header's tick: once a second
+            self.ranks = read_ranks(self.store.run_dir(self.run_id), record["status"])
         if self._read_log():
             changed.add("log")
         warnings = [format_warning(w) for w in self.store.warnings(self.run_id)]

@@ -27,7 +27,6 @@ import time
 from typing import Callable
 
 from .. import states
-from ..ranks import read_ranks
 from ..runfiles import BUILD_LOG
 from .format import badge, format_duration, format_rate, rank_strip, warnings_badge
 from .run_view import LOG_LINES_LONG, MAX_FPS, RunView
@@ -101,7 +100,8 @@ class RunWidget:
         self.widget = w.VBox([
             w.HBox([self.header, self.cancel_button],
                    layout=w.Layout(justify_content="space-between", align_items="center")),
-            self.bar_row, self.ranks_strip, self.controls, self.chart, self.log_short, self.log_box, self.summary,
+            self.bar_row, self.ranks_strip, self.controls, self.chart, self.log_short,
+            self.log_box, self.summary,
         ])
         self.widget.add_class("celltrain-run")
         self.widget.add_class(f"celltrain-live-{self.token}")
@@ -157,7 +157,8 @@ class RunWidget:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         for child in (self.header, self.bar, self.bar_text, self.cancel_button, self.x_axis,
-                      self.log_y, self.rank_picker, self.ranks_strip, self.chart, self.log_short, self.log_long, self.log_box,
+                      self.log_y, self.rank_picker, self.ranks_strip, self.chart, self.log_short,
+                      self.log_long, self.log_box,
                       self.summary, self.controls, self.bar_row, *self.widget.children,
                       self.widget):
             child.close()
@@ -226,7 +227,8 @@ class RunWidget:
         now = time.time()
         if "status" in parts:
             self._draw_status(now)
-        if "metrics" in parts and (m.series or m.rank):
+        # Charts appear with the first series; once shown, a picked rank without any clears them.
+        if "metrics" in parts and (m.series or self.chart.layout.display is None):
             self.chart.value = m.chart_svg(self.x_axis.value, self.log_y.value)
             self.chart_renders += 1
             self.chart.layout.display = None
@@ -284,9 +286,8 @@ class RunWidget:
             self.cancel_button.description = "Canceling…"
 
     def _draw_ranks(self) -> None:
-        """The per-rank strip and the picker's choices, from the rank records (once a second
-        while the run is active: the header's tick)."""
-        ranks = read_ranks(self.run.folder, self.model.status)
+        """The per-rank strip and the picker's choices, from the model's rank records."""
+        ranks = self.model.ranks
         self.ranks_strip.value = rank_strip(ranks)
         options = [(f"rank {r['rank']}", r["rank"]) for r in ranks] or [("rank 0", 0)]
         if len(options) > 1 and list(self.rank_picker.options) != options:
