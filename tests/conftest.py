@@ -13,8 +13,8 @@ import pytest
 
 from celltrain import Workspace
 from celltrain.targets.docker.engine import LABEL_WORKSPACE
+from missing import unavailable
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Spare supervisors (see celltrain.spare) leave soon after each test's workspace idles.
 os.environ.setdefault("CELLTRAIN_SPARE_IDLE", "15")
 OFFLINE_BASE = "celltrain/base:offline"
@@ -32,9 +32,7 @@ def docker_client():
     try:
         client = dockerutil.client()
     except DockerUnavailable as e:
-        if IN_CI:
-            pytest.fail(f"Docker is required under CI: {e}")
-        pytest.skip(f"{e} (run `make docker`)")
+        unavailable(f"{e} (run `make docker`)")
     return client
 
 
@@ -46,9 +44,7 @@ def offline_image(docker_client) -> str:
         docker_client.images.get(OFFLINE_BASE)
     except docker.errors.ImageNotFound:
         message = f"{OFFLINE_BASE} is missing: run `make images` (celltrain base-image)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     return OFFLINE_BASE
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from missing import unavailable
+
 CHROMIUM = os.environ.get("CELLTRAIN_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -90,9 +91,7 @@ def notebook_server(tmp_path):
         import notebook  # noqa: F401
     except ImportError:
         message = "Notebook 7 is not installed: pip install 'notebook>=7'"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     yield from _serve(tmp_path, "notebook")
 
 
@@ -101,9 +100,7 @@ def page():
     """A Chromium page (Playwright, Debian's chromium)."""
     if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
         message = f"no Chromium at {CHROMIUM}: apt-get install -y chromium"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     from playwright.sync_api import sync_playwright
     SCREENSHOTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
