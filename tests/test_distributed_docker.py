@@ -215,7 +215,7 @@ def test_mpi_launcher_runs_a_2x1_job_without_ssh(docker_workspace, docker_client
 
 
 MPI_FAILING = """
-import os, sys, torch, torch.distributed as dist
+import torch.distributed as dist
 dist.init_process_group("gloo")
 if dist.get_rank() == 3:
     raise SystemExit("rank 3 gives up: bad shard")

@@ -509,3 +509,23 @@ def test_eta_counts_down_and_is_gone_once_a_step_overruns_it_and_slow_rates_read
     assert view.progress(now=1090.0)["eta"] is None
     assert format_rate(1 / 37) == "37 s/it" and format_rate(0.5, "epoch") == "2 s/epoch"
     assert format_rate(12.5) == "12.5 it/s" and format_rate(1.0) == "1 it/s"
+
+
+def test_picking_a_rank_that_logged_nothing_clears_the_charts(workspace, make_source):
+    src = make_source("""
+        import torch.distributed as dist
+        from celltrain import log
+        dist.init_process_group("gloo")
+        if dist.get_rank() == 0:
+            log("loss", 1.0, step=0)
+            log("loss", 0.5, step=1)
+        dist.destroy_process_group()
+    """)
+    run = workspace.experiment("widget").submit("train.py", src, target="local",
+                                                procs_per_node=2)
+    assert run.wait(timeout=240) == states.COMPLETED, (run.reason, run.logs())
+    w = RunWidget(run, live=False)
+    w.refresh(force=True)
+    assert polyline_points(w.chart.value) == {"loss": 2}
+    w.rank_picker.value = 1
+    assert polyline_points(w.chart.value) == {} and w.model.series == {}
