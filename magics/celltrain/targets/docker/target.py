@@ -193,12 +193,13 @@ class DockerTarget(ComputeTarget):
             volumes[host] = {"bind": inside, "mode": "ro"}
         environment = {
             **spec.environment.env, **spec.env_vars,
-            **run_environ(run["id"], run["experiment"], spec.params, TELEMETRY_IN_CONTAINER),
+            **run_environ(run["id"], run["experiment"], spec.params, TELEMETRY_IN_CONTAINER,
+                          spec.parent),
             "PYTHONPATH": LIB_IN_CONTAINER, "PYTHONUNBUFFERED": "1",
             # listen on every address inside; Docker binds the host side (kwargs["ports"])
             **ports_environ({p: ["0.0.0.0", int(p)] for p in spec.ports}),
         }
-        command = ["sh", "-c", PYTHON, "sh", spec.script, *spec.args]
+        command = ["sh", "-c", PYTHON, "sh", *spec.command()]
         if dist.distributed:
             environment.update(distributed.node_env(node, dist.nodes, node_gpus))
             environment.update(mpi_env(self))
