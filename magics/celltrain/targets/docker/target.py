@@ -40,6 +40,12 @@ PYTHON = (f'if [ ! -w . ]; then cd "$(mktemp -d)" && pwd > {TELEMETRY_IN_CONTAIN
           'exec "$(command -v python3 || command -v python)" -u "$@"')
 
 
+# What one process weighs with the CPU scheduler (Docker's default for a container): a
+# distributed node's container gets this per rank, so under load its ranks get the CPU that as
+# many processes on the host would.
+CPU_SHARES_PER_PROC = 1024
+
+
 class DockerTarget(ComputeTarget):
     """One container per run on this machine's Docker engine (or ``DOCKER_HOST``'s)."""
 
@@ -221,6 +227,10 @@ class DockerTarget(ComputeTarget):
             kwargs["mem_limit"] = res.memory
         if res.cpus:
             kwargs["nano_cpus"] = int(float(res.cpus) * 1e9)
+        if dist.distributed and (dist.procs_per_node or 1) > 1:
+            # the container is one group for the CPU scheduler: it weighs as its processes
+            # would on the host, not as one (its ranks got a quarter of their share at 4)
+            kwargs["cpu_shares"] = CPU_SHARES_PER_PROC * dist.procs_per_node
         if spec.network and dist.nodes == 1:
             kwargs["network_mode"] = spec.network
         if os.getuid() != 0:   # if we cannot chown telemetry/, the container writes as our group
