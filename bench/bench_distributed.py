@@ -2,22 +2,31 @@
 same script under ``torchrun --standalone`` on the host, and start-up of a 2-node vs a 1-node run.
 
 The job is DDP (gloo) over a small MLP with a fixed global batch split between the ranks, one
-torch thread per rank, so its work is the same at every size.  Both sides are measured in this
-run, alternating: the script reports its own training time (after init_process_group, so the
-compute side of the container overhead) and the wall time from start to exit is taken around it
-(for celltrain: submit() to Completed, image cached).  Start-up: the job with 0 steps (init_process_group
-only), 1 node vs 2 nodes of one process, submit() to Completed.  Ratios are celltrain / host (1.0 = no overhead).
+torch thread per rank, so its work is the same at every size.  The primary number is the
+script's own training time between two barriers (after init_process_group: the compute side of
+the container overhead); the wall time from start to exit is taken around it (for celltrain:
+submit() to Completed, image cached).  Each size runs ``--pairs`` pairs, host and celltrain
+back to back, the order alternating between pairs (so a load that drifts falls on both
+sides); each pair gives a ratio celltrain / host (1.0 = no overhead), and the median and the
+minimum of those ratios are reported with the 1-minute load average taken before each run.
+Start-up: the job with 0 steps (init_process_group only), 1 node vs 2 nodes of one process.
 
-    .venv/bin/python bench/bench_distributed.py [--steps 60] [--json bench/results/distributed.json]
+``--default-cpu-shares`` sets each celltrain container back to Docker's default CPU weight
+(1024) right after it starts, as celltrain ran them before it weighed a node's container by its
+ranks: the comparison that shows what that weight does under load.
+
+    .venv/bin/python bench/bench_distributed.py [--steps 150] [--pairs 5] [--json FILE]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -54,29 +63,81 @@ def host(src: Path, procs: int, steps: int) -> tuple[float, float]:
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                     "--nnodes", "1", "--nproc-per-node", str(procs), str(src / "job.py"),
-                    str(steps)], cwd=work, check=True, stdout=subprocess.DEVNULL)
+                    str(steps)], cwd=work, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - t
     return wall, float((work / "outputs" / "train_s.txt").read_text())
 
 
+def default_shares(run_id: str, stop: threading.Event) -> None:
+    """Set the run's containers back to Docker's default CPU weight as they appear."""
+    import docker
+    client, done = docker.from_env(), set()
+    while not stop.is_set():
+        for c in client.containers.list(filters={"label": f"celltrain.run={run_id}"}):
+            if c.id not in done:
+                c.update(cpu_shares=1024)
+                done.add(c.id)
+        stop.wait(0.2)
+
+
 def celltrain_run(ws, src: Path, procs: int, steps: int, nodes: int = 1,
-                  script: str = "job.py") -> tuple[float, float | None]:
-    t = time.perf_counter()
+                  shares_as_before: bool = False) -> tuple[float, float | None]:
     from celltrain import Environment
-    run = ws.experiment("bench").submit(script, src, args=[steps], gpus="none", nodes=nodes,
+    t = time.perf_counter()
+    run = ws.experiment("bench").submit("job.py", src, args=[steps], gpus="none", nodes=nodes,
                                         procs_per_node=procs, launcher="torchrun",
                                         environment=Environment(base_image=IMAGE))
-    run.wait(timeout=600)
+    stop = threading.Event()
+    if shares_as_before:
+        threading.Thread(target=default_shares, args=(run.id, stop), daemon=True).start()
+    run.wait(timeout=900)
     wall = time.perf_counter() - t
+    stop.set()
     assert run.status == "Completed", (run.reason, run.logs()[-2000:])
     timing = run.folder / "outputs" / "train_s.txt"
     return wall, float(timing.read_text()) if timing.exists() else None
 
 
+def size(ws, src: Path, procs: int, args) -> dict:
+    """``args.pairs`` host/celltrain pairs at ``procs`` processes, the order alternating."""
+    pairs = []
+    for i in range(args.pairs):
+        pair = {}
+        for side in (("host", "celltrain") if i % 2 == 0 else ("celltrain", "host")):
+            load = os.getloadavg()[0]
+            wall, train = (host(src, procs, args.steps) if side == "host" else
+                           celltrain_run(ws, src, procs, args.steps,
+                                         shares_as_before=args.default_cpu_shares))
+            pair[side] = {"wall_s": wall, "train_s": train, "load": load}
+        pair["train_ratio"] = pair["celltrain"]["train_s"] / pair["host"]["train_s"]
+        pair["wall_ratio"] = pair["celltrain"]["wall_s"] / pair["host"]["wall_s"]
+        pairs.append(pair)
+        print(f"  {procs} procs, pair {i + 1}: training {pair['host']['train_s']:.2f} s host, "
+              f"{pair['celltrain']['train_s']:.2f} s celltrain ({pair['train_ratio']:.3f}); "
+              f"wall {pair['host']['wall_s']:.1f} s vs {pair['celltrain']['wall_s']:.1f} s "
+              f"({pair['wall_ratio']:.3f}); load {pair['host']['load']:.1f}", flush=True)
+    loads = [p[side]["load"] for p in pairs for side in ("host", "celltrain")]
+    train = [p["train_ratio"] for p in pairs]
+    wall = [p["wall_ratio"] for p in pairs]
+    return {"procs": procs, "pairs": pairs,
+            "host_train_s": statistics.median(p["host"]["train_s"] for p in pairs),
+            "celltrain_train_s": statistics.median(p["celltrain"]["train_s"] for p in pairs),
+            "train_ratio_median": statistics.median(train), "train_ratio_min": min(train),
+            "train_ratio_max": max(train), "wall_ratio_median": statistics.median(wall),
+            "wall_ratio_min": min(wall), "load_median": statistics.median(loads),
+            "load_min": min(loads), "load_max": max(loads)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--sizes", default="1,2,4", help="process counts, e.g. 1,2,4")
+    parser.add_argument("--startup-repeat", type=int, default=2,
+                        help="runs of each start-up case (0: skip the start-up part)")
+    parser.add_argument("--default-cpu-shares", action="store_true",
+                        help="celltrain containers at Docker's default CPU weight (as before)")
     parser.add_argument("--json")
     args = parser.parse_args()
     from celltrain import Workspace
@@ -84,39 +145,33 @@ def main() -> int:
     src = folder / "src"
     src.mkdir()
     (src / "job.py").write_text(JOB)
-    (src / "hello.py").write_text("print('hello')\n")
     ws = Workspace(folder / "ws")
+    began = time.perf_counter()
     celltrain_run(ws, src, 1, 2)    # image cached, SDK imported: measured runs start warm
+    host(src, 1, 2)                 # the host's torch in the page cache too
     rows = []
-    for procs in (1, 2, 4):
-        best = {}
-        for _ in range(args.repeat):       # alternate, keep the best of each
-            for name, fn in (("host", host), ("celltrain", None)):
-                wall, train = (host(src, procs, args.steps) if fn else
-                               celltrain_run(ws, src, procs, args.steps))
-                old = best.get(name, (float("inf"), float("inf")))
-                best[name] = (min(old[0], wall), min(old[1], train))
-        row = {"procs": procs, "host_train_s": best["host"][1],
-               "celltrain_train_s": best["celltrain"][1], "host_wall_s": best["host"][0],
-               "celltrain_wall_s": best["celltrain"][0]}
-        row["train_ratio"] = row["celltrain_train_s"] / row["host_train_s"]
-        row["wall_ratio"] = row["celltrain_wall_s"] / row["host_wall_s"]
+    for procs in (int(p) for p in args.sizes.split(",")):
+        row = size(ws, src, procs, args)
         rows.append(row)
-        print(f"{procs} procs: training {row['host_train_s']:.2f}s host, "
-              f"{row['celltrain_train_s']:.2f}s celltrain (ratio {row['train_ratio']:.3f}); "
-              f"wall {row['host_wall_s']:.2f}s vs {row['celltrain_wall_s']:.2f}s "
-              f"(ratio {row['wall_ratio']:.3f})", flush=True)
-    startup = {}
-    for nodes in (1, 2):
-        startup[nodes] = min(celltrain_run(ws, src, 1, 0, nodes=nodes, script="job.py")[0]
-                             for _ in range(args.repeat))
-    ratio = startup[2] / startup[1]
-    print(f"start-up to Completed, 0 training steps: 1 node {startup[1]:.2f}s, 2 nodes "
-          f"{startup[2]:.2f}s (ratio {ratio:.2f})")
+        print(f"{procs} procs: training ratio median {row['train_ratio_median']:.3f} "
+              f"(min {row['train_ratio_min']:.3f}, max {row['train_ratio_max']:.3f}); "
+              f"wall ratio median {row['wall_ratio_median']:.3f}; load "
+              f"{row['load_min']:.1f}-{row['load_max']:.1f} (median {row['load_median']:.1f})",
+              flush=True)
+    startup, ratio = {}, None
+    if args.startup_repeat:
+        for nodes in (1, 2):
+            startup[nodes] = min(celltrain_run(ws, src, 1, 0, nodes=nodes)[0]
+                                 for _ in range(args.startup_repeat))
+        ratio = startup[2] / startup[1]
+        print(f"start-up to Completed, 0 training steps: 1 node {startup[1]:.2f}s, 2 nodes "
+              f"{startup[2]:.2f}s (ratio {ratio:.2f}); load {os.getloadavg()[0]:.1f}")
+    print(f"bench time {time.perf_counter() - began:.0f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"scaling": rows, "startup_s": startup,
-                                               "startup_ratio": ratio,
-                                               "cores": os.cpu_count()}, indent=1))
+        Path(args.json).write_text(json.dumps(
+            {"scaling": rows, "startup_s": startup, "startup_ratio": ratio,
+             "steps": args.steps, "default_cpu_shares": args.default_cpu_shares,
+             "cores": os.cpu_count()}, indent=1))
     return 0
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import celltrain.azureml as layer
+from missing import unavailable
 from celltrain.runtime import azureml_names
 
 SRC = Path(__file__).parent / "azureml_src"
@@ -132,6 +133,7 @@ def test_the_seed_flow_trains_registers_and_downloads(v1):
     assert metrics["losses"] == [0.9, 0.5, 0.3]
     assert metrics["per_class"] == {"bird": ["wren"], "acc": [0.75]}
     assert run.get_tags()["framework"] == "pytorch"
+    assert run.get_tags()["parent"] == "none"       # Run.get_context().parent of a plain run
     run.tag("reviewed", "yes")
     assert run.get_tags()["reviewed"] == "yes"
     spec = run._handle.record["spec"]
@@ -192,6 +194,9 @@ def test_hyperdrive_sweep_of_four_with_a_bandit_policy_and_the_best_registered(v
     run.wait_for_completion(show_output=False)
     children = run.get_children()
     assert len(children) == 4
+    # inside each child's script Run.get_context().parent is the HyperDrive run (the sweep)
+    finished = [c for c in children if c.get_status() == "Completed"]
+    assert finished and all(c.get_tags()["parent"] == run.id for c in finished)
     policy = run._sweep.settings["policy"]
     assert (policy["name"], policy["slack_factor"]) == ("bandit", 0.2)
     ranked = run.get_children_sorted_by_primary_metric()
@@ -284,9 +289,16 @@ def test_a_two_node_pytorch_configuration_run_in_containers(v1, docker_workspace
 # -- the notebook ------------------------------------------------------------------------------
 def test_the_migration_notebook_runs_in_a_real_kernel(tmp_path, monkeypatch):
     """notebooks/02-migrating-from-azureml-v1.ipynb, executed by a real kernel: train,
-    register, download (compute mapped to the local target for speed)."""
-    import nbformat
-    from nbclient import NotebookClient
+    register, download (compute mapped to the local target for speed).  CI runs it (`make
+    test`); where it cannot run it fails under CI=true and skips elsewhere."""
+    try:
+        import nbformat
+        from jupyter_client.kernelspec import KernelSpecManager
+        from nbclient import NotebookClient
+    except ImportError as e:
+        unavailable(f"the migration notebook cannot run: {e} (run `make venv`)")
+    if "python3" not in KernelSpecManager().find_kernel_specs():
+        unavailable("the migration notebook needs the python3 kernel (run `make venv`)")
     monkeypatch.setenv("CELLTRAIN_WORKSPACE", str(tmp_path / "ws"))
     monkeypatch.setenv("CELLTRAIN_AZUREML_COMPUTE", "local")
     path = Path(__file__).resolve().parents[1] / "notebooks" / "02-migrating-from-azureml-v1.ipynb"

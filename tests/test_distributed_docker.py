@@ -25,6 +25,10 @@ rank, world = dist.get_rank(), dist.get_world_size()
 os.makedirs("outputs", exist_ok=True)
 json.dump({k: os.environ.get(k) for k in %(names)r},
           open(f"outputs/env-{rank}.json", "w"))
+for cg in ("/sys/fs/cgroup/cpu/cpu.shares", "/sys/fs/cgroup/cpu.weight"):   # v1, v2
+    if os.path.exists(cg):
+        open(f"outputs/cpu-{rank}.txt", "w").write(cg + " " + open(cg).read().strip())
+        break
 if rank == int(os.environ.get("FAIL_RANK", "-1")):
     raise ValueError(f"boom on rank {rank}")
 torch.manual_seed(0)
@@ -122,6 +126,11 @@ def test_one_node_two_procs_runs_torchrun_standalone(docker_workspace, tmp_path)
     digests = {(run.folder / "outputs" / f"params-{r}.txt").read_text() for r in (0, 1)}
     assert len(digests) == 1
     assert [r["node"] for r in run.ranks()] == [0, 0]
+    # the node's container weighs as two processes with the CPU scheduler, not as one
+    where, weight = (run.folder / "outputs" / "cpu-0.txt").read_text().split()
+    shares = 2 * 1024
+    assert int(weight) == (shares if where.endswith("cpu.shares")
+                           else 1 + (shares - 2) * 9999 // 262142)    # runc's v1 -> v2 map
 
 
 def test_cancel_stops_every_node(docker_workspace, docker_client, tmp_path):

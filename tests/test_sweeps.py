@@ -28,6 +28,7 @@ p.add_argument("--epochs", type=int, default=8)
 p.add_argument("--batch_size", type=int, default=32)
 a = p.parse_args()
 run = Run.get_context()
+run.log_row("lineage", parent=run.parent_id)
 if run.params.get("lr") != a.lr or run.params.get("batch_size", 32) != a.batch_size:
     sys.exit(f"params {run.params} differ from the arguments {sys.argv[1:]}")
 peak = 1 - (math.log10(a.lr) + 2) ** 2 / 4
@@ -192,6 +193,34 @@ def test_a_trial_that_logs_no_metric_fails_and_canceling_the_sweep_cancels_its_t
     assert all("the sweep was canceled" in r.reason for r in runs)
 
 
+def test_a_sweep_past_its_duration_limit_starts_no_trial_and_cancels_the_running_one(
+        workspace, make_source, tmp_path):
+    # The first trial to start finishes at once; every later one would run for 5 minutes.
+    first = tmp_path / "first-trial-started"
+    src = make_source(f"""
+import os, time
+from celltrain import Run
+run = Run.get_context()
+run.log_row("lineage", parent=run.parent_id)
+run.log("val_acc", run.params["lr"], step=0)
+try:
+    os.close(os.open({str(first)!r}, os.O_CREAT | os.O_EXCL))
+except FileExistsError:
+    time.sleep(300)
+""")
+    sweep = workspace.experiment("limited").sweep(
+        "train.py", src, target="local", params={"lr": uniform(0.1, 1)}, metric="val_acc",
+        max_runs=5, max_concurrent=1, sampler="random", max_duration_s=30)
+    assert sweep.wait(timeout=200) == states.COMPLETED     # the first trial's result stands
+    assert "duration limit (max_duration_s=30, 0.5 min) was reached" in sweep.reason
+    assert "no new trial was started and the running ones were canceled" in sweep.reason
+    runs = sweep.runs()
+    assert [r.status for r in runs] == [states.COMPLETED, states.CANCELED]
+    assert "canceled: the sweep's duration limit" in runs[1].reason
+    assert sweep.best_run().id == runs[0].id
+    assert runs[0].table("lineage") == [{"parent": sweep.id}]   # CELLTRAIN_PARENT_RUN_ID
+
+
 @pytest.mark.parametrize("kwargs, words", [
     (dict(params={"lr": (1e-4, 1e-1)}), "is not a distribution"),
     (dict(params={}), "at least one"),
@@ -202,6 +231,8 @@ def test_a_trial_that_logs_no_metric_fails_and_canceling_the_sweep_cancels_its_t
     (dict(goal="max_acc"), "goal='max_acc'"),
     (dict(max_concurrent=0), "max_concurrent must be a whole number"),
     (dict(metric=""), "metric= must name the metric"),
+    (dict(max_duration_s=0), "max_duration_s must be a number of seconds above 0"),
+    (dict(max_duration_s="1h"), "max_duration_s must be a number of seconds above 0"),
 ])
 def test_a_bad_sweep_is_refused_before_anything_starts(workspace, make_source, kwargs, words):
     src = make_source(script())
@@ -271,6 +302,8 @@ def test_a_short_sweep_in_containers(docker_workspace, make_source):
     runs = sweep.runs()
     assert sorted(r.params["lr"] for r in runs) == [0.001, 0.01]
     assert all(r.status == states.COMPLETED and r.record["target"] == "docker" for r in runs)
+    # the trial's process in its container knew its sweep (CELLTRAIN_PARENT_RUN_ID)
+    assert all(r.table("lineage") == [{"parent": sweep.id}] for r in runs)
     assert sweep.best_run().params["lr"] == 0.01
 
 
@@ -282,7 +315,7 @@ def test_the_sweep_cell_magic_binds_each_trials_params_as_names(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     ip.user_ns["offset"] = 0.5                      # a notebook variable the cell reads
     with capture_output() as out:
-        result = ip.run_cell(f"""%%sweep --param lr=loguniform(1e-3,1e-1) --param bs=choice(16,32) --metric score --goal max --max-runs 3 --max-concurrent 3 --sampler random --target local --workspace {tmp_path / 'ws'} -o sw --wait
+        result = ip.run_cell(f"""%%sweep --param lr=loguniform(1e-3,1e-1) --param bs=choice(16,32) --metric score --goal max --max-runs 3 --max-concurrent 3 --sampler random --target local --max-duration 900 --workspace {tmp_path / 'ws'} -o sw --wait
 import math
 for step in range(3):
     log("score", offset - abs(math.log10(lr) + 2) + bs / 1000, step=step)
@@ -290,6 +323,7 @@ for step in range(3):
     assert result.error_in_exec is None, out.stdout + out.stderr
     sweep = ip.user_ns.pop("sw")
     assert sweep.status == states.COMPLETED, sweep.reason
+    assert sweep.settings["max_duration_s"] == 900
     for run in sweep.runs():
         lr, bs = run.params["lr"], run.params["bs"]
         assert 1e-3 <= lr <= 1e-1 and bs in (16, 32)

@@ -121,7 +121,7 @@ def torchrun_args(spec, node: int, endpoint: str | None, run_id: str) -> list[st
         args += ["--nnodes", str(dist.nodes), "--node-rank", str(node),
                  "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{endpoint}:{RDZV_PORT}",
                  "--rdzv-id", run_id]
-    return [*args, "-m", RANKRUN, spec.script, *spec.args]
+    return [*args, "-m", RANKRUN, *spec.command()]
 
 
 def shell_check(launcher: str, failure_file: str) -> str:
@@ -150,7 +150,7 @@ def mpirun_args(spec, hosts: list[str]) -> list[str]:
             "--mca", "plm_rsh_no_tree_spawn", "1",
             *(["--mca", "btl_tcp_if_include", "eth0", "--mca", "oob_tcp_if_include", "eth0"]
               if dist.nodes > 1 else []),
-            "python3", "-u", "-m", RANKRUN, spec.script, *spec.args]
+            "python3", "-u", "-m", RANKRUN, *spec.command()]
 
 
 def mpi_env(node0: str) -> dict[str, str]:

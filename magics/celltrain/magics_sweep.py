@@ -44,6 +44,9 @@ class SweepMagics(TrainMagics):
     @argument("--max-runs", type=int, default=16)
     @argument("--max-concurrent", type=int, default=4)
     @argument("--seed", type=int)
+    @argument("--max-duration", type=float, metavar="SECONDS",
+              help="end the sweep after this long: no new trial starts, running ones are "
+                   "canceled")
     @argument("--experiment", "-e")
     @argument("--target", choices=("docker", "local"))
     @argument("--gpus")
@@ -91,6 +94,7 @@ class SweepMagics(TrainMagics):
                 params=space, metric=args.metric, goal=args.goal, sampler=args.sampler,
                 early_termination=policy, max_runs=args.max_runs,
                 max_concurrent=args.max_concurrent, seed=args.seed,
+                max_duration_s=args.max_duration,
                 tags={"source": "%%sweep", **pairs(flatten(args.tag), "--tag")},
                 memory=self.setting(args, "memory"), timeout=self.setting(args, "timeout"),
                 target=target, lib_packages=["cloudpickle"], snapshot_limit_mb=math.inf)

@@ -69,6 +69,14 @@ class RunSpec:
     # {port inside: [host address, host port]}: published by the target (a deployment's);
     # the process reads where to listen from CELLTRAIN_PORTS ({port inside: [address, port]}).
     ports: dict[str, list] = field(default_factory=dict)
+    # A module that runs the script: ``python -m BOOT SCRIPT ARGS`` (the Azure ML layer's
+    # celltrain.runtime.azureml_boot).  ``script`` stays what the user ran, for every view.
+    boot: str | None = None
+
+    def command(self) -> list[str]:
+        """What follows ``python -u`` (or a rank wrapper): the script and its arguments, behind
+        the boot module when there is one."""
+        return [*(["-m", self.boot] if self.boot else []), self.script, *self.args]
 
     def replace(self, **changes: Any) -> "RunSpec":
         """A copy with some fields changed (``resources=`` etc. take whole values)."""

@@ -59,12 +59,13 @@ class Run(Uncovered):
 
     @property
     def parent(self):
-        """A sweep trial's sweep (HyperDrive's parent run), else None."""
+        """A sweep trial's sweep (HyperDrive's parent run), else None (and offline)."""
         if self._handle is not None:
             parent = self._handle.record.get("parent_id")
             return Run(self._experiment, _handle=self._handle.workspace.run(parent)) \
                 if parent else None
-        return None    # inside a script: celltrain's trials do not see their sweep
+        parent = getattr(self._context, "parent_id", None)
+        return ParentRun(parent, self._context.experiment) if parent else None
 
     def _live(self, what):
         if self._context is None:
@@ -210,6 +211,25 @@ class Run(Uncovered):
 
     def _repr_html_(self):
         return "<pre>%s</pre>" % json.dumps({"id": self.id, "status": self.get_status()})
+
+
+
+class ParentRun(Uncovered):
+    """Inside a trial's script, ``Run.get_context().parent``: the sweep, by id (celltrain's
+    scripts write to their own run only)."""
+
+    _v1_name = "Run (the parent, inside a script)"
+    _v1_hints = {name: "a script logs to its own run (Run.get_context().%s); the sweep shows "
+                       "every trial's values (HyperDriveRun.get_metrics(recursive=True))" % name
+                 for name in ("log", "log_list", "log_row", "log_table", "log_image", "tag")}
+
+    def __init__(self, run_id, experiment_name):
+        self.id = run_id
+        self._experiment_name = experiment_name
+        self.parent = None      # a sweep is a top-level run
+
+    def __repr__(self):
+        return "Run(Experiment: %s, Id: %s)" % (self._experiment_name, self.id)
 
 
 __getattr__ = not_covered("azureml.core.run")

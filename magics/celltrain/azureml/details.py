@@ -46,15 +46,11 @@ def details(run) -> dict:
 
 
 def _script(spec: dict, record: dict) -> str:
-    args = spec.get("args") or record.get("args") or []
-    if spec.get("script") == "-m" and len(args) > 1:   # the layer's boot: the user's script
-        return args[1]
     return spec.get("script") or record.get("script")
 
 
 def _args(spec: dict, record: dict) -> list:
-    args = list(spec.get("args") or record.get("args") or [])
-    return args[2:] if spec.get("script") == "-m" else args
+    return list(spec.get("args") or record.get("args") or [])
 
 
 def wait_for_completion(run, show_output: bool, raise_on_error: bool) -> dict:

@@ -125,7 +125,19 @@ class HyperDriveConfig(Uncovered):
         self.max_total_runs = max_total_runs
         self.max_concurrent_runs = max_concurrent_runs or max_total_runs
         self.max_duration_minutes = max_duration_minutes
+        if max_duration_minutes is not None and (
+                isinstance(max_duration_minutes, bool)
+                or not isinstance(max_duration_minutes, (int, float))
+                or not max_duration_minutes > 0):
+            raise ValueError(f"max_duration_minutes={max_duration_minutes!r}: give the "
+                             "sweep's limit in minutes, above 0 (v1's default is 10080)")
         self.policy = None if isinstance(policy, NoTerminationPolicy) else policy
+
+    @property
+    def max_duration_s(self):
+        """The limit as celltrain's sweeps take it (``max_duration_s``)."""
+        minutes = self.max_duration_minutes
+        return None if minutes is None else float(minutes) * 60
 
 
 def submit_hyperdrive(experiment, config: HyperDriveConfig, tags: dict):
@@ -133,9 +145,9 @@ def submit_hyperdrive(experiment, config: HyperDriveConfig, tags: dict):
     from ..sweep.submit import sweep_settings
     settings = sweep_settings(config.sampling.space(), config.primary_metric_name, config.goal,
                               config.sampling.sampler, config.policy, config.max_total_runs,
-                              config.max_concurrent_runs, None)
+                              config.max_concurrent_runs, None,
+                              max_duration_s=config.max_duration_s)
     settings["snapshot_limit_mb"] = None
-    settings["max_duration_minutes"] = config.max_duration_minutes   # recorded, see README
     base = config.job.to_spec(experiment, tags)
     run = experiment.celltrain.submit_spec(base.replace(kind="sweep", sweep=settings))
     return Sweep(run.workspace, run.id)

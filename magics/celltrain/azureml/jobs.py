@@ -1,7 +1,8 @@
 """v1 job configurations (``ScriptRunConfig``, the estimators) onto a celltrain ``RunSpec``.
 
-The spec runs ``python -m celltrain.runtime.azureml_boot SCRIPT ARGS`` with
-``CELLTRAIN_AZUREML=1``, so the unchanged script's ``azureml`` imports resolve in the container.
+The spec runs ``python -m celltrain.runtime.azureml_boot SCRIPT ARGS`` (``RunSpec.boot``: the
+stored script is still the user's) with ``CELLTRAIN_AZUREML=1``, so the unchanged script's
+``azureml`` imports resolve in the container.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ class Job:
             shm_size=self.shm_size or "2g", env_vars=env_vars,
             timeout=self.max_run_duration_seconds, target=target)
         return spec.replace(
-            script="-m", args=[BOOT, spec.script, *spec.args],
+            boot=BOOT,
             distribution=distribution(self.distributed, self.node_count,
                                       self.process_count_per_node))
 

@@ -28,8 +28,8 @@ import threading
 import time
 
 from .checks import check_name, check_step, checked_point, jsonable, progress_value, short
-from .wire import (EXPERIMENT_ENV, IMAGES_DIR, NO_STEP, PARAMS_ENV, RUN_ID_ENV, STEP_MAX,
-                   TELEMETRY_ENV, events_file, json_frames, metric_frames, rank_from)
+from .wire import (EXPERIMENT_ENV, IMAGES_DIR, NO_STEP, PARAMS_ENV, PARENT_ENV, RUN_ID_ENV,
+                   STEP_MAX, TELEMETRY_ENV, events_file, json_frames, metric_frames, rank_from)
 
 FLUSH_INTERVAL_S = 0.1
 PROGRESS_INTERVAL_S = 0.1
@@ -48,6 +48,7 @@ class Run:
         self.id = os.environ.get(RUN_ID_ENV, "offline")
         self.experiment = os.environ.get(EXPERIMENT_ENV, "offline")
         self.params = json.loads(os.environ.get(PARAMS_ENV, "{}"))
+        self.parent_id = os.environ.get(PARENT_ENV) or None   # a sweep trial's sweep
         # The process's rank (RANK, OMPI_COMM_WORLD_RANK): each rank has its own events file.
         self.rank = rank_from(os.environ) if rank is None else rank
         self.telemetry_dir = telemetry_dir
@@ -236,6 +237,7 @@ class OfflineRun(Run):
 
     def __init__(self):
         super().__init__(telemetry_dir=None)
+        self.parent_id = None
         self.metrics = {}
         self.tables = {}
         self.images = []

@@ -29,6 +29,7 @@ from operator import itemgetter
 RUN_ID_ENV = "CELLTRAIN_RUN_ID"
 EXPERIMENT_ENV = "CELLTRAIN_EXPERIMENT"
 PARAMS_ENV = "CELLTRAIN_PARAMS"                # the run's params as a JSON object
+PARENT_ENV = "CELLTRAIN_PARENT_RUN_ID"         # a child run's parent (a sweep trial's sweep)
 TELEMETRY_ENV = "CELLTRAIN_TELEMETRY_DIR"      # the telemetry folder as the process sees it
 EXIT_FILE_ENV = "CELLTRAIN_EXIT_FILE"          # local target: its wrapper writes $? there
 # Where to listen, for a process that serves (a deployment): {"8080": [address, port]}, the
@@ -57,11 +58,14 @@ RANKS_DIR = "ranks"                 # a distributed run: <rank>.json per rank (r
 _EVENTS_NAME = re.compile(r"\Aevents(?:-([1-9][0-9]{0,8}))?\.bin\Z")
 
 
-def run_environ(run_id, experiment, params, telemetry_dir):
-    """The variables a target gives the run's process: who it is, its params (a JSON-able
-    dict) and its telemetry folder as the process sees it."""
-    return {RUN_ID_ENV: run_id, EXPERIMENT_ENV: experiment, PARAMS_ENV: json.dumps(params),
-            TELEMETRY_ENV: telemetry_dir}
+def run_environ(run_id, experiment, params, telemetry_dir, parent=None):
+    """The variables a target gives the run's process: who it is (and its parent run, if it
+    has one), its params (a JSON-able dict) and its telemetry folder as the process sees it."""
+    env = {RUN_ID_ENV: run_id, EXPERIMENT_ENV: experiment, PARAMS_ENV: json.dumps(params),
+           TELEMETRY_ENV: telemetry_dir}
+    if parent:
+        env[PARENT_ENV] = parent
+    return env
 
 
 def ports_environ(listen):

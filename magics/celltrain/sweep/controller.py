@@ -35,6 +35,7 @@ POLL_S = 0.05
 ADOPT_EVERY_S = 5.0
 JOURNAL = "study.journal"
 PRUNED_PREFIX = "early termination:"
+EXPIRED = "expired"       # finish(): the sweep's max_duration_s was reached
 
 
 class Controller:
@@ -86,9 +87,12 @@ class Controller:
         self.experiment = Experiment(self.ws, record["experiment"])
         study = self.study = self.open_study(spec)
         self.limit = self.concurrency(spec)
+        started = record["started"] or time.time()
+        duration = cfg.get("max_duration_s")
+        self.deadline = None if duration is None else started + duration
         if record["status"] != states.RUNNING:
             self.store.set_status(self.sweep_id, states.RUNNING, "controller started",
-                                  started=record["started"] or time.time())
+                                  started=started)
         else:
             self.log("controller resumed")
         last_summary = None
@@ -96,29 +100,33 @@ class Controller:
             children = self.children()
             trials = {t.number: t for t in study.get_trials(deepcopy=False)}
             canceled = bool(self.store.get_run(self.sweep_id)["cancel_requested"])
+            expired = not canceled and self.deadline is not None and time.time() >= self.deadline
+            stopping = canceled or expired
             for number, trial in trials.items():
                 child = children.get(number)
                 if trial.state != TrialState.RUNNING:
                     continue
                 if child is None:
-                    if not canceled:
+                    if not stopping:
                         children[number] = self.start_child(trial)   # resumed after a kill
                     else:
                         self.tell(number, state=TrialState.FAIL)
                 elif states.is_terminal(child["status"]):
                     self.finish_trial(trial, child)
-                elif not canceled:
+                elif not stopping:
                     self.feed(trial, child)
             active = [c for c in children.values() if not states.is_terminal(c["status"])]
             self.adopt(active)
-            if canceled:
+            if stopping:
                 if active:
-                    self.cancel_children("the sweep was canceled", active)
+                    self.cancel_children("the sweep was canceled" if canceled else
+                                         f"the sweep's {self.duration_limit()} was reached",
+                                         active)
                 else:
-                    self.finish(states.CANCELED, children)
+                    self.finish(states.CANCELED if canceled else EXPIRED, children)
                     return
             trials = study.get_trials(deepcopy=False)
-            while (not canceled and len(active) < self.limit
+            while (not stopping and len(active) < self.limit
                    and len(trials) < cfg["max_runs"] and not self.hopeless(trials)):
                 trial = study.ask()
                 child = self.start_child(trial)
@@ -129,11 +137,15 @@ class Controller:
                 self.record_summary(now, last_summary)
                 last_summary = now
             running = [t for t in trials if t.state == TrialState.RUNNING]
-            if not canceled and not active and not running and (
+            if not stopping and not active and not running and (
                     len(trials) >= cfg["max_runs"] or self.hopeless(trials)):
                 self.finish(None, self.children())
                 return
             time.sleep(POLL_S)
+
+    def duration_limit(self) -> str:
+        seconds = self.cfg["max_duration_s"]
+        return f"duration limit (max_duration_s={seconds:g}, {seconds / 60:.3g} min)"
 
     def concurrency(self, spec) -> int:
         """max_concurrent, bounded by the GPUs the target has for trials that ask for some."""
@@ -292,6 +304,15 @@ class Controller:
                                   progress=progress,
                                   reason=f"canceled by the user after {done['finished']} "
                                          f"trials; its running trials were canceled")
+        elif status == EXPIRED:
+            # HyperDrive's max_duration_minutes: what finished counts; no result, no success
+            some = any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+            self.store.set_status(
+                self.sweep_id, states.COMPLETED if some else states.CANCELED, done["desc"],
+                ended=time.time(), progress=progress,
+                reason=f"stopped: the sweep's {self.duration_limit()} was reached after "
+                       f"{done['finished']} finished trials; no new trial was started and the "
+                       f"running ones were canceled")
         elif any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials):
             # stopped early is not failed: a sweep whose every trial was stopped completed
             self.store.set_status(self.sweep_id, states.COMPLETED, done["desc"],

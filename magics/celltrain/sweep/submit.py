@@ -19,9 +19,20 @@ def _count(name: str, value: Any) -> int:
     return value
 
 
+def _duration(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
+            or value == float("inf"):
+        raise BadSpace(f"max_duration_s must be a number of seconds above 0 (or None for no "
+                       f"limit), not {value!r}")
+    return float(value)
+
+
 def sweep_settings(params, metric: str, goal: str, sampler: Any, early_termination: Any,
                    max_runs: int, max_concurrent: int, seed: int | None,
-                   cancel_grace: float = 5.0) -> dict[str, Any]:
+                   cancel_grace: float = 5.0,
+                   max_duration_s: float | None = None) -> dict[str, Any]:
     """The ``spec.sweep`` dict, every value checked (``BadSpace`` names the one refused)."""
     space = check_space(params)
     if not isinstance(metric, str) or not metric.strip():
@@ -42,24 +53,27 @@ def sweep_settings(params, metric: str, goal: str, sampler: Any, early_terminati
     return {"space": space_to_dict(space), "metric": metric, "goal": check_goal(goal),
             "sampler": sampler_d, "policy": policy_to_dict(early_termination),
             "max_runs": max_runs, "max_concurrent": max_concurrent, "seed": seed,
-            "cancel_grace": float(cancel_grace)}
+            "cancel_grace": float(cancel_grace), "max_duration_s": _duration(max_duration_s)}
 
 
 def submit_sweep(experiment, script: str, source_dir=".", args: Sequence = (),
                  environment=None, gpus: Any = "auto", *, params: dict, metric: str,
                  goal: str = "maximize", sampler: Any = "tpe",
                  early_termination: Any = None, max_runs: int = 16, max_concurrent: int = 4,
-                 seed: int | None = None, base_params: dict | None = None,
+                 seed: int | None = None, max_duration_s: float | None = None,
+                 base_params: dict | None = None,
                  snapshot_limit_mb: float | None = None, **submit_options: Any):
     """Start a sweep of ``script``: ``params`` is the space ({name: distribution}),
     ``metric``/``goal`` what Optuna optimizes (the last value each trial logs),
     ``sampler`` "random", "grid", "tpe" or an Optuna sampler, ``early_termination`` a policy,
-    "median"/"bandit"/"truncation" or an Optuna pruner.  Every other keyword is ``submit()``'s
+    "median"/"bandit"/"truncation" or an Optuna pruner.  ``max_duration_s`` bounds the whole
+    sweep: past it no trial starts, the running ones are canceled and the sweep ends saying
+    so (HyperDrive's ``max_duration_minutes``).  Every other keyword is ``submit()``'s
     (target, memory, timeout, tags, ...) and applies to each trial.  Returns the ``Sweep``.
     """
     from .handle import Sweep
     settings = sweep_settings(params, metric, goal, sampler, early_termination, max_runs,
-                              max_concurrent, seed)
+                              max_concurrent, seed, max_duration_s=max_duration_s)
     base = experiment.make_spec(script, source_dir, args, environment, gpus,
                                 params=base_params, **submit_options)
     settings["snapshot_limit_mb"] = snapshot_limit_mb   # None: snapshot's default; inf: none

@@ -62,7 +62,8 @@ class LocalTarget(ComputeTarget):
         telemetry.chmod(0o700)   # the process runs as us: nobody else writes there
         self.run_dir.chmod(0o750)
         env = {**os.environ, **spec.environment.env, **spec.env_vars,
-               **run_environ(run["id"], run["experiment"], spec.params, str(telemetry)),
+               **run_environ(run["id"], run["experiment"], spec.params, str(telemetry),
+                             spec.parent),
                EXIT_FILE_ENV: str(self.run_dir / EXIT_FILE),
                "PYTHONUNBUFFERED": "1",
                **ports_environ(spec.ports),     # a process binds the host's port itself
@@ -70,7 +71,7 @@ class LocalTarget(ComputeTarget):
                                                          os.environ.get("PYTHONPATH")) if p)}
         # The process writes straight to the log file, so it needs nobody alive to drain a pipe.
         with open(self.run_dir / OUTPUT_LOG, "ab") as out:
-            command = [sys.executable, "-u", spec.script, *spec.args]
+            command = [sys.executable, "-u", *spec.command()]
             if spec.distribution.distributed:
                 env.update(distributed.node_env(0, 1, None))
                 command = [sys.executable, *distributed.torchrun_args(spec, 0, None, run["id"])]

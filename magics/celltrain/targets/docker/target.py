@@ -40,6 +40,12 @@ PYTHON = (f'if [ ! -w . ]; then cd "$(mktemp -d)" && pwd > {TELEMETRY_IN_CONTAIN
           'exec "$(command -v python3 || command -v python)" -u "$@"')
 
 
+# What one process weighs with the CPU scheduler (Docker's default for a container): a
+# distributed node's container gets this per rank, so under load its ranks get the CPU that as
+# many processes on the host would.
+CPU_SHARES_PER_PROC = 1024
+
+
 class DockerTarget(ComputeTarget):
     """One container per run on this machine's Docker engine (or ``DOCKER_HOST``'s)."""
 
@@ -193,12 +199,13 @@ class DockerTarget(ComputeTarget):
             volumes[host] = {"bind": inside, "mode": "ro"}
         environment = {
             **spec.environment.env, **spec.env_vars,
-            **run_environ(run["id"], run["experiment"], spec.params, TELEMETRY_IN_CONTAINER),
+            **run_environ(run["id"], run["experiment"], spec.params, TELEMETRY_IN_CONTAINER,
+                          spec.parent),
             "PYTHONPATH": LIB_IN_CONTAINER, "PYTHONUNBUFFERED": "1",
             # listen on every address inside; Docker binds the host side (kwargs["ports"])
             **ports_environ({p: ["0.0.0.0", int(p)] for p in spec.ports}),
         }
-        command = ["sh", "-c", PYTHON, "sh", spec.script, *spec.args]
+        command = ["sh", "-c", PYTHON, "sh", *spec.command()]
         if dist.distributed:
             environment.update(distributed.node_env(node, dist.nodes, node_gpus))
             environment.update(mpi_env(self))
@@ -220,6 +227,10 @@ class DockerTarget(ComputeTarget):
             kwargs["mem_limit"] = res.memory
         if res.cpus:
             kwargs["nano_cpus"] = int(float(res.cpus) * 1e9)
+        if dist.distributed and (dist.procs_per_node or 1) > 1:
+            # the container is one group for the CPU scheduler: it weighs as its processes
+            # would on the host, not as one (its ranks got a quarter of their share at 4)
+            kwargs["cpu_shares"] = CPU_SHARES_PER_PROC * dist.procs_per_node
         if spec.network and dist.nodes == 1:
             kwargs["network_mode"] = spec.network
         if os.getuid() != 0:   # if we cannot chown telemetry/, the container writes as our group
