@@ -187,9 +187,10 @@ class WarmRun:
         self.lock = threading.Lock()
 
     def exit_note(self) -> dict | None:
+        text = safefiles.read_text(self.here, "exit.json", 4096, default="")
         try:
-            return json.loads(safefiles.read_text(self.here, "exit.json", 4096))
-        except (FileNotFoundError, ValueError, OSError):
+            return json.loads(text) if text else None
+        except ValueError:
             return None
 
     def ended(self, container) -> bool:
