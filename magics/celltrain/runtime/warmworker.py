@@ -36,14 +36,6 @@ RUN_ROOT = "/celltrain-run"
 OOM_FILES = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
 
 
-class _ChildDone(Exception):
-    """Raised in the forked child once its script ended, to leave the worker's loop."""
-
-    def __init__(self, code):
-        Exception.__init__(self, code)
-        self.code = code
-
-
 def oom_kills():
     """The container's OOM-kill count (cgroup v2 ``memory.events``, v1 ``oom_control``)."""
     for path in OOM_FILES:
@@ -168,6 +160,38 @@ def child(folder, request, base_env):
     return 0
 
 
+def finish(folder, request, base_env):
+    """The child's whole life: its script, then what Python does at exit (non-daemon threads
+    joined, ``atexit``, output flushed) but not the teardown of every module the worker
+    imported, which would touch, and so copy, all of the worker's memory (seconds for torch)."""
+    try:
+        code = child(folder, request, base_env)
+    except SystemExit as e:
+        code = e.code
+    except BaseException:  # noqa: BLE001  (a failure before the script: as Python reports it)
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        sys.stderr.write("%s\n" % (code,))
+        code = 1
+    import atexit
+    import threading
+    for step in (getattr(threading, "_shutdown", None), atexit._run_exitfuncs):
+        try:
+            if step is not None:
+                step()
+        except BaseException:  # noqa: BLE001
+            pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    return code & 0xFF
+
+
 def supervise(folder, run, pid, before):
     """Wait for the run's child; a ``stop`` file asks for SIGTERM, then SIGKILL after its grace."""
     here = os.path.join(folder, run)
@@ -200,6 +224,9 @@ def serve(folder, idle_s):
     base_env = dict(os.environ)
     baseline = set(os.listdir("/tmp"))
     preload(folder)
+    import gc
+    gc.collect()
+    gc.freeze()     # the children's collections leave the worker's objects (and pages) alone
     write_atomic(os.path.join(folder, "ready"), str(os.getpid()))
     ready = os.path.join(folder, "ready")
     request_file = os.path.join(folder, "request.json")
@@ -216,7 +243,7 @@ def serve(folder, idle_s):
             sys.stderr.flush()
             pid = os.fork()
             if pid == 0:
-                raise _ChildDone(child(folder, request, base_env))
+                os._exit(finish(folder, request, base_env))
             supervise(folder, request["run"], pid, before)
             idle_since = time.monotonic()
         elif not os.path.exists(ready):
@@ -240,10 +267,7 @@ def serve(folder, idle_s):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        return serve(argv[0], float(argv[1]))
-    except _ChildDone as done:
-        return done.code
+    return serve(argv[0], float(argv[1]))
 
 
 if __name__ == "__main__":
