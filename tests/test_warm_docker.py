@@ -191,3 +191,16 @@ def test_warm_idle_must_be_a_positive_number(workspace, make_source, monkeypatch
     monkeypatch.setenv("CELLTRAIN_WARM_IDLE", "soon")
     with pytest.raises(ValueError, match="CELLTRAIN_WARM_IDLE='soon': give the idle time"):
         workspace.experiment("warm").submit("train.py", make_source(SCRIPT), target="local")
+
+
+def test_a_warm_run_in_an_image_whose_user_is_not_root(docker_workspace, docker_client,
+                                                       make_source, nonroot_image, warm_env):
+    from celltrain.environment import Environment
+    src = make_source(SCRIPT)
+    env = Environment(base_image=nonroot_image)
+    cold = finished(submit(docker_workspace, src, environment=env))
+    worker(docker_client, docker_workspace)
+    hot = finished(submit(docker_workspace, src, environment=env))
+    assert hot.started_warm and not cold.started_warm
+    assert hot.metrics() == cold.metrics()
+    assert (hot.folder / "outputs" / "result.txt").read_text() == "4.5"

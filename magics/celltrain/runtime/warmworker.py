@@ -211,13 +211,19 @@ def supervise(folder, run, pid, before):
         elif kill_at is not None and time.monotonic() > kill_at:
             os.killpg(pid, signal.SIGKILL)
             kill_at = float("inf")
-        time.sleep(0.02)
+        time.sleep(POLL_S)
     kill_others()
     killed = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     code = 128 + killed if killed else os.WEXITSTATUS(status)
     oom = killed == signal.SIGKILL and oom_kills() > before
-    write_atomic(os.path.join(here, "exit.json"),
-                 json.dumps({"code": code, "signal": killed, "oom": oom}))
+    try:   # which of ./outputs and ./logs there are: the host asks Docker for those only
+        with open(os.path.join(here, "telemetry", "workdir")) as f:
+            workdir = f.read().strip()
+        present = [d for d in ("outputs", "logs") if os.path.isdir(os.path.join(workdir, d))]
+    except OSError:
+        present = None
+    write_atomic(os.path.join(here, "exit.json"), json.dumps(
+        {"code": code, "signal": killed, "oom": oom, "present": present}))
 
 
 def serve(folder, idle_s):

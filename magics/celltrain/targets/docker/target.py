@@ -339,12 +339,14 @@ class DockerTarget(ComputeTarget):
         import docker
         if "containers" in handle.ids:
             return self.group.collect(handle, self._workdir(), _extract, self.resumed)
+        folders = COPY_BACK
         if self._warm(handle):
             self._warm(handle).sync()
+            folders = self._warm(handle).present(COPY_BACK)
         container = self._get(handle)
         workdir = self._workdir()
         skipped = []
-        for folder in COPY_BACK:
+        for folder in folders:
             try:
                 chunks, _ = container.get_archive(f"{workdir}/{folder}")
             except docker.errors.NotFound:

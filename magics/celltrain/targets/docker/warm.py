@@ -30,7 +30,7 @@ LABEL_WARM = "celltrain.warm"
 WARM_DIR = "warm"
 IN_CONTAINER = "/celltrain-warm"
 CELL_META = ".celltrain-cell/cell.json"
-PUMP_S = 0.02
+PUMP_S = 0.01
 PER_RUN_ENV = set(run_environ("", "", {}, "")) | {RUN_ID_ENV}
 
 
@@ -119,7 +119,9 @@ def claim(target, image: str, kwargs: dict):
     key = pool_key(image, kwargs)
     here = folder(store, key)
     for container in workers(target.client, store, key):
-        if container.status != "running" or not (here / "imports.json").exists():
+        # A worker still importing is not waited for: on a busy machine that can take longer
+        # than a cold start.
+        if container.status != "running" or not (here / "ready").exists():
             continue
         if not _take(store, here / "claim", run_id):
             continue
@@ -220,6 +222,13 @@ class WarmRun:
                                    "(killed or removed from outside); run it again\n")
             return Result(None, False)
         return Result(int(note["code"]), bool(note.get("oom")))
+
+    def present(self, folders) -> list:
+        """Which of ``folders`` the run left in its working folder, as the worker saw them at
+        its exit (all of them when it could not say)."""
+        note = self.exit_note() or {}
+        seen = note.get("present")
+        return list(folders) if not isinstance(seen, list) else [f for f in folders if f in seen]
 
     # -- output and telemetry, copied from the worker's folder into the run folder -----------
     def pump(self, resumed: bool) -> threading.Thread:
