@@ -40,6 +40,9 @@ def target(request, workspace, tmp_path, monkeypatch):
         request.getfixturevalue("docker_workspace")
         monkeypatch.setenv("CELLTRAIN_WARM", "1")
         monkeypatch.setenv("CELLTRAIN_WARM_IDLE", "120")
+        # The suite's runs are a workspace's first, each started by its own supervisor
+        # process (which one test kills): no spare one from the warm-up run.
+        monkeypatch.setattr("celltrain.workspace.SPARES", False)
         warm = TargetUnderTest("docker", workspace,
                                {"gpus": "none", "env_vars": {"GREETING": "hello"}})
         start_worker(warm, tmp_path / "warm-up")
