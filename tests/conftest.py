@@ -17,6 +17,9 @@ from missing import unavailable
 
 # Spare supervisors (see celltrain.spare) leave soon after each test's workspace idles.
 os.environ.setdefault("CELLTRAIN_SPARE_IDLE", "15")
+# Warm workers (README "Warm starts") only where a test asks for them: each one imports torch
+# in a container that outlives the run, which the rest of the suite need not pay for.
+os.environ.setdefault("CELLTRAIN_WARM", "0")
 OFFLINE_BASE = "celltrain/base:offline"
 
 

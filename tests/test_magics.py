@@ -418,3 +418,18 @@ def test_magic_help_starts_with_the_usage_not_a_stray_colon_pair(ip):
         assert not doc.lstrip().startswith("::"), doc[:40]
         assert doc.lstrip().startswith((f"%{name} [--", f"%{name} --")), doc[:40]
         assert "--experiment" in doc
+
+
+def test_train_config_warm_switches_warm_starts_for_the_session(ip, monkeypatch):
+    monkeypatch.setenv("CELLTRAIN_WARM", "1")
+    _, out = cell(ip, "%train config warm=maybe")
+    assert "%train config warm=maybe: use on or off" in out
+    cell(ip, "%train config warm=off")
+    try:
+        cell(ip, "%%train -o off_run\nv = 1\n")
+        assert ip.user_ns["off_run"].record["spec"]["warm"] is False
+        cell(ip, "%train config warm=on")
+        cell(ip, "%%train -o on_run\nv = 1\n")
+        assert ip.user_ns["on_run"].record["spec"]["warm"] is True
+    finally:
+        ip.run_line_magic("train", "config warm=")

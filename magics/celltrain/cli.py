@@ -74,6 +74,9 @@ def cmd_show(ws, args) -> int:
         print(f"sweep       {r['parent_id']}" + (f" (trial {trial})" if trial else ""))
     print(f"script      {r['script']} {' '.join(r['args'])}")
     print(f"image       {r['image'] or '-'}  {r['image_digest'] or ''}")
+    if r.get("handle"):
+        print("started     " + ("warm (forked from the environment's worker)"
+                                if run.started_warm else "cold"))
     print(f"params      {json.dumps(r['params'])}")
     if r["tags"]:
         print(f"tags        {json.dumps(r['tags'])}")

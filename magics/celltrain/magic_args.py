@@ -21,6 +21,7 @@ CONFIG_KEYS = {
     "memory": "memory limit, e.g. 8g",
     "cpus": "CPU limit, e.g. 2",
     "timeout": "seconds before a run is stopped",
+    "warm": "on (default) or off: start runs from a warm worker where possible",
 }
 
 
@@ -106,6 +107,10 @@ def config_value(key: str, value: str):
             except ValueError:
                 raise UsageError(f"%train config gpus={value}: use all, none, a count or "
                                  f"comma-separated device ids") from None
+    if key == "warm":
+        if value.lower() not in ("on", "off"):
+            raise UsageError(f"%train config warm={value}: use on or off")
+        return value.lower()
     if key in ("cpus", "timeout"):
         try:
             number = float(value)

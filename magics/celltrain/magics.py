@@ -206,7 +206,9 @@ class TrainMagics(TrainCommands, Magics):
                 env_vars=pairs(flatten(args.env), "--env"), mounts=mounts,
                 timeout=self.setting(args, "timeout"), target=target,
                 snapshot_limit_mb=math.inf, lib_packages=["cloudpickle"], nodes=args.nodes,
-                procs_per_node=args.procs_per_node, launcher=args.launcher)
+                procs_per_node=args.procs_per_node, launcher=args.launcher,
+                warm=None if self.setting(args, "warm") is None
+                else self.setting(args, "warm") == "on")
         except (CelltrainError, FileNotFoundError, ValueError) as e:
             raise UsageError(f"%%train: {e}") from None
         finally:

@@ -62,6 +62,13 @@ class Run:
         return self.record["exit_code"]
 
     @property
+    def started_warm(self) -> bool:
+        """Whether the run was forked from a warm worker (README "Warm starts"), not started
+        in a fresh container or process."""
+        handle = self.record.get("handle") or {}
+        return bool((handle.get("ids") or {}).get("warm"))
+
+    @property
     def number(self) -> int:
         return self.record["number"]
 

@@ -9,6 +9,7 @@ their own columns) are read by ``RunSpec.from_record``.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,27 @@ from .environment import Environment
 
 SPEC_VERSION = 1
 RUN_KINDS = ("run", "sweep", "trial", "deployment")
+WARM_ENV, WARM_IDLE_ENV = "CELLTRAIN_WARM", "CELLTRAIN_WARM_IDLE"
+DEFAULT_WARM_IDLE_S = 300.0
+
+
+def warm_from_env() -> bool:
+    """Warm starts unless the submitting process has ``CELLTRAIN_WARM=0`` (or off/false/no)."""
+    return os.environ.get(WARM_ENV, "1").strip().lower() not in ("0", "off", "false", "no")
+
+
+def warm_idle_from_env() -> float:
+    """How long a warm worker waits for the next run: ``CELLTRAIN_WARM_IDLE`` seconds."""
+    text = os.environ.get(WARM_IDLE_ENV, "")
+    try:
+        value = float(text) if text else DEFAULT_WARM_IDLE_S
+    except ValueError:
+        raise ValueError(f"{WARM_IDLE_ENV}={text!r}: give the idle time in seconds, "
+                         "e.g. 300") from None
+    if value <= 0:
+        raise ValueError(f"{WARM_IDLE_ENV}={text!r}: give a positive number of seconds "
+                         f"(turn warm starts off with {WARM_ENV}=0)")
+    return value
 DEFAULT_SHM = "2g"
 
 
@@ -72,6 +94,10 @@ class RunSpec:
     # A module that runs the script: ``python -m BOOT SCRIPT ARGS`` (the Azure ML layer's
     # celltrain.runtime.azureml_boot).  ``script`` stays what the user ran, for every view.
     boot: str | None = None
+    # Start warm where the target can (targets/docker/warm.py): read at submit from the
+    # submitting process's CELLTRAIN_WARM and CELLTRAIN_WARM_IDLE, stored with the run.
+    warm: bool = field(default_factory=warm_from_env)
+    warm_idle_s: float = field(default_factory=warm_idle_from_env)
 
     def command(self) -> list[str]:
         """What follows ``python -u`` (or a rank wrapper): the script and its arguments, behind

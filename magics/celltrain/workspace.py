@@ -270,7 +270,8 @@ class Experiment:
                target: str = "docker", network: str | None = None,
                snapshot_limit_mb: float = DEFAULT_LIMIT_MB,
                lib_packages: Sequence[str] = (), nodes: int = 1,
-               procs_per_node: int | None = None, launcher: str | None = None) -> Run:
+               procs_per_node: int | None = None, launcher: str | None = None,
+               warm: bool | None = None) -> Run:
         """Start ``script`` from ``source_dir`` in a container; returns at once with the run.
 
         ``gpus``: "auto" (all GPUs when the engine has a GPU runtime), "all", "none", a count or
@@ -279,6 +280,7 @@ class Experiment:
         ``lib_packages``: extra pure-Python host packages mounted for the run (celltrain always).
         ``nodes`` × ``procs_per_node`` processes started by ``launcher`` ("torchrun"): see the
         README's "Distributed runs"; ``procs_per_node`` defaults to each node's GPU count.
+        ``warm``: False starts the run cold (default: unless ``CELLTRAIN_WARM=0``).
 
         In [1]: run = ws.experiment("birds").submit("train.py", "./src", args=["--epochs", 3])
         In [2]: run.wait(show_output=True)
@@ -288,6 +290,8 @@ class Experiment:
                               env_vars=env_vars, mounts=mounts, timeout=timeout, target=target,
                               network=network, lib_packages=lib_packages, nodes=nodes,
                               procs_per_node=procs_per_node, launcher=launcher)
+        if warm is not None:
+            spec = spec.replace(warm=bool(warm))
         return self.submit_spec(spec, snapshot_limit_mb=snapshot_limit_mb)
 
     def make_spec(self, script: str, source_dir: str | os.PathLike = ".", args: Sequence = (),

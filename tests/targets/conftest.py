@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import time
+
 import pytest
 
-TARGETS = ["local", "docker"]
+# "docker-warm": the Docker target with the environment's warm worker up, so every run of the
+# suite is forked from it (README "Warm starts").
+TARGETS = ["local", "docker", "docker-warm"]
 
 
 @dataclass
@@ -17,15 +21,45 @@ class TargetUnderTest:
     kind: str
     workspace: object
     submit_kwargs: dict = field(default_factory=dict)
+    submitted: list = field(default_factory=list)
 
     def submit(self, src, script="train.py", **kwargs):
-        return self.workspace.experiment(f"contract-{self.kind}").submit(
+        run = self.workspace.experiment(f"contract-{self.kind}").submit(
             script, src, target=self.kind, **{**self.submit_kwargs, **kwargs})
+        self.submitted.append(run)
+        return run
 
 
 @pytest.fixture(params=TARGETS)
-def target(request, workspace):
+def target(request, workspace, tmp_path, monkeypatch):
     if request.param == "docker":
         request.getfixturevalue("docker_workspace")      # engine, image, container cleanup
-        return TargetUnderTest("docker", workspace, {"gpus": "none"})
-    return TargetUnderTest(request.param, workspace)
+        yield TargetUnderTest("docker", workspace, {"gpus": "none"})
+        return
+    if request.param == "docker-warm":
+        request.getfixturevalue("docker_workspace")
+        monkeypatch.setenv("CELLTRAIN_WARM", "1")
+        monkeypatch.setenv("CELLTRAIN_WARM_IDLE", "120")
+        # The suite's runs are a workspace's first, each started by its own supervisor
+        # process (which one test kills): no spare one from the warm-up run.
+        monkeypatch.setattr("celltrain.workspace.SPARES", False)
+        warm = TargetUnderTest("docker", workspace,
+                               {"gpus": "none", "env_vars": {"GREETING": "hello"}})
+        start_worker(warm, tmp_path / "warm-up")
+        yield warm
+        started = [run for run in warm.submitted[1:] if run.record.get("handle")]
+        assert all(run.started_warm for run in started), "a run of docker-warm started cold"
+        return
+    yield TargetUnderTest(request.param, workspace)
+
+
+def start_worker(target: TargetUnderTest, src) -> None:
+    """One cold run, then wait for the warm worker it leaves to be ready."""
+    from celltrain.targets.docker.warm import WARM_DIR
+    src.mkdir()
+    (src / "train.py").write_text("print('warm-up')\n")
+    assert target.submit(src).wait(timeout=300) == "Completed"
+    deadline = time.monotonic() + 180
+    while not list((target.workspace.path / WARM_DIR).glob("*/ready")):
+        assert time.monotonic() < deadline, "the warm worker did not come up"
+        time.sleep(0.1)

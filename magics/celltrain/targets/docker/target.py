@@ -12,6 +12,7 @@ import dataclasses
 import io
 import os
 import posixpath
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from ...runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 from ..base import ComputeTarget, Handle, Prepared, Result
 from ...runtime.wire import TELEMETRY_DIR, WORKDIR_NOTE, ports_environ, run_environ
 from ...errors import DockerUnavailable
-from . import engine
+from . import engine, warm
 from .engine import LABEL_BUILD, LABEL_RUN, LABEL_WORKSPACE
 from .users import container_user, let_write
 from .images import ensure_image
@@ -60,6 +61,8 @@ class DockerTarget(ComputeTarget):
         self.container = None
         self.resumed = False
         self.group = NodeGroup(self)
+        self.warm_run = None          # a warm run's WarmRun; warm_setup: for the next run's worker
+        self.warm_setup = None
 
     # -- in the submitting process, and when a workspace opens -----------------------------------
     @classmethod
@@ -79,6 +82,11 @@ class DockerTarget(ComputeTarget):
     def reconcile(cls, store, supervisor_alive) -> None:
         from .leftovers import clean
         clean(store, supervisor_alive)
+        if (Path(store.root) / warm.WARM_DIR).is_dir():
+            try:
+                warm.tidy(store, engine.client(timeout=10))
+            except Exception:  # noqa: BLE001  (no engine now: next time)
+                pass
 
     @classmethod
     def describe_environment(cls, environment, cache_dir: Path) -> dict | None:
@@ -171,6 +179,13 @@ class DockerTarget(ComputeTarget):
                            container_user(self.client.containers.get(cid)))
             return handle
         kwargs = self._kwargs(0, None)
+        if warm.eligible(self.spec):
+            image = prepared.image_digest or prepared.image
+            self.warm_setup = (image, kwargs)
+            borrowed = warm.claim(self, image, kwargs)
+            if borrowed:
+                self.container, key = borrowed
+                return Handle(self.kind, {"container": self.container.id, "warm": key})
         # A container of this name was created by a supervisor that died before recording it,
         # so it never started (launch follows the record): make room for the new one.
         import docker
@@ -240,9 +255,18 @@ class DockerTarget(ComputeTarget):
     def launch(self, handle: Handle) -> None:
         if "containers" in handle.ids:
             return self.group.launch(handle)
+        if "warm" in handle.ids:
+            return warm.request(self, handle.ids["warm"])
         self._get(handle).start()
 
     # -- Running ----------------------------------------------------------------------------------
+    def _warm(self, handle: Handle):
+        if "warm" not in handle.ids:
+            return None
+        if self.warm_run is None:
+            self.warm_run = warm.WarmRun(self, handle)
+        return self.warm_run
+
     def _get(self, handle: Handle):
         container_id = handle.ids["container"]
         if self.container is None or self.container.id != container_id:
@@ -270,6 +294,8 @@ class DockerTarget(ComputeTarget):
         since = int(time.time()) if resumed else None
         if "containers" in handle.ids:
             return self.group.stream_output(handle, resumed, since)
+        if self._warm(handle):
+            return self._warm(handle).pump(resumed)
 
         def follow(name: str, stdout: bool):
             try:
@@ -295,6 +321,8 @@ class DockerTarget(ComputeTarget):
     def is_running(self, handle: Handle) -> bool:
         if "containers" in handle.ids:
             return self.group.is_running(handle)
+        if self._warm(handle):
+            return not self._warm(handle).ended(self._get(handle))
         container = self._get(handle)
         container.reload()
         return container.status in ("created", "running", "restarting", "paused")
@@ -302,11 +330,15 @@ class DockerTarget(ComputeTarget):
     def stop(self, handle: Handle, grace: float) -> None:
         if "containers" in handle.ids:
             return self.group.stop(handle, grace)
+        if self._warm(handle):
+            return self._warm(handle).stop(self._get(handle), grace)
         self._get(handle).stop(timeout=int(max(grace, 0)))
 
     def result(self, handle: Handle) -> Result:
         if "containers" in handle.ids:
             return self.group.result(handle)
+        if self._warm(handle):
+            return self._warm(handle).result()
         container = self._get(handle)
         container.reload()   # the State after a stop, not the one of the last poll
         state = container.attrs["State"]
@@ -318,17 +350,21 @@ class DockerTarget(ComputeTarget):
         import docker
         if "containers" in handle.ids:
             return self.group.collect(handle, self._workdir(), _extract, self.resumed)
+        folders = COPY_BACK
+        if self._warm(handle):
+            self._warm(handle).sync()
+            folders = self._warm(handle).present(COPY_BACK)
         container = self._get(handle)
         workdir = self._workdir()
         skipped = []
-        for folder in COPY_BACK:
+        for folder in folders:
             try:
                 chunks, _ = container.get_archive(f"{workdir}/{folder}")
             except docker.errors.NotFound:
                 continue
             skipped += _extract(b"".join(chunks), self.run_dir, folder)
         copyback.report(self.store, self.run["id"], skipped)
-        if self.resumed:  # output may have come while nobody listened: take Docker's own copy
+        if self.resumed and not self._warm(handle):  # output may have come while nobody listened: take Docker's own copy
             (self.run_dir / OUTPUT_LOG).write_bytes(container.logs(stdout=True, stderr=True))
             (self.run_dir / STDERR_LOG).write_bytes(container.logs(stdout=False, stderr=True))
 
@@ -345,10 +381,19 @@ class DockerTarget(ComputeTarget):
         if "containers" in handle.ids:
             return self.group.cleanup(handle)
         import docker
+        if self._warm(handle):
+            return self._warm(handle).cleanup()
         try:
             self._get(handle).remove(force=True)
         except docker.errors.APIError:  # gone already, or being removed by someone else
             pass
+        if self.warm_setup is not None:   # the next run of this environment starts warm
+            try:
+                image, kwargs = self.warm_setup
+                warm.ensure_worker(self, image, kwargs, warm.imports_of(
+                    self.run_dir / "snapshot", self.spec.script))
+            except Exception as e:  # noqa: BLE001  (the next run starts cold, as before)
+                print(f"no warm worker: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 def _extract(data: bytes, dest: Path, top: str, rename: str | None = None) -> list[str]:

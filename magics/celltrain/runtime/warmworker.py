@@ -1,0 +1,280 @@
+"""A warm worker: a Python that has paid for ``import torch`` once and forks one process per run.
+
+``python -m celltrain.runtime.warmworker FOLDER IDLE_S`` runs as the main process of a worker
+container (``targets/docker/warm.py`` starts it).  ``FOLDER`` is the workspace's
+``warm/<key>/``, mounted read-write; the host and the worker speak through files in it:
+
+- ``imports.json`` (host): the statements to run before waiting (torch, the cell's imports);
+- ``ready`` (worker): written once they ran;
+- ``claim`` (host, created exclusively): the run the worker is lent to; the worker takes it
+  itself ("closing") when it leaves after ``IDLE_S`` seconds without one, so a host never
+  claims a worker that is leaving;
+- ``request.json`` (host): the run to start: ``{"run", "argv", "env"}``;
+- ``<run>/`` (host: ``snapshot/`` and ``telemetry/``; worker: ``stdout``, ``stderr``, ``stop``
+  handling, ``exit.json``).
+
+Each run is a child forked from the worker: a new session, its own environment, working folder
+(a copy of the snapshot) and output files; it runs the script as ``python -u script args``
+would.  The worker never starts a thread or touches a GPU, so the fork is clean and CUDA starts
+in the child.  After the child, every other process in the container is killed and the
+previous run's folders are removed before the next one starts: nothing of one run reaches the
+next but the modules imported before the fork.
+
+Standard library only, Python 3.8.
+"""
+import json
+import os
+import runpy
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+POLL_S = 0.005
+RUN_ROOT = "/celltrain-run"
+OOM_FILES = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
+
+
+def oom_kills():
+    """The container's OOM-kill count (cgroup v2 ``memory.events``, v1 ``oom_control``)."""
+    for path in OOM_FILES:
+        try:
+            with open(path) as f:
+                for line in f:
+                    name, _, value = line.partition(" ")
+                    if name == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+def write_atomic(path, text):
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.rename(path + ".tmp", path)
+
+
+def preload(folder):
+    """Run the import statements the host asked for; a failing one is the child's to report."""
+    try:
+        with open(os.path.join(folder, "imports.json")) as f:
+            statements = json.load(f)
+    except (OSError, ValueError):
+        statements = []
+    space = {}
+    for statement in ["import celltrain.runtime.context"] + list(statements):
+        try:
+            exec(statement, space)
+        except BaseException:  # noqa: BLE001  (an import may raise anything, even SystemExit)
+            pass
+
+
+def kill_others():
+    """Kill every process in the container but its init and this worker (a run's leftovers)."""
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) not in (1, me):
+            try:
+                os.kill(int(name), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def tidy(folder, keep, baseline):
+    """Remove earlier runs' folders (here and in the container) and what they left in /tmp."""
+    for root in (folder, RUN_ROOT):
+        try:
+            names = os.listdir(root)
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(root, name)
+            if name != keep and os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+    for name in set(os.listdir("/tmp")) - baseline:
+        path = os.path.join("/tmp", name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+
+def child(folder, request, base_env):
+    """In the forked child: become the run's process and run its script; returns the code."""
+    run = request["run"]
+    here = os.path.join(folder, run)
+    os.setsid()
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("500")      # the run, not the worker, is the one the OOM killer takes
+    except OSError:
+        pass
+    os.environ.clear()
+    os.environ.update(base_env)
+    os.environ.update(request["env"])
+    out = os.open(os.path.join(here, "stdout"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    err = os.open(os.path.join(here, "stderr"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(out, 1)
+    os.dup2(err, 2)
+    os.close(out)
+    os.close(err)
+    import io
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(io.FileIO(1, "w", closefd=False),
+                                                   write_through=True)
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.FileIO(2, "w", closefd=False),
+                                                   errors="backslashreplace",
+                                                   write_through=True)
+    workdir = os.path.join(RUN_ROOT, run, "src")
+    try:
+        os.makedirs(workdir)
+    except OSError:
+        workdir = tempfile.mkdtemp()
+    shutil.copytree(os.path.join(here, "snapshot"), workdir, symlinks=True, dirs_exist_ok=True)
+    telemetry = request["env"].get("CELLTRAIN_TELEMETRY_DIR")
+    if telemetry:
+        write_atomic(os.path.join(telemetry, "workdir"), workdir + "\n")
+    os.chdir(workdir)
+    if "numpy.random" in sys.modules:   # `random` reseeds itself after a fork; numpy does not
+        sys.modules["numpy.random"].seed()
+    script = os.path.abspath(request["argv"][0])
+    sys.argv = [request["argv"][0]] + list(request["argv"][1:])
+    sys.path[0] = os.path.dirname(script)
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001  (as Python would: the traceback, exit code 1)
+        tb = e.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename != script:
+            tb = tb.tb_next
+        sys.excepthook(type(e), e, tb or e.__traceback__)
+        return 1
+    return 0
+
+
+def finish(folder, request, base_env):
+    """The child's whole life: its script, then what Python does at exit (non-daemon threads
+    joined, ``atexit``, output flushed) but not the teardown of every module the worker
+    imported, which would touch, and so copy, all of the worker's memory (seconds for torch)."""
+    try:
+        code = child(folder, request, base_env)
+    except SystemExit as e:
+        code = e.code
+    except BaseException:  # noqa: BLE001  (a failure before the script: as Python reports it)
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        sys.stderr.write("%s\n" % (code,))
+        code = 1
+    import atexit
+    import threading
+    for step in (getattr(threading, "_shutdown", None), atexit._run_exitfuncs):
+        try:
+            if step is not None:
+                step()
+        except BaseException:  # noqa: BLE001
+            pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    return code & 0xFF
+
+
+def supervise(folder, run, pid, before):
+    """Wait for the run's child; a ``stop`` file asks for SIGTERM, then SIGKILL after its grace."""
+    here = os.path.join(folder, run)
+    kill_at = None
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if kill_at is None and os.path.exists(os.path.join(here, "stop")):
+            try:
+                with open(os.path.join(here, "stop")) as f:
+                    grace = float(f.read().strip() or 10)
+            except (OSError, ValueError):
+                grace = 10.0
+            os.killpg(pid, signal.SIGTERM)
+            kill_at = time.monotonic() + grace
+        elif kill_at is not None and time.monotonic() > kill_at:
+            os.killpg(pid, signal.SIGKILL)
+            kill_at = float("inf")
+        time.sleep(POLL_S)
+    kill_others()
+    killed = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    code = 128 + killed if killed else os.WEXITSTATUS(status)
+    oom = killed == signal.SIGKILL and oom_kills() > before
+    try:   # which of ./outputs and ./logs there are: the host asks Docker for those only
+        with open(os.path.join(here, "telemetry", "workdir")) as f:
+            workdir = f.read().strip()
+        present = [d for d in ("outputs", "logs") if os.path.isdir(os.path.join(workdir, d))]
+    except OSError:
+        present = None
+    write_atomic(os.path.join(here, "exit.json"), json.dumps(
+        {"code": code, "signal": killed, "oom": oom, "present": present}))
+
+
+def serve(folder, idle_s):
+    base_env = dict(os.environ)
+    baseline = set(os.listdir("/tmp"))
+    preload(folder)
+    import gc
+    gc.collect()
+    gc.freeze()     # the children's collections leave the worker's objects (and pages) alone
+    write_atomic(os.path.join(folder, "ready"), str(os.getpid()))
+    ready = os.path.join(folder, "ready")
+    request_file = os.path.join(folder, "request.json")
+    claim = os.path.join(folder, "claim")
+    idle_since = time.monotonic()
+    while True:
+        if os.path.exists(request_file):
+            with open(request_file) as f:
+                request = json.load(f)
+            os.remove(request_file)
+            tidy(folder, request["run"], baseline)
+            before = oom_kills()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                os._exit(finish(folder, request, base_env))
+            supervise(folder, request["run"], pid, before)
+            idle_since = time.monotonic()
+        elif not os.path.exists(ready):
+            return 0            # the host removed the folder: the workspace is gone
+        elif time.monotonic() - idle_since > idle_s:
+            try:
+                fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:   # lent just now; a claim never followed up goes stale
+                try:
+                    if time.time() - os.stat(claim).st_mtime > idle_s:
+                        os.remove(claim)
+                except OSError:
+                    pass
+                idle_since = time.monotonic()
+                continue
+            os.write(fd, b"closing")
+            os.close(fd)
+            return 0
+        time.sleep(POLL_S)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    return serve(argv[0], float(argv[1]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
