@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import io
 import os
+from pathlib import Path
 import tarfile
 import threading
 
@@ -322,3 +323,15 @@ def settle_distribution(spec):
                          "its own; leave network= out")
     host = host_gpu_ids() if res.gpus == "all" else []
     return distributed.settle(spec, distributed.gpu_count(res.gpus, dist.nodes, len(host)))
+
+
+def extract_archive(data: bytes, dest: Path, top: str, rename: str | None = None) -> list[str]:
+    """Extract Docker's archive of ``top`` into ``dest``; returns what was skipped (links
+    out, devices), never raising for the run's own files.  ``rename``: under that name
+    instead, and only if the folder holds something (another node's outputs)."""
+    if rename:
+        data = renamed(data, top, rename)
+        if data is None:
+            return []
+        top = rename
+    return copyback.extract_tar(io.BytesIO(data), dest, top)

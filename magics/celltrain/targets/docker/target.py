@@ -9,7 +9,6 @@ are copied back at the end, from a stopped container too, so a failed run keeps 
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 import posixpath
 import sys
@@ -26,7 +25,8 @@ from . import engine, warm
 from .engine import LABEL_BUILD, LABEL_RUN, LABEL_WORKSPACE
 from .users import container_user, let_write
 from .images import ensure_image
-from .nodes import NodeGroup, create as nodes_create, mpi_env, node_command, renamed, settle_distribution
+from .nodes import NodeGroup, create as nodes_create, mpi_env, node_command, settle_distribution
+from .nodes import extract_archive
 
 WORKDIR = "/celltrain-run/src"
 TELEMETRY_IN_CONTAINER = "/celltrain-run/telemetry"
@@ -349,7 +349,7 @@ class DockerTarget(ComputeTarget):
         """Copy ./outputs and ./logs back, and rewrite the captured output from Docker's own log."""
         import docker
         if "containers" in handle.ids:
-            return self.group.collect(handle, self._workdir(), _extract, self.resumed)
+            return self.group.collect(handle, self._workdir(), extract_archive, self.resumed)
         folders = COPY_BACK
         if self._warm(handle):
             self._warm(handle).sync()
@@ -362,7 +362,7 @@ class DockerTarget(ComputeTarget):
                 chunks, _ = container.get_archive(f"{workdir}/{folder}")
             except docker.errors.NotFound:
                 continue
-            skipped += _extract(b"".join(chunks), self.run_dir, folder)
+            skipped += extract_archive(b"".join(chunks), self.run_dir, folder)
         copyback.report(self.store, self.run["id"], skipped)
         if self.resumed and not self._warm(handle):  # output may have come while nobody listened: take Docker's own copy
             (self.run_dir / OUTPUT_LOG).write_bytes(container.logs(stdout=True, stderr=True))
@@ -395,14 +395,3 @@ class DockerTarget(ComputeTarget):
             except Exception as e:  # noqa: BLE001  (the next run starts cold, as before)
                 print(f"no warm worker: {type(e).__name__}: {e}", file=sys.stderr)
 
-
-def _extract(data: bytes, dest: Path, top: str, rename: str | None = None) -> list[str]:
-    """Extract Docker's archive of ``top`` into ``dest``; returns what was skipped (links
-    out, devices), never raising for the run's own files.  ``rename``: under that name
-    instead, and only if the folder holds something (another node's outputs)."""
-    if rename:
-        data = renamed(data, top, rename)
-        if data is None:
-            return []
-        top = rename
-    return copyback.extract_tar(io.BytesIO(data), dest, top)
