@@ -175,6 +175,11 @@ def test_plain_http_speaks_the_open_inference_protocol(birds, model):
     assert out["name"] == "output" and out["datatype"] == "FP32" and out["shape"] == [2, 2]
     expected = torch_net(version)(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(np.reshape(out["data"], (2, 2)), expected, atol=1e-4)
+    code, stats = http("GET", f"{url}/v2/models/tiny/stats")   # the statistics extension
+    counts = stats["model_stats"][0]
+    assert code == 200 and counts["name"] == "tiny" and counts["version"] == str(version.version)
+    assert counts["inference_count"] >= 2 and 1 <= counts["execution_count"] \
+        <= counts["inference_count"]
     code, body = http("POST", f"{url}/v2/models/other/infer", infer_body(x))
     assert code == 404 and "serves 'tiny'" in body["error"]
     code, body = http("POST", f"{url}/v2/models/tiny/versions/99/infer", infer_body(x))
