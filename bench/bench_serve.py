@@ -6,7 +6,14 @@ and output with next to no compute, which shows the endpoint's own cost at that 
 runs (a) in this process through the server's own ``OnnxModel`` (the same ONNX Runtime
 session options as the server's), (b) behind ``ModelVersion.deploy`` (batching up to 16
 within ``--latency-ms``), and with ``--target docker`` also (c) at the container's own address,
-past Docker's userland proxy on the published port.
+past Docker's userland proxy on the published port, and (d) a second deployment of it on the
+host's network (``deploy(..., network="host")``: the server binds 127.0.0.1:port itself).
+
+With the Docker target the in-process side also runs inside the deployment's container
+(``serve_inproc.py`` through ``docker exec``): with cgroup v1 all containers share one CPU
+group that competes with each host process alone, so on a loaded machine a container gets less
+CPU than this process, whatever it serves.  Ratios are given against both; batch-1 pairs use
+the in-container session.
 
 The machine is shared and noisy, so the sides are measured interleaved, in ``--rounds``
 rounds, each side's turn rotating, and ratios are taken within a round; the medians of those
@@ -19,7 +26,8 @@ pairs' differences.
 
     .venv/bin/python bench/bench_serve.py [--model resnet18|tiny|io224] [--target docker|local]
                                           [--rounds 5] [--seconds 4] [--pairs 10]
-                                          [--body binary json] [--json bench/results/serve.json]
+                   [--body binary json] [--endpoints published hostnet direct]
+                   [--json bench/results/serve.json]
 """
 from __future__ import annotations
 
@@ -133,6 +141,54 @@ class Endpoint:
         self.load.wait(timeout=60)
 
 
+class ContainerSession:
+    """The in-process session inside the deployment's container (serve_inproc.py)."""
+
+    def __init__(self, run_id: str):
+        self.proc = subprocess.Popen(
+            ["docker", "exec", "-i", f"celltrain-{run_id}", "python3", "-c",
+             (HERE / "serve_inproc.py").read_text()],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.runtime = self._ask(None)["ready"]
+
+    def _ask(self, command):
+        if command is not None:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the in-container session ended (its error is above)")
+        return json.loads(line)
+
+    def rows_s(self, seconds: float) -> float:
+        return self._ask(f"b16 {seconds}")
+
+    def once(self) -> float:
+        return self._ask("b1")
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+class HostSession:
+    """The in-process session in this process."""
+
+    def __init__(self, model, x1, x16):
+        self.model, self.x1, self.x16, self.runtime = model, x1, x16, model.runtime
+
+    def rows_s(self, seconds: float) -> float:
+        return inproc_rows_s(self.model, self.x16, seconds)
+
+    def once(self) -> float:
+        t = time.perf_counter()
+        self.model.run({"input": self.x1})
+        return time.perf_counter() - t
+
+    def close(self) -> None:
+        pass
+
+
 def inproc_rows_s(model, x16, seconds: float) -> float:
     start, n = time.perf_counter(), 0
     while True:
@@ -143,32 +199,32 @@ def inproc_rows_s(model, x16, seconds: float) -> float:
             return n * len(x16) / elapsed
 
 
-def pairs(model, ep: Endpoint, x1, n: int, flip: bool) -> list:
+def pairs(session, ep: Endpoint, n: int, flip: bool) -> list:
     """n (in-process, endpoint) batch-1 latencies, each pair timed back to back."""
     out = []
     for i in range(n):
         order = (i + flip) % 2
         if order:
             remote = ep.one.once()
-        t = time.perf_counter()
-        model.run({"input": x1})
-        local = time.perf_counter() - t
+        local = session.once()
         if not order:
             remote = ep.one.once()
         out.append((local, remote))
     return out
 
 
-def measure(args, model, endpoints: dict, x1, x16) -> list:
-    """The rounds: per round, the load average, every side's throughput and the pairs."""
+def measure(args, sessions: dict, endpoints: dict) -> list:
+    """The rounds: per round, the load average, every side's throughput and the pairs (each
+    endpoint's with the baseline session: the in-container one where there is one)."""
     rounds = []
-    sides = ["inproc", *endpoints]
+    sides = [*sessions, *endpoints]
+    base = sessions.get("inproc_container") or sessions["inproc"]
     for r in range(args.rounds):
         rnd = {"load": os.getloadavg()[0], "rows_s": {}, "c16": {}, "mean_batch": {},
                "pairs": {}}
         for side in sides[r % len(sides):] + sides[:r % len(sides)]:
-            if side == "inproc":
-                rnd["rows_s"][side] = inproc_rows_s(model, x16, args.seconds)
+            if side in sessions:
+                rnd["rows_s"][side] = sessions[side].rows_s(args.seconds)
                 continue
             ep = endpoints[side]
             before = model_stats(ep.url)
@@ -178,7 +234,7 @@ def measure(args, model, endpoints: dict, x1, x16) -> list:
             rnd["c16"][side] = got["latencies"]
             rnd["mean_batch"][side] = rows / max(1, runs)
         for side, ep in endpoints.items():
-            rnd["pairs"][side] = pairs(model, ep, x1, args.pairs, flip=r % 2 == 1)
+            rnd["pairs"][side] = pairs(base, ep, args.pairs, flip=r % 2 == 1)
         rnd["load_after"] = os.getloadavg()[0]
         rounds.append(rnd)
         print(f"round {r + 1}/{args.rounds}: load {rnd['load']:.1f}; rows/s " + ", ".join(
@@ -186,14 +242,20 @@ def measure(args, model, endpoints: dict, x1, x16) -> list:
     return rounds
 
 
-def summarize(rounds: list, endpoints: dict) -> dict:
+def summarize(rounds: list, sessions: dict, endpoints: dict) -> dict:
     res = {"load_min": min(min(r["load"], r["load_after"]) for r in rounds),
-           "load_max": max(max(r["load"], r["load_after"]) for r in rounds),
-           "inproc_b16_rows_s": statistics.median(r["rows_s"]["inproc"] for r in rounds)}
+           "load_max": max(max(r["load"], r["load_after"]) for r in rounds)}
+    for name in sessions:
+        res[f"{name}_b16_rows_s"] = statistics.median(r["rows_s"][name] for r in rounds)
     all_pairs = [p for r in rounds for side in r["pairs"] for p in r["pairs"][side]]
-    res["inproc_b1_p50_ms"] = quantile([p[0] for p in all_pairs], .5) * MS
+    base = "inproc_container" if "inproc_container" in sessions else "inproc"
+    res["paired_baseline"] = base
+    res["paired_b1_p50_ms"] = quantile([p[0] for p in all_pairs], .5) * MS
     for side in endpoints:
-        ratios = [r["rows_s"][side] / r["rows_s"]["inproc"] for r in rounds]
+        if base != "inproc":
+            ratios = [r["rows_s"][side] / r["rows_s"]["inproc"] for r in rounds]
+            res[f"{side}_c16_ratio_to_host_inproc"] = statistics.median(ratios)
+        ratios = [r["rows_s"][side] / r["rows_s"][base] for r in rounds]
         c16 = [x for r in rounds for x in r["c16"][side]]
         prs = [p for r in rounds for p in r["pairs"][side]]
         per_round = [statistics.median(b - a for a, b in r["pairs"][side]) * MS for r in rounds]
@@ -227,9 +289,12 @@ def deploy(tmp: Path, args):
     from bench_net import make
     version = run.register_model("bench", "outputs/model.pt")
     art = version.export_onnx(torch.randn(1, *shape), model=make())
-    svc = version.deploy("bench", target=args.target, max_batch_size=16,
-                         max_latency_ms=args.latency_ms)
-    return art, svc, shape
+    svcs = {"published": version.deploy("bench", target=args.target, max_batch_size=16,
+                                        max_latency_ms=args.latency_ms)}
+    if "hostnet" in args.endpoints and args.target == "docker":
+        svcs["hostnet"] = version.deploy("bench-hostnet", target=args.target, network="host",
+                                         max_batch_size=16, max_latency_ms=args.latency_ms)
+    return art, svcs, shape
 
 
 def main(argv=None) -> int:
@@ -240,46 +305,51 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=4.0, help="each side's turn in a round")
     p.add_argument("--pairs", type=int, default=10, help="batch-1 pairs per round and side")
     p.add_argument("--body", nargs="+", choices=["binary", "json"], default=["binary"])
-    p.add_argument("--no-direct", action="store_true",
-                   help="skip the container's own address (Docker target)")
+    p.add_argument("--endpoints", nargs="+", choices=["published", "hostnet", "direct"],
+                   default=["published", "hostnet", "direct"],
+                   help="Docker target: the published port (through Docker's proxy), a second "
+                        "deployment on the host's network, the first's container address")
     p.add_argument("--latency-ms", type=float, default=2.0, help="the batcher's wait")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        art, svc, shape = deploy(tmp, args)
-        endpoints = {}
+        art, svcs, shape = deploy(tmp, args)
+        endpoints, sessions = {}, {}
         try:
             model = OnnxModel(str(art.path))
-            server_runtime = next((line for line in svc.logs().splitlines()
+            server_runtime = next((line for line in svcs["published"].logs().splitlines()
                                    if "ready on" in line), "?")
             x1 = np.random.default_rng(0).random((1, *shape), dtype=np.float32)
             x16 = np.repeat(x1, 16, axis=0)
-            urls = {"published": svc.url}
-            direct = None if args.no_direct or args.target != "docker" \
-                else container_url(svc.run_id)
-            if direct:
-                urls["direct"] = direct
+            urls = {name: svc.url for name, svc in svcs.items()}
+            if "direct" in args.endpoints and args.target == "docker":
+                urls["direct"] = container_url(svcs["published"].run_id)
             (tmp / "req").mkdir()
             for kind in args.body:
                 body, headers = bodies(x1)[kind]
                 for where, url in urls.items():
                     endpoints[f"{kind}_{where}"] = Endpoint(url, kind, body, headers, 16,
                                                             tmp / "req")
+            sessions["inproc"] = HostSession(model, x1, x16)
+            if args.target == "docker":
+                sessions["inproc_container"] = ContainerSession(svcs["published"].run_id)
             for _ in range(3):                                       # warm up
                 model.run({"input": x16})
             for ep in endpoints.values():
                 ep.run_load(min(1.0, args.seconds))
-                pairs(model, ep, x1, 3, False)
-            rounds = measure(args, model, endpoints, x1, x16)
+                pairs(sessions["inproc"], ep, 3, False)
+            rounds = measure(args, sessions, endpoints)
         finally:
-            for ep in endpoints.values():
-                ep.close()
-            svc.stop()
+            for closing in [*endpoints.values(), *sessions.values()]:
+                closing.close()
+            for svc in svcs.values():
+                svc.stop()
     res = {"model": args.model, "target": args.target, "input": list(shape),
-           "inproc_runtime": model.runtime, "server": server_runtime,
            "rounds": args.rounds, "seconds": args.seconds, "pairs": args.pairs,
-           **summarize(rounds, endpoints)}
+           "server": server_runtime,
+           **{f"{k}_runtime": v.runtime for k, v in sessions.items()},
+           **summarize(rounds, sessions, endpoints)}
     for k, v in res.items():
         print(f"{k:40} {v:.3f}" if isinstance(v, float) else f"{k:40} {v}")
     if args.json:

@@ -318,6 +318,26 @@ def test_auth_needs_the_bearer_token_on_every_request(model):
         assert svc.stop() == "Stopped"
 
 
+def test_on_the_hosts_network_the_server_binds_localhost_itself_without_docker_proxy(
+        model, docker_client):
+    """network="host": no published port (no userland proxy copying every byte); the server
+    listens on the host's 127.0.0.1:port itself."""
+    ws, version, _ = model
+    svc = version.deploy("direct", network="host")
+    try:
+        port = svc.url.rsplit(":", 1)[1]
+        assert svc.state == "Healthy" and svc.url.startswith("http://127.0.0.1:")
+        container = docker_client.containers.get(svc.record["handle"]["ids"]["container"])
+        assert container.attrs["HostConfig"]["NetworkMode"] == "host"
+        assert not container.attrs["HostConfig"]["PortBindings"]
+        assert f"ready on 127.0.0.1:{port} " in svc.logs()
+        x = np.random.default_rng(5).random((2, *SHAPE), dtype=np.float32)
+        expected = torch_net(version)(torch.from_numpy(x)).detach().numpy()
+        np.testing.assert_allclose(svc.predict(x), expected, atol=1e-4)
+    finally:
+        assert svc.stop() == "Stopped"
+
+
 def test_a_model_that_fails_to_load_leaves_the_deployment_failed_with_the_reason(model,
                                                                                docker_client):
     ws, version, _ = model
