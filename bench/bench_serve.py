@@ -22,7 +22,9 @@ their own, ``serve_load.py``: pre-encoded requests, one thread, so their Python 
 and none of it here) send batch 1 back to back for ``--seconds``, against the in-process
 session running batch 16 as long.  Batch-1 overhead: each endpoint request is paired with an
 in-process run of the same input (the order alternating); the overhead is the median of the
-pairs' differences.
+pairs' differences.  As the server also counts its model runs' time (``GET .../stats``), the
+same requests give the endpoint's cost beyond its own model run, which the load does not blur
+(round medians of per-round means).
 
     .venv/bin/python bench/bench_serve.py [--model resnet18|tiny|io224] [--target docker|local]
                                           [--rounds 5] [--seconds 4] [--pairs 10]
@@ -107,9 +109,16 @@ def container_url(run_id: str) -> str | None:
 
 
 def model_stats(url: str) -> tuple:
+    """(rows, model runs, their ns, requests answered, their ns in the server) so far."""
     with urllib.request.urlopen(url + "/v2/models/bench/stats", timeout=60) as r:
         s = json.load(r)["model_stats"][0]
-    return s["inference_count"], s["execution_count"]
+    done = s["inference_stats"]
+    return (s["inference_count"], s["execution_count"], done["compute_infer"]["ns"],
+            done["success"]["count"], done["success"]["ns"])
+
+
+def stats_delta(url: str, before: tuple) -> tuple:
+    return tuple(a - b for a, b in zip(model_stats(url), before))
 
 
 class Endpoint:
@@ -229,12 +238,17 @@ def measure(args, sessions: dict, endpoints: dict) -> list:
             ep = endpoints[side]
             before = model_stats(ep.url)
             got = ep.run_load(args.seconds)
-            rows, runs = (a - b for a, b in zip(model_stats(ep.url), before))
+            rows, runs = stats_delta(ep.url, before)[:2]
             rnd["rows_s"][side] = got["answered"] / got["seconds"]
             rnd["c16"][side] = got["latencies"]
             rnd["mean_batch"][side] = rows / max(1, runs)
+        rnd["server_ms"] = {}
         for side, ep in endpoints.items():
+            before = model_stats(ep.url)
             rnd["pairs"][side] = pairs(base, ep, args.pairs, flip=r % 2 == 1)
+            _, runs, run_ns, answered, answered_ns = stats_delta(ep.url, before)
+            # per request, in the server: its model run, and all its time from headers to answer
+            rnd["server_ms"][side] = (run_ns / runs / 1e6, answered_ns / answered / 1e6)
         rnd["load_after"] = os.getloadavg()[0]
         rounds.append(rnd)
         print(f"round {r + 1}/{args.rounds}: load {rnd['load']:.1f}; rows/s " + ", ".join(
@@ -272,6 +286,15 @@ def summarize(rounds: list, sessions: dict, endpoints: dict) -> dict:
             f"{side}_b1_overhead_ms": statistics.median(b - a for a, b in prs) * MS,
             f"{side}_b1_overhead_round_min_ms": min(per_round),
             f"{side}_b1_overhead_round_max_ms": max(per_round),
+            # the same requests' own model time, as the server measured it: the endpoint's
+            # cost beyond its model run, and the server's own part of that
+            f"{side}_b1_server_model_mean_ms": statistics.median(
+                r["server_ms"][side][0] for r in rounds),
+            f"{side}_b1_beyond_model_mean_ms": statistics.median(
+                statistics.mean(b for _, b in r["pairs"][side]) * MS - r["server_ms"][side][0]
+                for r in rounds),
+            f"{side}_b1_in_server_beyond_model_mean_ms": statistics.median(
+                r["server_ms"][side][1] - r["server_ms"][side][0] for r in rounds),
         })
     return res
 

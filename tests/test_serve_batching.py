@@ -160,6 +160,7 @@ def test_requests_that_queue_while_the_model_runs_are_its_next_batches_up_to_the
     for feed, result in zip(feeds, results):
         np.testing.assert_array_equal(result["y"], feed["x"] * 2)
     assert (batcher.counts.runs, batcher.counts.rows) == (3, 16) and batcher.inflight == 0
+    assert batcher.counts.run_ns > 0
 
 
 def infer_request(x, port):
@@ -177,7 +178,8 @@ def test_a_request_whose_body_is_still_arriving_is_waited_for_and_joins_the_batc
     model = Doubler()
     service = Service({"name": "dbl", "version": 1}, None)
     service.model, service.ready = model, True
-    service.batcher = Batcher(model, max_batch_size=8, max_latency_ms=30_000)
+    service.batcher = Batcher(model, max_batch_size=8, max_latency_ms=30_000,
+                              counts=service.counts)
 
     class Serving(Handler):
         pass
@@ -217,6 +219,9 @@ def test_a_request_whose_body_is_still_arriving_is_waited_for_and_joins_the_batc
         stats.request("GET", "/v2/models/dbl/stats")
         counts = json.loads(stats.getresponse().read())["model_stats"][0]
         assert (counts["inference_count"], counts["execution_count"]) == (2, 1)
+        done = counts["inference_stats"]
+        assert done["success"]["count"] == 2 and done["compute_infer"]["count"] == 1
+        assert done["success"]["ns"] > done["compute_infer"]["ns"] > 0
     finally:
         server.shutdown()
         server.server_close()

@@ -6,7 +6,7 @@
 
 - ``GET /v2/health/live``, ``/v2/health/ready``, ``GET /v2``
 - ``GET /v2/models/<name>[/versions/<v>]`` (metadata), ``.../ready``, ``POST .../infer``
-- ``GET .../stats``: rows inferred and model runs (the statistics extension's counts)
+- ``GET .../stats``: rows, model runs and their time (the statistics extension's counts)
 - the binary tensor data extension (Triton's and KServe's): JSON, then the tensors' bytes
 - ``POST /score`` with an entry script: its ``run(raw_json)``, the return value JSON-encoded
 
@@ -84,15 +84,15 @@ class Service:
         self.model = self.script = self.batcher = None
         self.ready = False
         self.stats = Stats()
-        self.counts = serve_model.Counts()     # the model's runs and rows, unbatched
+        self.counts = serve_model.Counts()     # the model's runs and the answered requests
 
     def model_stats(self) -> dict:
-        """The statistics extension's answer (Triton's GET .../stats), counts only:
-        inference_count rows in execution_count model runs (their ratio: the mean batch)."""
-        counts = self.batcher.counts if self.batcher else self.counts
+        """The statistics extension's answer (Triton's GET .../stats): inference_count rows in
+        execution_count model runs (their ratio: the mean batch), the requests answered and
+        the model runs with their total time in ns (the rest of a request's time is HTTP,
+        parsing and waiting for its batch)."""
         return {"model_stats": [{"name": self.name, "version": self.version,
-                                 "inference_count": counts.rows,
-                                 "execution_count": counts.runs}]}
+                                 **self.counts.stats()}]}
 
     def load(self) -> None:
         config = self.config
@@ -107,7 +107,7 @@ class Service:
         if self.model is not None and config["max_batch_size"] > 1 \
                 and serve_model.has_batch_axis(self.model):
             self.batcher = serve_model.Batcher(self.model, config["max_batch_size"],
-                                               config["max_latency_ms"])
+                                               config["max_latency_ms"], self.counts)
             self.stats.batcher = self.batcher
         self.ready = True
 
@@ -126,8 +126,7 @@ class Service:
         if self.batcher:
             results = self.batcher.run(feed)
         else:
-            results = self.model.run(feed)
-            self.counts.add(serve_model.rows(feed))
+            results = serve_model.timed_run(self.model, feed, self.counts)
         binary = bool((body.get("parameters") or {}).get("binary_data_output")) or any(
             (o.get("parameters") or {}).get("binary_data") for o in body.get("outputs") or ()
             if isinstance(o, dict))
@@ -263,6 +262,8 @@ class Handler(BaseHTTPRequestHandler):
                     return self._send(404, {"error": str(e)})
                 if action == "infer":
                     error = not self._answer(raw)
+                    if not error:
+                        self.service.counts.answered(int((time.perf_counter() - started) * 1e9))
                     return
             self._send(404, {"error": f"no route POST {self.path}"})
         finally:

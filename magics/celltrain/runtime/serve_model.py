@@ -169,16 +169,39 @@ def to_outputs(model, results, binary: bool = False):
 
 
 class Counts:
-    """Model runs and the rows they had (the batcher's thread, or handlers under the lock)."""
+    """What GET .../stats answers: model runs, their rows and time; successful requests and
+    their time in the server (from headers in to answer out)."""
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.runs = self.rows = 0
+        self.runs = self.rows = self.run_ns = self.requests = self.request_ns = 0
 
-    def add(self, rows: int) -> None:
+    def add(self, rows: int, ns: int) -> None:
         with self.lock:
             self.runs += 1
             self.rows += rows
+            self.run_ns += ns
+
+    def answered(self, ns: int) -> None:
+        with self.lock:
+            self.requests += 1
+            self.request_ns += ns
+
+    def stats(self) -> dict:
+        """Triton's statistics extension's fields for these."""
+        with self.lock:
+            return {"inference_count": self.rows, "execution_count": self.runs,
+                    "inference_stats": {
+                        "success": {"count": self.requests, "ns": self.request_ns},
+                        "compute_infer": {"count": self.runs, "ns": self.run_ns}}}
+
+
+def timed_run(model, feed, counts: Counts):
+    """model.run(feed), counted with its rows and time."""
+    start = time.perf_counter_ns()
+    results = model.run(feed)
+    counts.add(rows(feed), time.perf_counter_ns() - start)
+    return results
 
 
 def has_batch_axis(model) -> bool:
@@ -194,12 +217,12 @@ class Batcher:
     it never got to ``run``.  The model runs in the batcher's thread; the requests that arrive
     meanwhile queue up and are the next batch, taken at once when the model is free."""
 
-    def __init__(self, model, max_batch_size: int, max_latency_ms: float):
+    def __init__(self, model, max_batch_size: int, max_latency_ms: float, counts=None):
         self.model, self.max_rows = model, max_batch_size
         self.wait_s = max_latency_ms / 1000.0
         self.queue = queue.Queue()
         self.largest = 0        # the most rows one batch has had (logged as serve/max_batch)
-        self.counts = Counts()  # its runs and rows: GET .../stats
+        self.counts = counts or Counts()    # its runs, rows and time: GET .../stats
         self.inflight = 0
         self.lock = threading.Lock()
         self.local = threading.local()
@@ -247,7 +270,6 @@ class Batcher:
                 batch.append(item)
                 taken += rows(item[0])
             self.largest = max(self.largest, taken)
-            self.counts.add(taken)
             self._run(batch)
 
     def _run(self, batch):
@@ -256,10 +278,10 @@ class Batcher:
             self.inflight -= len(batch)
         try:
             if len(batch) == 1:
-                results = [self.model.run(batch[0][0])]
+                results = [timed_run(self.model, batch[0][0], self.counts)]
             else:
                 feed = {n: np.concatenate([b[0][n] for b in batch]) for n in batch[0][0]}
-                joined = self.model.run(feed)
+                joined = timed_run(self.model, feed, self.counts)
                 results, at = [], 0
                 for b in batch:
                     n = rows(b[0])
