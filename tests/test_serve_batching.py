@@ -7,10 +7,10 @@ import http.client
 import json
 import socket
 import threading
-import time
 
 import numpy as np
 import pytest
+from procs import until
 
 from celltrain.runtime.serve import Handler, Server, Service
 from celltrain.runtime.serve_model import BadRequest, Batcher, to_arrays, to_outputs
@@ -45,15 +45,6 @@ class Gated(Doubler):
             self.entered.set()
             assert self.release.wait(60)
         return super().run(feed)
-
-
-def until(check, what, within=60.0):
-    """Wait for a condition (a deadline only to fail, not a timing assertion)."""
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {within}s")
-        time.sleep(0.01)
 
 
 def concurrently(batcher, feeds):

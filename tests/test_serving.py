@@ -12,13 +12,13 @@ import signal
 import sys
 import textwrap
 import threading
-import time
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
 import torch
+from procs import until
 
 from celltrain import Workspace
 from celltrain.cli import main as cli
@@ -97,14 +97,6 @@ def infer_body(x, name="input", datatype="FP32", shape=None):
     return {"inputs": [{"name": name, "datatype": datatype,
                         "shape": list(x.shape) if shape is None else shape,
                         "data": x.ravel().tolist()}]}
-
-
-def until(check, what, within=60.0):
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {within}s")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
