@@ -340,7 +340,7 @@ def test_a_model_that_fails_to_load_leaves_the_deployment_failed_with_the_reason
     assert failed.state == "Failed"
     assert "the model failed to load" in failed.reason and "export_onnx" in failed.reason
     label = {"label": f"celltrain.run={failed.run_id}"}
-    until(lambda: docker_client.containers.list(all=True, filters=label) == [],
+    until(lambda: docker_client.api.containers(all=True, quiet=True, filters=label) == [],
           "the failed deployment's container removed")
 
 
@@ -422,7 +422,8 @@ def test_a_killed_supervisor_is_replaced_on_open_and_stop_removes_the_container(
     assert again.state == "Healthy" and again.predict(x).shape == (1, 2)
     assert again.stop() == "Stopped"
     label = {"label": f"celltrain.run={again.run_id}"}
-    until(lambda: docker_client.containers.list(all=True, filters=label) == [],
+    # one list call: containers.list() inspects each one and fails on one removed meanwhile
+    until(lambda: docker_client.api.containers(all=True, quiet=True, filters=label) == [],
           "the stopped deployment's container removed")
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(again.url + "/v2/health/live", timeout=5)
