@@ -352,6 +352,8 @@ def test_bad_arguments_are_refused_naming_the_value(birds, model):
         version.deploy("x", port=0)
     with pytest.raises(ValueError, match="max_batch_size takes a whole number >= 1.*not 0"):
         version.deploy("x", max_batch_size=0)
+    with pytest.raises(ValueError, match="network='my net!' is not a network: pass one of"):
+        version.deploy("x", network="my net!")
     with pytest.raises(DeploymentError, match="'birds' is already Healthy at http://127"):
         version.deploy("birds")
     with pytest.raises(FileNotFoundError, match="entry_script 'nope.py' is not in source_dir"):
