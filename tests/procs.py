@@ -1,8 +1,12 @@
 """Finding the detached processes celltrain starts (supervisors, sweep controllers) by their
-command line, so a test can kill one the way a crash or an OOM killer would."""
+command line, so a test can kill one the way a crash or an OOM killer would; and waiting
+for what processes and threads do (``until``)."""
 from __future__ import annotations
 
 import os
+import time
+
+import pytest
 
 
 def process_with(*needles: bytes) -> int | None:
@@ -16,3 +20,12 @@ def process_with(*needles: bytes) -> int | None:
             if all(needle in cmd for needle in needles):
                 return int(entry)
     return None
+
+
+def until(check, what, within=60.0):
+    """Wait for a condition; the deadline only fails the test (no timing assertion)."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {within}s")
+        time.sleep(0.05)

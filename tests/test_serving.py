@@ -12,13 +12,13 @@ import signal
 import sys
 import textwrap
 import threading
-import time
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
 import torch
+from procs import until
 
 from celltrain import Workspace
 from celltrain.cli import main as cli
@@ -99,14 +99,6 @@ def infer_body(x, name="input", datatype="FP32", shape=None):
                         "data": x.ravel().tolist()}]}
 
 
-def until(check, what, within=60.0):
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {within}s")
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, docker_client, offline_image):
     root = tmp_path_factory.mktemp("serving")
@@ -175,6 +167,11 @@ def test_plain_http_speaks_the_open_inference_protocol(birds, model):
     assert out["name"] == "output" and out["datatype"] == "FP32" and out["shape"] == [2, 2]
     expected = torch_net(version)(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(np.reshape(out["data"], (2, 2)), expected, atol=1e-4)
+    code, stats = http("GET", f"{url}/v2/models/tiny/stats")   # the statistics extension
+    counts = stats["model_stats"][0]
+    assert code == 200 and counts["name"] == "tiny" and counts["version"] == str(version.version)
+    assert counts["inference_count"] >= 2 and 1 <= counts["execution_count"] \
+        <= counts["inference_count"]
     code, body = http("POST", f"{url}/v2/models/other/infer", infer_body(x))
     assert code == 404 and "serves 'tiny'" in body["error"]
     code, body = http("POST", f"{url}/v2/models/tiny/versions/99/infer", infer_body(x))
@@ -313,6 +310,26 @@ def test_auth_needs_the_bearer_token_on_every_request(model):
         assert svc.stop() == "Stopped"
 
 
+def test_on_the_hosts_network_the_server_binds_localhost_itself_without_docker_proxy(
+        model, docker_client):
+    """network="host": no published port (no userland proxy copying every byte); the server
+    listens on the host's 127.0.0.1:port itself."""
+    ws, version, _ = model
+    svc = version.deploy("direct", network="host")
+    try:
+        port = svc.url.rsplit(":", 1)[1]
+        assert svc.state == "Healthy" and svc.url.startswith("http://127.0.0.1:")
+        container = docker_client.containers.get(svc.record["handle"]["ids"]["container"])
+        assert container.attrs["HostConfig"]["NetworkMode"] == "host"
+        assert not container.attrs["HostConfig"]["PortBindings"]
+        assert f"ready on 127.0.0.1:{port} " in svc.logs()
+        x = np.random.default_rng(5).random((2, *SHAPE), dtype=np.float32)
+        expected = torch_net(version)(torch.from_numpy(x)).detach().numpy()
+        np.testing.assert_allclose(svc.predict(x), expected, atol=1e-4)
+    finally:
+        assert svc.stop() == "Stopped"
+
+
 def test_a_model_that_fails_to_load_leaves_the_deployment_failed_with_the_reason(model,
                                                                                docker_client):
     ws, version, _ = model
@@ -323,7 +340,7 @@ def test_a_model_that_fails_to_load_leaves_the_deployment_failed_with_the_reason
     assert failed.state == "Failed"
     assert "the model failed to load" in failed.reason and "export_onnx" in failed.reason
     label = {"label": f"celltrain.run={failed.run_id}"}
-    until(lambda: docker_client.containers.list(all=True, filters=label) == [],
+    until(lambda: docker_client.api.containers(all=True, quiet=True, filters=label) == [],
           "the failed deployment's container removed")
 
 
@@ -335,6 +352,8 @@ def test_bad_arguments_are_refused_naming_the_value(birds, model):
         version.deploy("x", port=0)
     with pytest.raises(ValueError, match="max_batch_size takes a whole number >= 1.*not 0"):
         version.deploy("x", max_batch_size=0)
+    with pytest.raises(ValueError, match="network='my net!' is not a network: pass one of"):
+        version.deploy("x", network="my net!")
     with pytest.raises(DeploymentError, match="'birds' is already Healthy at http://127"):
         version.deploy("birds")
     with pytest.raises(FileNotFoundError, match="entry_script 'nope.py' is not in source_dir"):
@@ -405,7 +424,8 @@ def test_a_killed_supervisor_is_replaced_on_open_and_stop_removes_the_container(
     assert again.state == "Healthy" and again.predict(x).shape == (1, 2)
     assert again.stop() == "Stopped"
     label = {"label": f"celltrain.run={again.run_id}"}
-    until(lambda: docker_client.containers.list(all=True, filters=label) == [],
+    # one list call: containers.list() inspects each one and fails on one removed meanwhile
+    until(lambda: docker_client.api.containers(all=True, quiet=True, filters=label) == [],
           "the stopped deployment's container removed")
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(again.url + "/v2/health/live", timeout=5)

@@ -176,7 +176,9 @@ class ModelVersion(TorchLoading, OnnxExporting):
 
         Concurrent requests are batched up to ``max_batch_size`` rows, waiting at most
         ``max_latency_ms`` for more while others are in flight.  ``options``: ``host`` (the
-        bind address, "127.0.0.1"), ``memory``, ``cpus``, ``wait``, ``timeout``.
+        bind address, "127.0.0.1"), ``memory``, ``cpus``, ``network`` ("host": the Docker
+        container binds ``host:port`` itself, without Docker's port proxy), ``wait``,
+        ``timeout``.
 
         In [1]: svc = ws.model("pt-dnn", alias="production").deploy("birds")
         In [2]: svc.url, svc.state, svc.predict(x)

@@ -6,6 +6,7 @@
 
 - ``GET /v2/health/live``, ``/v2/health/ready``, ``GET /v2``
 - ``GET /v2/models/<name>[/versions/<v>]`` (metadata), ``.../ready``, ``POST .../infer``
+- ``GET .../stats``: rows, model runs and their time (the statistics extension's counts)
 - the binary tensor data extension (Triton's and KServe's): JSON, then the tensors' bytes
 - ``POST /score`` with an entry script: its ``run(raw_json)``, the return value JSON-encoded
 
@@ -83,6 +84,15 @@ class Service:
         self.model = self.script = self.batcher = None
         self.ready = False
         self.stats = Stats()
+        self.counts = serve_model.Counts()     # the model's runs and the answered requests
+
+    def model_stats(self) -> dict:
+        """The statistics extension's answer (Triton's GET .../stats): inference_count rows in
+        execution_count model runs (their ratio: the mean batch), the requests answered and
+        the model runs with their total time in ns (the rest of a request's time is HTTP,
+        parsing and waiting for its batch)."""
+        return {"model_stats": [{"name": self.name, "version": self.version,
+                                 **self.counts.stats()}]}
 
     def load(self) -> None:
         config = self.config
@@ -97,7 +107,7 @@ class Service:
         if self.model is not None and config["max_batch_size"] > 1 \
                 and serve_model.has_batch_axis(self.model):
             self.batcher = serve_model.Batcher(self.model, config["max_batch_size"],
-                                               config["max_latency_ms"])
+                                               config["max_latency_ms"], self.counts)
             self.stats.batcher = self.batcher
         self.ready = True
 
@@ -113,7 +123,10 @@ class Service:
             raise BadRequest("this deployment has no model for /infer (it has no ONNX "
                              "artifact): POST its entry script's requests to /score")
         feed = serve_model.to_arrays(self.model, body.get("inputs"))
-        results = self.batcher.run(feed) if self.batcher else self.model.run(feed)
+        if self.batcher:
+            results = self.batcher.run(feed)
+        else:
+            results = serve_model.timed_run(self.model, feed, self.counts)
         binary = bool((body.get("parameters") or {}).get("binary_data_output")) or any(
             (o.get("parameters") or {}).get("binary_data") for o in body.get("outputs") or ()
             if isinstance(o, dict))
@@ -204,7 +217,8 @@ class Handler(BaseHTTPRequestHandler):
         if parts == ["v2", "health", "ready"]:
             return self._send(200 if service.ready else 503, {"ready": service.ready})
         if parts == ["v2"]:
-            return self._send(200, {"name": "celltrain", "version": "2", "extensions": []})
+            return self._send(200, {"name": "celltrain", "version": "2",
+                                    "extensions": ["binary_tensor_data", "statistics"]})
         if parts[:2] == ["v2", "models"]:
             try:
                 action = self._model_path(parts)
@@ -215,11 +229,14 @@ class Handler(BaseHTTPRequestHandler):
             if action == "ready":
                 return self._send(200 if service.ready else 503, {"name": service.name,
                                                                  "ready": service.ready})
+            if action == "stats":
+                return self._send(200, service.model_stats())
         self._send(404, {"error": f"no route GET {self.path}"})
 
     def do_POST(self):
         started = time.perf_counter()
         error = True
+        batcher = None
         try:
             if not self._authorized():
                 return
@@ -227,8 +244,14 @@ class Handler(BaseHTTPRequestHandler):
             if length > MAX_BODY:
                 return self._send(413, {"error": f"the request body is {length} bytes; at "
                                                  f"most {MAX_BODY} are taken"})
-            raw = self.rfile.read(length)
             parts = [p for p in self.path.split("?")[0].split("/") if p]
+            if parts[-1:] == ["infer"]:
+                # in flight from its headers on, not from its last byte: the batcher waits
+                # for a request whose body is still arriving (600 KB for one 224x224 image)
+                batcher = self.service.batcher
+                if batcher is not None:
+                    batcher.arrive()
+            raw = self.rfile.read(length)
             if parts == ["score"]:
                 error = not self._score(raw)
                 return
@@ -238,21 +261,15 @@ class Handler(BaseHTTPRequestHandler):
                 except LookupError as e:
                     return self._send(404, {"error": str(e)})
                 if action == "infer":
-                    error = not self._infer(raw)
+                    error = not self._answer(raw)
+                    if not error:
+                        self.service.counts.answered(int((time.perf_counter() - started) * 1e9))
                     return
             self._send(404, {"error": f"no route POST {self.path}"})
         finally:
-            self.service.stats.add(time.perf_counter() - started, error)
-
-    def _infer(self, raw: bytes) -> bool:
-        batcher = self.service.batcher
-        if batcher is not None:
-            batcher.arrive()
-        try:
-            return self._answer(raw)
-        finally:
             if batcher is not None:
                 batcher.leave()
+            self.service.stats.add(time.perf_counter() - started, error)
 
     def _answer(self, raw: bytes) -> bool:
         try:
@@ -318,7 +335,7 @@ def _attach_binary(body: dict, raw: bytes, header) -> None:
         if not isinstance(size, int) or size < 0 or at + size > len(raw):
             raise BadRequest(f"input {tensor.get('name')!r}: binary_data_size {size!r} runs "
                              f"past the {len(raw) - at} bytes left in the body")
-        tensor["raw"] = raw[at:at + size]
+        tensor["raw"] = memoryview(raw)[at:at + size]    # no copy: numpy reads it in place
         at += size
 
 
@@ -355,8 +372,9 @@ def main(argv=None) -> int:
         return _fail(f"the model failed to load: {e}")
     from celltrain import log
     log("serve/ready", 1, 0)
+    runtime = f" ({service.model.runtime})" if service.model is not None else ""
     print(f"celltrain serve: {service.name} version {service.version} ready on "
-          f"{host}:{port}", flush=True)
+          f"{host}:{port}{runtime}", flush=True)
     step = 0
     while True:
         time.sleep(STATS_INTERVAL_S)

@@ -102,7 +102,8 @@ def deploy(version: "ModelVersion", name: str, entry_script: str | None = None,
            source_dir: str | os.PathLike | None = None, environment: Environment | None = None,
            port: int | None = None, auth: bool = False, target: str = "docker",
            host: str = "127.0.0.1", max_batch_size: int = 16, max_latency_ms: float = 2.0,
-           memory: str | None = None, cpus: float | None = None, wait: bool = True,
+           memory: str | None = None, cpus: float | None = None, network: str | None = None,
+           wait: bool = True,
            timeout: float = 900.0, notify=print) -> Deployment:
     """Serve ``version`` as deployment ``name``; see ``ModelVersion.deploy``."""
     from ..options import check_options
@@ -129,7 +130,7 @@ def deploy(version: "ModelVersion", name: str, entry_script: str | None = None,
     env = _environment(version, environment, target_cls, onnx is not None,
                        ws.path / "image-facts", notify)
     checked = check_options(memory=memory, cpus=cpus, shm_size="256m", env_vars=None,
-                            mounts=None, timeout=None, network=None)
+                            mounts=None, timeout=None, network=network)
     token = secrets.token_urlsafe(24) if auth else None
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     staging = ws.path / "deployments" / f".staging-{name}-{secrets.token_hex(4)}"
@@ -145,7 +146,8 @@ def deploy(version: "ModelVersion", name: str, entry_script: str | None = None,
                   "url": url, "auth": "bearer" if auth else "none"},
             params={"max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms},
             env_vars={TOKEN_ENV: token} if token else {}, target=target,
-            target_settings=settings, kind="deployment", ports={PORT_INSIDE: [host, port]})
+            network=checked["network"], target_settings=settings, kind="deployment",
+            ports={PORT_INSIDE: [host, port]})
         run = ws.experiment(EXPERIMENT).submit_spec(
             target_cls.validate(spec, settings),
             snapshot_limit_mb=max(DEFAULT_LIMIT_MB, size_mb + 16))

@@ -217,8 +217,10 @@ class DockerTarget(ComputeTarget):
             **run_environ(run["id"], run["experiment"], spec.params, TELEMETRY_IN_CONTAINER,
                           spec.parent),
             "PYTHONPATH": LIB_IN_CONTAINER, "PYTHONUNBUFFERED": "1",
-            # listen on every address inside; Docker binds the host side (kwargs["ports"])
-            **ports_environ({p: ["0.0.0.0", int(p)] for p in spec.ports}),
+            # listen on every address inside; Docker binds the host side (kwargs["ports"]);
+            # on the host's network, on the host's address and port themselves
+            **ports_environ({p: list(hp) if spec.network == "host" else ["0.0.0.0", int(p)]
+                             for p, hp in spec.ports.items()}),
         }
         command = ["sh", "-c", PYTHON, "sh", *spec.command()]
         if dist.distributed:
@@ -235,7 +237,7 @@ class DockerTarget(ComputeTarget):
             device_requests=engine.device_requests(res.gpus if node_gpus is None
                                                    else list(node_gpus)),
         )
-        if spec.ports:
+        if spec.ports and spec.network != "host":
             kwargs["ports"] = {f"{p}/tcp": (host, int(port))
                                for p, (host, port) in spec.ports.items()}
         if res.memory:
