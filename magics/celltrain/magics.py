@@ -272,7 +272,7 @@ class TrainMagics(TrainCommands, Magics):
     def follow(self, run, out: list[str] | None = None, cancel_on_interrupt: bool = False):
         """Show the run until it ends, then bring its results back (or show why it failed)."""
         try:
-            status = self._wait(run)
+            status, shown = self._wait(run)
         except KeyboardInterrupt:
             if cancel_on_interrupt:
                 try:
@@ -286,20 +286,22 @@ class TrainMagics(TrainCommands, Magics):
                 f"  %train attach {run.id}   follows it again and brings --out values back\n"
                 f"  %train cancel {run.id}   stops it") from None
         if status != states.COMPLETED:
-            raise CellRunFailed(run, status, run.reason)
+            raise CellRunFailed(run, status, run.reason, widget_shown=shown)
         return self.bring_back(run, out)
 
-    def _wait(self, run) -> str:
+    def _wait(self, run) -> tuple[str, bool]:
+        """Wait for the run's end, shown live; returns its status and whether a widget showed
+        it."""
         widget = self._widget(run)
         if widget is None:
-            return stream(run)
+            return stream(run), False
         # The store says when the run ended, not the widget: a view must never hang the cell.
         keeper = Adopter(run)
         while not states.is_terminal(status := run.status):
             keeper.check()
             time.sleep(0.05)
         widget.wait(5)   # let it draw the final state
-        return status
+        return status, True
 
     def _widget(self, run):
         if getattr(self.shell, "kernel", None) is None:

@@ -21,6 +21,13 @@ COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
           "#7f7f7f", "#bcbd22", "#17becf")
 WIDTH, HEIGHT = 330, 210
 LEFT, RIGHT, TOP, BOTTOM = 52, 10, 24, 30
+# JupyterLab's theme variables (Lab and Notebook 7 define them; the fallbacks are the light
+# theme's, for front ends without them): a chart follows the light or dark theme.
+BACKGROUND = "var(--jp-layout-color0, white)"
+INK = "var(--jp-ui-font-color1, #222)"
+MUTED_INK = "var(--jp-ui-font-color2, #555)"
+FRAME = "var(--jp-border-color1, #999)"
+GRID = "var(--jp-border-color2, #e5e5e5)"
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -94,7 +101,8 @@ def svg_panel(title: str, lines, *, xlabel: str = "step", log_y: bool = False,
     ys_all = np.concatenate(finite_y) if finite_y else np.empty(0)
     pw, ph = width - LEFT - RIGHT, height - TOP - BOTTOM
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" style="font:10px sans-serif;background:white">',
+           f'viewBox="0 0 {width} {height}" class="celltrain-chart" '
+           f'style="font:10px sans-serif;background:{BACKGROUND};fill:{INK}">',
            f'<text x="{LEFT + pw / 2}" y="14" text-anchor="middle" '
            f'style="font-size:12px;font-weight:600">{html.escape(title)}'
            f'{" (log)" if log_y else ""}</text>']
@@ -114,19 +122,19 @@ def svg_panel(title: str, lines, *, xlabel: str = "step", log_y: bool = False,
         y0, y1 = y0 - pad, y1 + pad
     sx, sy = pw / (x1 - x0), ph / (y1 - y0)
     out.append(f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" '
-               f'stroke="#999" stroke-width="0.8"/>')
+               f'style="stroke:{FRAME}" stroke-width="0.8"/>')
     for t in (log_ticks(y0, y1) if log_y else nice_ticks(y0, y1)):
         py = TOP + ph - (t - y0) * sy
         out.append(f'<line x1="{LEFT}" x2="{LEFT + pw}" y1="{py:.1f}" y2="{py:.1f}" '
-                   f'stroke="#e5e5e5"/><text x="{LEFT - 4}" y="{py + 3:.1f}" '
+                   f'style="stroke:{GRID}"/><text x="{LEFT - 4}" y="{py + 3:.1f}" '
                    f'text-anchor="end">{_tick_label(t, log_y)}</text>')
     for t in nice_ticks(x0, x1):
         px = LEFT + (t - x0) * sx
         out.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{TOP}" y2="{TOP + ph}" '
-                   f'stroke="#eeeeee"/><text x="{px:.1f}" y="{TOP + ph + 12}" '
+                   f'style="stroke:{GRID}"/><text x="{px:.1f}" y="{TOP + ph + 12}" '
                    f'text-anchor="middle">{_tick_label(t, False)}</text>')
     out.append(f'<text x="{LEFT + pw / 2}" y="{height - 3}" text-anchor="middle" '
-               f'fill="#555">{html.escape(xlabel)}</text>')
+               f'style="fill:{MUTED_INK}">{html.escape(xlabel)}</text>')
     for i, (label, x, y) in enumerate(prepared):
         color = colors[i % len(colors)]
         px = np.round(LEFT + (x - x0) * sx, 1)

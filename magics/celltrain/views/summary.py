@@ -32,14 +32,27 @@ def summary_html(summary: dict) -> str:
     if summary.get("warnings"):
         parts.append("<div><b>Warnings:</b><ul style='margin:2px 0'>" + "".join(
             f"<li>{html.escape(line)}</li>" for line in summary["warnings"]) + "</ul></div>")
-    if summary["reason"] and summary["status"] == states.FAILED:
-        parts.append(f"<div><b>Reason:</b><pre style='white-space:pre-wrap;margin:2px 0'>"
-                     f"{html.escape(summary['reason'])}</pre></div>")
-    if summary["traceback"]:
-        parts.append("<details><summary><b>Traceback</b></summary><pre style="
-                     "'white-space:pre-wrap;font-size:11px'>"
-                     f"{html.escape(summary['traceback'])}</pre></details>")
+    parts.append(failure_details(summary))
     return "".join(parts)
+
+
+def failure_details(summary: dict) -> str:
+    """The whole reason and the traceback, one click away: the cause itself is in the header,
+    once (a build failure's reason holds 25 lines of build log)."""
+    pre = "<pre style='white-space:pre-wrap;font-size:11px;margin:2px 0'>{}</pre>"
+    reason = summary["reason"] if summary["status"] == states.FAILED else None
+    traceback = summary["traceback"]
+    if traceback and reason and traceback.strip() in reason:
+        traceback = None                  # the reason is stderr's tail, traceback included
+    shown = [text for text in (reason, traceback)
+             if text and text.strip() != (summary.get("cause") or "")]
+    if not shown:
+        return ""
+    what = " and ".join(w for w, text in (("the full reason", reason),
+                                          ("the traceback", traceback)) if text)
+    return ("<details class='celltrain-failure-details'><summary>Details: "
+            f"{what}</summary>" + "".join(pre.format(html.escape(t)) for t in shown)
+            + "</details>")
 
 
 def summary_text(summary: dict) -> str:

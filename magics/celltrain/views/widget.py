@@ -46,6 +46,16 @@ def _pre(lines: list[str], height: str | None = None) -> str:
     return f'<pre style="{style}">{html.escape(chr(10).join(lines))}</pre>'
 
 
+def static_copy_css(token: str) -> str:
+    """Next to the live widget the static copy hides; where the widget's model is gone (a
+    reopened notebook, a new kernel) ipywidgets shows "Error displaying widget: model not found"
+    in the widget's output, which then hides, so that only the static copy shows.  (That error
+    output is the only widget output with the ``jupyter-widgets`` class on itself.)"""
+    return (f"body:has(.celltrain-live-{token}) .celltrain-static-{token}{{display:none}}"
+            f".jp-OutputArea-child:has(> .jp-OutputArea-output.jupyter-widgets)"
+            f":has(+ .jp-OutputArea-child .celltrain-static-{token}){{display:none}}")
+
+
 # -- the view ----------------------------------------------------------------------------------
 class RunWidget:
     """The live widget of one run; ``run.show()`` makes and displays one.
@@ -71,13 +81,15 @@ class RunWidget:
         self._static = None
         self._displayed = False
 
-        self.header = w.HTML()
+        self.header = w.HTML(layout=w.Layout(flex="1 1 auto", min_width="0",
+                                             overflow="hidden"))
         self.bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info",
                                    layout=w.Layout(width="45%"))
         self.bar_text = w.HTML()
         self.cancel_button = w.Button(description="Cancel", button_style="danger",
                                       icon="stop", tooltip="Stop the run (SIGTERM, then SIGKILL)",
-                                      layout=w.Layout(width="auto"))
+                                      layout=w.Layout(width="auto", flex="0 0 auto",
+                                                      min_width="fit-content"))
         self.x_axis = w.ToggleButtons(options=[("step", "step"), ("time", "time")],
                                       value="step", tooltips=["x: step", "x: seconds"],
                                       style={"button_width": "60px"})
@@ -234,7 +246,9 @@ class RunWidget:
             self.chart.layout.display = None
             self.controls.layout.display = "flex"
         if "log" in parts:
-            self.log_short.value = _pre(m.log_lines[-LOG_LINES_SHORT:])
+            # A failed run's tail is its traceback, which the header and summary already say.
+            failed = m.terminal and m.status != states.COMPLETED
+            self.log_short.value = "" if failed else _pre(m.log_lines[-LOG_LINES_SHORT:])
             if self.log_box.selected_index is not None:
                 self.log_long.value = _pre(m.log_lines, height="24em")
             source = "build log" if m.log_source == BUILD_LOG else "log"
@@ -254,13 +268,23 @@ class RunWidget:
         p = m.progress(now)
         if p and p.get("eta") is not None:
             eta = p["eta"]
+        # One line: the run's detail shrinks (ellipsis, whole in its tooltip), never Cancel.
+        failed = m.terminal and m.status != states.COMPLETED and detail
+        detail_style = ("overflow:hidden;text-overflow:ellipsis;min-width:0;flex:0 1 auto"
+                        + (";color:var(--jp-error-color1, #b91c1c);font-weight:600"
+                           if failed else ""))
+        keep = "flex:none"
         self.header.value = (
-            f'<div style="display:flex;gap:10px;align-items:center;flex-wrap:wrap">'
-            f"<b>{html.escape(name)}</b><code>{html.escape(self.run.id)}</code>"
-            f"{badge(m.status)}"
-            f"<span>{html.escape(detail or '')}</span>"
-            f"<span>elapsed {format_duration(m.elapsed(now))}</span>"
-            + (f"<span>ETA {format_duration(eta)}</span>" if eta is not None else "")
+            f'<div class="celltrain-header" style="display:flex;gap:10px;align-items:center;'
+            f'white-space:nowrap;overflow:hidden;min-width:0">'
+            f'<b style="{keep}">{html.escape(name)}</b>'
+            f'<code style="{keep}">{html.escape(self.run.id)}</code>'
+            f'<span style="{keep}">{badge(m.status)}</span>'
+            f'<span class="celltrain-detail" style="{detail_style}" '
+            f'title="{html.escape(detail or "")}">{html.escape(detail or "")}</span>'
+            f'<span style="{keep}">elapsed {format_duration(m.elapsed(now))}</span>'
+            + (f'<span style="{keep}">ETA {format_duration(eta)}</span>'
+               if eta is not None else "")
             + warnings_badge(m.warnings)
             + "</div>")
         self._draw_ranks()
@@ -300,11 +324,13 @@ class RunWidget:
         """text/html (+ image/png, text/plain) for front ends without the widget."""
         m = self.model
         record = m.record or self.run.record
-        hide = (f"<style>body:has(.celltrain-live-{self.token}) .celltrain-static-{self.token}"
-                "{display:none}</style>")
+        hide = f"<style>{static_copy_css(self.token)}</style>"
         head = (f"<b>{html.escape(str(record.get('experiment', '')))} "
                 f"#{record.get('number', '')}</b> <code>{html.escape(self.run.id)}</code> "
                 f"{badge(record['status'])}")
+        if summary is not None and summary.get("cause") and summary["status"] != states.COMPLETED:
+            head += (' <b style="color:var(--jp-error-color1, #b91c1c)">'
+                     f'{html.escape(summary["cause"])}</b>')
         if summary is None:
             return {"text/html": f'<div class="celltrain-static-{self.token}">{hide}{head} '
                                  f"(the final state appears here when the run ends)</div>",
