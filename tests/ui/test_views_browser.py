@@ -7,7 +7,10 @@ Runs are local (no container): what is tested is the view.  Screenshots go to ``
 """
 from __future__ import annotations
 
+import json
 import textwrap
+import time
+import urllib.request
 
 import pytest
 
@@ -85,3 +88,80 @@ def test_widget_sidebar_and_pills_follow_the_theme_and_stay_readable(
     assert contrast(page, "#celltrain-sidebar .ct-alias") >= READABLE
     page.locator("#celltrain-sidebar").screenshot(
         path=str(screenshots / f"views-sidebar-models-{theme}.png"))
+
+
+def _shut_down_kernels(base: str, token: str) -> None:
+    """What closing JupyterLab overnight does: the kernels, and with them the widget models,
+    are gone; the notebook file keeps the widget's output."""
+    headers = {"Authorization": f"token {token}"}
+    with urllib.request.urlopen(urllib.request.Request(f"{base}/api/sessions",
+                                                       headers=headers)) as r:
+        sessions = json.load(r)
+    for s in sessions:
+        urllib.request.urlopen(urllib.request.Request(
+            f"{base}/api/sessions/{s['id']}", method="DELETE", headers=headers)).close()
+
+
+@pytest.mark.parametrize("app", ["lab", "notebook"])
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_a_reopened_notebook_shows_the_static_copy_and_no_widget_error(
+        app, theme, workspace, make_source, request, page, screenshots):
+    """Item 3: saved with the live widget, reopened with a new kernel (the widget model is
+    gone): only the static copy shows, not ipywidgets' "Error displaying widget"."""
+    run = _finished_run(workspace, make_source)
+    base, token, root = request.getfixturevalue(f"{app}_server")
+    set_theme(base, token, theme)
+    write_notebook(root / "saved.ipynb", _show_cell(workspace, run))
+    open_notebook(page, base, token, "saved.ipynb", app)
+    run_first_cell(page, app)
+    page.locator(".celltrain-run svg.celltrain-chart").first.wait_for(timeout=60_000)
+    page.locator("[class^='celltrain-static-'] img").first.wait_for(state="attached",
+                                                                     timeout=60_000)
+    page.locator(".jp-Notebook .jp-Cell").first.click()
+    page.keyboard.press("Control+s")
+    deadline = time.monotonic() + 60
+    while "widget-view+json" not in (root / "saved.ipynb").read_text():
+        assert time.monotonic() < deadline, "the notebook was not saved with the widget"
+        time.sleep(0.2)
+    _shut_down_kernels(base, token)
+
+    open_notebook(page, base, token, "saved.ipynb", app)
+    static = page.locator("[class^='celltrain-static-']").first
+    static.wait_for(state="visible", timeout=90_000)
+    # The widget output has rendered (its model looked for, and not found) by now or soon.
+    error = page.locator(".jp-OutputArea-output.jupyter-widgets")
+    error.first.wait_for(state="attached", timeout=90_000)
+    assert "model not found" in error.first.text_content()
+    assert page.get_by_text("Error displaying widget").filter(visible=True).count() == 0
+    assert "Completed" in static.inner_text()
+    assert static.locator("img[src^='data:image/png;base64,']").count() == 1
+    page.screenshot(path=str(screenshots / f"views-reopened-{app}-{theme}.png"), full_page=True)
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_a_failed_train_cell_shows_its_cause_once(theme, workspace, request, page, screenshots):
+    """Item 4: a %%train cell that raises: the cause shows once (the widget's header), the
+    full reason and traceback one click away, the cell's red error output one line."""
+    base, token, root = request.getfixturevalue("lab_server")
+    set_theme(base, token, theme)
+    write_notebook(root / "fails.ipynb",
+                   f"%load_ext celltrain\n%train config workspace={workspace.path} target=local"
+                   f" experiment=fails\n",
+                   "%%train\nlr = 0.1234\nraise ValueError(f'{lr} is not a learning rate')\n")
+    open_notebook(page, base, token, "fails.ipynb")
+    run_first_cell(page, "lab")
+    page.locator(".jp-Cell").nth(1).click()
+    page.keyboard.press("Shift+Enter")
+    cell = page.locator(".jp-Cell").nth(1)
+    cell.locator(".celltrain-run", has_text="Failed").wait_for(timeout=90_000)
+    cell.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+                 ).first.wait_for(timeout=30_000)
+    outputs = cell.locator(".jp-OutputArea").first
+    text = outputs.inner_text()        # what is visible: a closed <details> shows its summary
+    assert text.count("0.1234 is not a learning rate") == 1, text
+    header = cell.locator(".celltrain-header .celltrain-detail")
+    assert "ValueError: 0.1234 is not a learning rate" in header.inner_text()
+    details = cell.locator(".celltrain-run details.celltrain-failure-details")
+    details.locator("summary").click()
+    assert "Traceback (most recent call last)" in details.inner_text()
+    page.screenshot(path=str(screenshots / f"views-failure-{theme}.png"), full_page=True)
