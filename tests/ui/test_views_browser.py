@@ -165,3 +165,68 @@ def test_a_failed_train_cell_shows_its_cause_once(theme, workspace, request, pag
     details.locator("summary").click()
     assert "Traceback (most recent call last)" in details.inner_text()
     page.screenshot(path=str(screenshots / f"views-failure-{theme}.png"), full_page=True)
+
+
+WAITS = """
+import os, sys, time
+from celltrain import log, progress
+print("waiting for the go", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.1)
+for i in progress(range(100000), desc="epoch 1"):
+    log("loss", 1.0 / (i + 1))
+    log("val_loss", 1.2 / (i + 1))
+    print("step", i, "of a line long enough to wrap in a narrow cell " * 3, flush=True)
+    time.sleep(0.05)
+"""
+LONG_NAME = "an-experiment-whose-name-is-long-enough-to-push-the-cancel-button-off-" * 2
+
+
+def _height(page) -> float:
+    return page.evaluate("() => document.querySelector('.celltrain-run')"
+                         ".getBoundingClientRect().height")
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_the_widget_keeps_its_height_as_a_run_goes_on_and_cancel_stays_whole(
+        theme, workspace, make_source, tmp_path, request, page, screenshots):
+    """Item 5: the space for the progress bar, the charts and the log tail is kept from the
+    start, so the first metric moves nothing; a long header is cut with an ellipsis on one line
+    and the Cancel button keeps its whole label."""
+    src = make_source(WAITS)
+    go = tmp_path / "go"
+    base, token, root = request.getfixturevalue("lab_server")
+    set_theme(base, token, theme)
+    write_notebook(root / "layout.ipynb", textwrap.dedent(f"""\
+        from celltrain import Workspace
+        run = Workspace({str(workspace.path)!r}).experiment({LONG_NAME!r}).submit(
+            "train.py", {str(src)!r}, args=[{str(go)!r}], target="local")
+        run.show()"""))
+    open_notebook(page, base, token, "layout.ipynb")
+    run_first_cell(page, "lab")
+    widget = page.locator(".celltrain-run")
+    widget.filter(has_text="waiting for the go").wait_for(timeout=90_000)
+    widget.filter(has_text="Running").wait_for(timeout=90_000)
+    before = _height(page)
+    page.screenshot(path=str(screenshots / f"views-layout-before-{theme}.png"), full_page=True)
+
+    go.write_text("go")
+    page.wait_for_function("() => [...document.querySelectorAll('.celltrain-run "
+                           "polyline.series')].length == 2", timeout=60_000)
+    widget.filter(has_text="step 12 ").wait_for(timeout=60_000)
+    after = _height(page)
+    page.screenshot(path=str(screenshots / f"views-layout-after-{theme}.png"), full_page=True)
+    assert abs(after - before) <= 2, f"the widget went from {before} to {after} px"
+
+    header = page.locator(".celltrain-run .celltrain-header")
+    assert header.evaluate("e => e.getBoundingClientRect().height") < 40, "one line"
+    assert page.evaluate("() => { const q = s => document.querySelector('.celltrain-run ' + s)"
+                         ".getBoundingClientRect(); const b = q('.celltrain-badge'), "
+                         "c = q('button'); return b.width > 0 && b.right <= c.left; }"), \
+        "the long name pushed the status out of sight"
+    cancel = page.locator(".celltrain-run button", has_text="Cancel")
+    assert cancel.evaluate("b => b.scrollWidth <= b.clientWidth"), "Cancel is cut"
+    assert cancel.evaluate("b => b.getBoundingClientRect().right") <= \
+        widget.evaluate("e => e.getBoundingClientRect().right") + 1
+    cancel.click()
+    widget.filter(has_text="Canceled").wait_for(timeout=60_000)

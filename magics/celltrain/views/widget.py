@@ -26,6 +26,7 @@ import threading
 import time
 from typing import Callable
 
+from . import charts
 from .. import states
 from ..runfiles import BUILD_LOG
 from .format import badge, format_duration, format_rate, rank_strip, warnings_badge
@@ -37,6 +38,25 @@ POLL_S = 0.1                 # store poll interval: a logged point shows well wi
 LOG_LINES_SHORT = 6          # always visible
 LINGER_S = 600.0             # after the end, keep looking for a registered model this long
 LINGER_POLL_S = 1.0
+
+
+def _tail(lines: list[str]) -> str:
+    """The log's last lines in a box of a fixed height: one line each, cut at the right edge
+    (the whole log is in the accordion below), so the widget does not move as lines come."""
+    line = ("white-space:pre;overflow:hidden;text-overflow:ellipsis;height:1.3em")
+    rows = "".join(f'<div style="{line}">{html.escape(text) or " "}</div>'
+                   for text in lines[-LOG_LINES_SHORT:])
+    return (f'<div class="celltrain-log-tail" style="font-family:var(--jp-code-font-family, '
+            f'monospace);font-size:11px;line-height:1.3;height:{1.3 * LOG_LINES_SHORT:.1f}em;'
+            f'overflow:hidden">{rows}</div>')
+
+
+def _chart_placeholder() -> str:
+    return (f'<div class="celltrain-chart-placeholder" style="height:{charts.HEIGHT}px;'
+            f'width:{charts.WIDTH}px;display:flex;align-items:center;justify-content:center;'
+            f'border:1px dashed var(--jp-border-color2, #ddd);box-sizing:border-box;'
+            f'color:var(--jp-ui-font-color2, #777);font-size:12px">'
+            f"charts appear here with the first log()</div>")
 
 
 def _pre(lines: list[str], height: str | None = None) -> str:
@@ -83,6 +103,7 @@ class RunWidget:
 
         self.header = w.HTML(layout=w.Layout(flex="1 1 auto", min_width="0",
                                              overflow="hidden"))
+        self.header.add_class("celltrain-head-cell")
         self.bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info",
                                    layout=w.Layout(width="45%"))
         self.bar_text = w.HTML()
@@ -105,10 +126,12 @@ class RunWidget:
         self.log_box = w.Accordion(children=[self.log_long], selected_index=None)
         self.log_box.set_title(0, f"Log (last {LOG_LINES_LONG} lines)")
         self.summary = w.HTML()
+        # Space is kept for what comes later (progress, charts, log lines), so the widget keeps
+        # its height while a run goes on; what never came is dropped at the end.
         self.bar_row = w.HBox([self.bar, self.bar_text],     # shown once progress() reports
-                              layout=w.Layout(align_items="center", display="none"))
+                              layout=w.Layout(align_items="center", visibility="hidden"))
         self.controls = w.HBox([self.x_axis, self.log_y, self.rank_picker],
-                               layout=w.Layout(align_items="center", display="none"))
+                               layout=w.Layout(align_items="center"))
         self.widget = w.VBox([
             w.HBox([self.header, self.cancel_button],
                    layout=w.Layout(justify_content="space-between", align_items="center")),
@@ -117,7 +140,8 @@ class RunWidget:
         ])
         self.widget.add_class("celltrain-run")
         self.widget.add_class(f"celltrain-live-{self.token}")
-        self.chart.layout.display = "none"
+        self.chart.value = _chart_placeholder()
+        self.log_short.value = _tail([])
 
         self.cancel_button.on_click(lambda _: self.cancel())
         self.x_axis.observe(lambda _: self._redraw("metrics"), names="value")
@@ -239,21 +263,24 @@ class RunWidget:
         now = time.time()
         if "status" in parts:
             self._draw_status(now)
-        # Charts appear with the first series; once shown, a picked rank without any clears them.
-        if "metrics" in parts and (m.series or self.chart.layout.display is None):
+        # Charts replace their placeholder with the first series; a picked rank without any
+        # clears them.
+        if "metrics" in parts and (m.series or self.chart_renders):
             self.chart.value = m.chart_svg(self.x_axis.value, self.log_y.value)
             self.chart_renders += 1
-            self.chart.layout.display = None
-            self.controls.layout.display = "flex"
         if "log" in parts:
             # A failed run's tail is its traceback, which the header and summary already say.
             failed = m.terminal and m.status != states.COMPLETED
-            self.log_short.value = "" if failed else _pre(m.log_lines[-LOG_LINES_SHORT:])
+            self.log_short.value = "" if failed else _tail(m.log_lines)
             if self.log_box.selected_index is not None:
                 self.log_long.value = _pre(m.log_lines, height="24em")
             source = "build log" if m.log_source == BUILD_LOG else "log"
             self.log_box.set_title(0, f"{source.capitalize()} (last {LOG_LINES_LONG} lines)")
         if "final" in parts and m.terminal:
+            if not self.chart_renders:           # no metrics came: no space for them
+                self.chart.layout.display = self.controls.layout.display = "none"
+            if not m.record.get("progress"):
+                self.bar_row.layout.display = "none"
             summary = m.summary()
             self.summary.value = summary_html(summary)
             self._update_static(summary)
@@ -274,12 +301,17 @@ class RunWidget:
                         + (";color:var(--jp-error-color1, #b91c1c);font-weight:600"
                            if failed else ""))
         keep = "flex:none"
+        shrink = "overflow:hidden;text-overflow:ellipsis;min-width:4em;flex:0 100 auto"
         self.header.value = (
+            # ipywidgets' HTML content box is as wide as its text unless told otherwise
+            "<style>.celltrain-head-cell, .celltrain-head-cell > .widget-html-content"
+            "{min-width:0;overflow:hidden}</style>"
             f'<div class="celltrain-header" style="display:flex;gap:10px;align-items:center;'
             f'white-space:nowrap;overflow:hidden;min-width:0">'
-            f'<b style="{keep}">{html.escape(name)}</b>'
-            f'<code style="{keep}">{html.escape(self.run.id)}</code>'
-            f'<span style="{keep}">{badge(m.status)}</span>'
+            f'<b style="{shrink}" title="{html.escape(name)}">{html.escape(name)}</b>'
+            f'<code style="{shrink}" title="{html.escape(self.run.id)}">'
+            f'{html.escape(self.run.id)}</code>'
+            f'<span class="celltrain-badge" style="{keep}">{badge(m.status)}</span>'
             f'<span class="celltrain-detail" style="{detail_style}" '
             f'title="{html.escape(detail or "")}">{html.escape(detail or "")}</span>'
             f'<span style="{keep}">elapsed {format_duration(m.elapsed(now))}</span>'
@@ -289,7 +321,7 @@ class RunWidget:
             + "</div>")
         self._draw_ranks()
         if p:
-            self.bar_row.layout.display = "flex"
+            self.bar_row.layout.visibility = "visible"
             n, total = p.get("n") or 0, p.get("total")
             unit = p.get("unit") or "it"
             if total:
