@@ -230,3 +230,71 @@ def test_the_widget_keeps_its_height_as_a_run_goes_on_and_cancel_stays_whole(
         widget.evaluate("e => e.getBoundingClientRect().right") + 1
     cancel.click()
     widget.filter(has_text="Canceled").wait_for(timeout=60_000)
+
+
+METRICS = """
+import sys
+from celltrain import log
+lr = float(sys.argv[1])
+for i in range(5):
+    log("train_acc", 0.5 + lr * i / 10, step=i)
+    log("train_loss", 1.0 / (1 + lr * i), step=i)
+    log("val_loss", 1.1 / (1 + lr * i), step=i)
+"""
+TEXT_GAP_JS = """
+cells => {
+    const box = c => { const r = document.createRange(); r.selectNodeContents(c);
+                       return r.getBoundingClientRect(); };
+    return box(cells[1]).left - box(cells[0]).right;
+}
+"""
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_train_list_shows_whole_headers_one_line_rows_and_a_spaced_summary(
+        theme, workspace, make_source, request, page, screenshots):
+    """Item 8: `%train list` shows each header whole (train_acc and train_loss can be told
+    apart), run ids and dates on one line; the widget's summary table has spaced columns."""
+    src = make_source(METRICS)
+    runs = [workspace.experiment("listed").submit("train.py", src, args=[lr], target="local",
+                                                  params={"lr": lr, "batch_size": 32})
+            for lr in (0.1, 0.3)]
+    for run in runs:
+        assert run.wait(timeout=120) == states.COMPLETED, run.logs()
+    base, token, root = request.getfixturevalue("lab_server")
+    set_theme(base, token, theme)
+    write_notebook(root / "list.ipynb",
+                   f"%load_ext celltrain\n%train config workspace={workspace.path}\n"
+                   f"%train list", _show_cell(workspace, runs[0]))
+    open_notebook(page, base, token, "list.ipynb")
+    run_first_cell(page, "lab")
+    grid = page.locator(".celltrain-runs-grid")
+    grid.wait_for(timeout=60_000)
+    headers = grid.locator("button")
+    labels = headers.all_inner_texts()
+    assert {"train_acc", "train_loss", "val_loss", "created"} <= {t.split(" ")[0]
+                                                                  for t in labels}, labels
+    cut = headers.evaluate_all("bs => bs.filter(b => b.scrollWidth > b.clientWidth)"
+                               ".map(b => b.textContent)")
+    assert cut == [], f"headers cut: {cut}"
+    assert grid.evaluate("g => g.scrollWidth <= g.clientWidth || "
+                         "['auto', 'scroll'].includes(getComputedStyle(g).overflowX)"), \
+        "columns beyond the cell's width are cut off instead of scrolled to"
+    line = grid.locator("code").first.evaluate(
+        "c => parseFloat(getComputedStyle(c).lineHeight) || 16")
+    for text in (runs[0].id, time.strftime("%Y-%m-%d", time.localtime(runs[0].record["created"]))):
+        cell = grid.locator(".widget-html", has_text=text).first
+        height = cell.locator(".widget-html-content > *").first.evaluate(
+            "e => e.getBoundingClientRect().height")
+        assert height < 1.6 * line, f"{text!r} wraps ({height} px for lines of {line} px)"
+    page.screenshot(path=str(screenshots / f"views-train-list-{theme}.png"), full_page=True)
+
+    # The summary table of a run's widget: columns apart, not "metricfinal".
+    page.locator(".jp-Cell").nth(1).click()
+    page.keyboard.press("Shift+Enter")
+    table = page.locator(".celltrain-run table").first
+    table.wait_for(timeout=60_000)
+    gap = table.locator("th").evaluate_all(TEXT_GAP_JS)
+    assert gap >= 8, f"the summary's 'metric' and 'final' are {gap} px apart"
+    page.locator(".celltrain-run").first.screenshot(
+        path=str(screenshots / f"views-summary-table-{theme}.png"))

@@ -11,13 +11,18 @@ from .format import format_duration, format_value
 def summary_html(summary: dict) -> str:
     parts = []
     if summary["metrics"]:
+        cell = "padding:1px 16px 1px 0;text-align:{}"
+        left, right = cell.format("left"), cell.format("right")
         rows = "".join(
-            f"<tr><td>{html.escape(n)}</td><td>{format_value(m['final'])}</td>"
-            f"<td>{format_value(m['best'])}</td><td>{m['points']}</td></tr>"
+            f"<tr><td style='{left}'>{html.escape(n)}</td>"
+            f"<td style='{right}'>{format_value(m['final'])}</td>"
+            f"<td style='{right}'>{format_value(m['best'])}</td>"
+            f"<td style='{right}'>{m['points']}</td></tr>"
             for n, m in summary["metrics"].items())
-        parts.append('<table style="border-collapse:collapse;font-size:12px">'
-                     "<tr><th align=left>metric</th><th align=left>final</th>"
-                     "<th align=left>best</th><th align=left>points</th></tr>"
+        parts.append('<table class="celltrain-summary" style="border-collapse:collapse;'
+                     'font-size:12px;margin:4px 0">'
+                     f"<tr><th style='{left}'>metric</th><th style='{right}'>final</th>"
+                     f"<th style='{right}'>best</th><th style='{right}'>points</th></tr>"
                      f"{rows}</table>")
     if summary["models"]:
         parts.append("<div><b>Registered model:</b> " + ", ".join(

@@ -281,6 +281,8 @@ class RunWidget:
                 self.chart.layout.display = self.controls.layout.display = "none"
             if not m.record.get("progress"):
                 self.bar_row.layout.display = "none"
+            if not m.log_lines:
+                self.log_short.layout.display = "none"
             summary = m.summary()
             self.summary.value = summary_html(summary)
             self._update_static(summary)
