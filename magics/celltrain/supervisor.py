@@ -22,6 +22,8 @@ from .targets import Handle, PrepareStopped, target_class
 from .runtime.wire import FAILURE_FILE, TELEMETRY_DIR
 from .telemetry import TelemetryWatch
 
+NOTICE = "notice: "
+
 POLL_S = 0.05
 STATE_POLL_S = 0.5
 DEFAULT_GRACE_S = 10.0
@@ -52,8 +54,20 @@ class Supervisor:
         print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
     def notify(self, message: str) -> None:
-        """A note for the person watching: into the run's output, ahead of the script's own."""
+        """A note for the person watching.  Before the run starts ("pulling ...", "image
+        cached: ...") it is the detail of the run's state, which the views show in their
+        status line; a "notice: ..." (the run went on another way, such as on the offline
+        base image) is said once, in the run's warnings; later notes go into the run's
+        output.  In the log, notes ahead of every run's output would be noise."""
         self.log(message)
+        if message.startswith(NOTICE):
+            self.store.add_warning(self.run_id, "notice", message[len(NOTICE):])
+            return
+        status = self.store.get_run(self.run_id)["status"]
+        if status in (states.QUEUED, states.PREPARING, states.STARTING):
+            # "pulling ...", "image cached: ...": where the run is, said in its status line.
+            self.store.set_status(self.run_id, status, message)
+            return
         with open(self.run_dir / OUTPUT_LOG, "a") as out:
             out.write(f"[celltrain] {message}\n")
 

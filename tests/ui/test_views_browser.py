@@ -298,3 +298,33 @@ def test_train_list_shows_whole_headers_one_line_rows_and_a_spaced_summary(
     assert gap >= 8, f"the summary's 'metric' and 'final' are {gap} px apart"
     page.locator(".celltrain-run").first.screenshot(
         path=str(screenshots / f"views-summary-table-{theme}.png"))
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_the_offline_image_notice_is_said_once_in_words_not_in_the_log(
+        theme, docker_workspace, make_source, request, page, screenshots):
+    """Item 9: a run on the default base image, which cannot be pulled here, runs on the
+    offline one; the widget's status line says so once, in words; the log tail holds only
+    the script's output (no "[celltrain] notice", no "500 Server Error")."""
+    src = make_source("print('hello from the script')\n")
+    base, token, root = request.getfixturevalue("lab_server")
+    set_theme(base, token, theme)
+    write_notebook(root / "offline.ipynb", textwrap.dedent(f"""\
+        from celltrain import Workspace
+        run = Workspace({str(docker_workspace.path)!r}).experiment("offline").submit(
+            "train.py", {str(src)!r}, gpus="none")
+        run.show()"""))
+    open_notebook(page, base, token, "offline.ipynb")
+    run_first_cell(page, "lab")
+    widget = page.locator(".celltrain-run")
+    widget.filter(has_text="Completed").wait_for(timeout=240_000)
+    widget.filter(has_text="hello from the script").wait_for(timeout=30_000)
+    tail = widget.locator(".celltrain-log-tail").inner_text()
+    assert "hello from the script" in tail
+    for noise in ("notice", "offline base image", "Server Error", "[celltrain]"):
+        assert noise not in tail, f"{noise!r} in the log tail: {tail!r}"
+    header = widget.locator(".celltrain-header").inner_text()
+    assert header.count("ran on the offline base image celltrain/base:offline") == 1, header
+    assert "Server Error" not in widget.inner_text()
+    widget.screenshot(path=str(screenshots / f"views-offline-notice-{theme}.png"))

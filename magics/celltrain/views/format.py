@@ -137,7 +137,8 @@ def warnings_badge(warnings: list[str]) -> str:
     if not warnings:
         return ""
     count = f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''}"
-    return (f'<span style="color:var(--jp-warn-color0, #b45309)" '
+    return (f'<span style="color:var(--jp-warn-color0, #b45309);overflow:hidden;'
+            f'text-overflow:ellipsis;white-space:nowrap;min-width:6em;flex:0 1000 auto" '
             f'title="{html.escape(chr(10).join(warnings))}">'
             f"⚠ {count}: {html.escape(warnings[0][:80])}"
             f"{'…' if len(warnings[0]) > 80 or len(warnings) > 1 else ''}</span>")

@@ -40,14 +40,16 @@ LINGER_S = 600.0             # after the end, keep looking for a registered mode
 LINGER_POLL_S = 1.0
 
 
-def _tail(lines: list[str]) -> str:
+def _tail(lines: list[str], fixed: bool = True) -> str:
     """The log's last lines in a box of a fixed height: one line each, cut at the right edge
-    (the whole log is in the accordion below), so the widget does not move as lines come."""
+    (the whole log is in the accordion below), so the widget does not move as lines come.
+    Once the run ended (``fixed=False``) the box is as high as its lines."""
     line = ("white-space:pre;overflow:hidden;text-overflow:ellipsis;height:1.3em")
     rows = "".join(f'<div style="{line}">{html.escape(text) or " "}</div>'
                    for text in lines[-LOG_LINES_SHORT:])
     return (f'<div class="celltrain-log-tail" style="font-family:var(--jp-code-font-family, '
-            f'monospace);font-size:11px;line-height:1.3;height:{1.3 * LOG_LINES_SHORT:.1f}em;'
+            f'monospace);font-size:11px;line-height:1.3;'
+            f'height:{1.3 * (LOG_LINES_SHORT if fixed else len(lines[-LOG_LINES_SHORT:])):.1f}em;'
             f'overflow:hidden">{rows}</div>')
 
 
@@ -271,7 +273,7 @@ class RunWidget:
         if "log" in parts:
             # A failed run's tail is its traceback, which the header and summary already say.
             failed = m.terminal and m.status != states.COMPLETED
-            self.log_short.value = "" if failed else _tail(m.log_lines)
+            self.log_short.value = "" if failed else _tail(m.log_lines, not m.terminal)
             if self.log_box.selected_index is not None:
                 self.log_long.value = _pre(m.log_lines, height="24em")
             source = "build log" if m.log_source == BUILD_LOG else "log"
