@@ -27,7 +27,8 @@ from .cell.pins import auto_pins, read_requirements
 from .cell_wait import Adopter, CellRunFailed, StoppedWaiting, stream
 from .runtime.wire import RESULTS_FILE, TELEMETRY_DIR
 from .errors import CelltrainError
-from .magic_args import DEFAULT_EXPERIMENT, plain_usage, config_value, flatten, pairs, parse_param
+from .magic_args import DEFAULT_EXPERIMENT, cell_number, cell_origin, plain_usage, \
+    config_value, flatten, pairs, parse_param
 from .magic_commands import TrainCommands
 
 # What a cell's results file may hold: as much as may travel with a cell (the bundle's limit).
@@ -201,7 +202,8 @@ class TrainMagics(TrainCommands, Magics):
             run = ws.experiment(experiment).submit(
                 bundle.script, bundle.folder, environment=environment,
                 gpus=gpus, params=params,
-                tags={"source": "%%train", **pairs(flatten(args.tag), "--tag")},
+                tags={"source": "%%train", **cell_origin(self.shell),
+                      **pairs(flatten(args.tag), "--tag")},
                 memory=self.setting(args, "memory"), cpus=self.setting(args, "cpus"),
                 env_vars=pairs(flatten(args.env), "--env"), mounts=mounts,
                 timeout=self.setting(args, "timeout"), target=target,
@@ -239,9 +241,7 @@ class TrainMagics(TrainCommands, Magics):
     def _bundle(self, cell: str, line: str, out, params, max_mb):
         shell = self.shell
         filename_map = getattr(getattr(shell, "compile", None), "_filename_map", {}) or {}
-        # This cell was compiled (as a run_cell_magic call) just before it ran: the newest
-        # entry is its number, which execution_count may already have moved past.
-        number = max(filename_map.values(), default=getattr(shell, "execution_count", 0))
+        number = cell_number(shell)
         labels = {name: f"Cell In[{n}]" for name, n in filename_map.items()}
         return build_bundle(
             cell, shell.user_ns, out=out, params=params, first_line=2,

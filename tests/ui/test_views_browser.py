@@ -328,3 +328,72 @@ def test_the_offline_image_notice_is_said_once_in_words_not_in_the_log(
     assert header.count("ran on the offline base image celltrain/base:offline") == 1, header
     assert "Server Error" not in widget.inner_text()
     widget.screenshot(path=str(screenshots / f"views-offline-notice-{theme}.png"))
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_run_panel_names_the_notebook_and_cell_hides_internal_files_and_overlays_splits(
+        theme, workspace, make_source, monkeypatch, request, page, screenshots):
+    """Item 10: a %%train run's panel says which notebook and cell it came from (not
+    "local · celltrain_cell.py"), lists the user's files without celltrain's telemetry, and
+    charts train and val loss in one chart; the sidebar's row shows the run's duration on one
+    line; the Models tab shows a version's ONNX artifact and a load snippet unbroken."""
+    monkeypatch.setenv("CELLTRAIN_WORKSPACE", str(workspace.path))
+    base, token, root = request.getfixturevalue("lab_server")
+    set_theme(base, token, theme)
+    write_notebook(
+        root / "panel.ipynb",
+        f"%load_ext celltrain\n%train config workspace={workspace.path} target=local "
+        f"experiment=panel",
+        "%%train\nfrom celltrain import log\nfor i in range(5):\n"
+        "    log('train_loss', 1 / (i + 1), step=i)\n    log('val_loss', 1.2 / (i + 1), step=i)\n")
+    open_notebook(page, base, token, "panel.ipynb")
+    run_first_cell(page, "lab")
+    page.locator(".jp-Cell").nth(1).click()
+    page.keyboard.press("Shift+Enter")
+    page.locator(".jp-Cell").nth(1).locator(".celltrain-run", has_text="Completed").wait_for(
+        timeout=90_000)
+    run = workspace.runs()[0]
+    assert run.status == states.COMPLETED
+    # A version with an ONNX artifact: the registry's record as export_onnx writes it (the
+    # export itself, torch and onnxruntime, is tested in tests/test_onnx.py; here the view).
+    (run.folder / "outputs").mkdir(exist_ok=True)
+    (run.folder / "outputs" / "model.pt").write_bytes(b"weights")
+    version = run.register_model("panel-net", "outputs/model.pt")
+    with workspace.store.write() as conn:
+        workspace.store.add_model_artifact("panel-net", version.version, "onnx", {
+            "path": "artifacts/onnx/model.onnx", "opset": 18}, conn)
+
+    page.locator('.jp-SideBar .lm-TabBar-tab[data-id="celltrain-sidebar"]').click()
+    row = page.locator(f'#celltrain-sidebar .ct-run[data-run-id="{run.id}"]')
+    row.wait_for(timeout=UI_TIMEOUT_MS)
+    assert row.locator(".ct-run-duration").inner_text().strip()
+    for part in (".ct-run-name", ".ct-run-id"):
+        assert row.locator(part).evaluate("e => e.getClientRects().length") == 1
+        assert row.locator(part).evaluate("e => e.getBoundingClientRect().height") < 24
+    row.locator(".ct-run-name").click()
+    panel = page.locator(f"#celltrain-run-{run.id}")
+    source = panel.locator(".ct-source")
+    source.wait_for(timeout=UI_TIMEOUT_MS)
+    page.wait_for_function("() => /\\[\\d+\\]/.test(document.querySelectorAll("
+                           "'.jp-Cell .jp-InputPrompt')[1].textContent)", timeout=60_000)
+    number = page.locator(".jp-Cell").nth(1).locator(".jp-InputPrompt").inner_text()
+    number = number.strip().strip("[]:")
+    assert source.inner_text() == f"panel.ipynb · In [{number}]", source.inner_text()
+    files = panel.locator(".ct-files").inner_text()
+    panel.locator('.ct-chart-box[data-metric="loss"] path.ct-line').nth(1).wait_for(
+        timeout=UI_TIMEOUT_MS)
+    assert "telemetry/" not in files, files
+    assert panel.locator(".ct-chart-box").count() == 1, "train and val loss in one chart"
+    page.screenshot(path=str(screenshots / f"views-run-panel-{theme}.png"), full_page=True)
+
+    page.locator("#celltrain-sidebar .ct-tab[data-tab='models']").click()
+    model = page.locator('#celltrain-sidebar .ct-model[data-model="panel-net"]')
+    model.wait_for(timeout=UI_TIMEOUT_MS)
+    assert model.locator(".ct-artifact[data-format='onnx']").inner_text() == "ONNX"
+    snippet = model.locator(".ct-snippet")
+    expected = snippet.text_content().splitlines()
+    shown = snippet.inner_text().splitlines()
+    assert shown == expected, "the load snippet is broken across lines"
+    assert snippet.evaluate("e => getComputedStyle(e).whiteSpace") == "pre"
+    page.locator("#celltrain-sidebar").screenshot(
+        path=str(screenshots / f"views-sidebar-models-onnx-{theme}.png"))
