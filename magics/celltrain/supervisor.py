@@ -15,7 +15,7 @@ from pathlib import Path
 from . import safefiles, states
 from .errors import CelltrainError, ImageBuildError, TargetUnavailable
 from .locks import take_lock
-from .runfiles import OUTPUT_LOG, STDERR_LOG
+from .runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 from .spec import RunSpec
 from .store import Store
 from .targets import Handle, PrepareStopped, target_class
@@ -55,21 +55,20 @@ class Supervisor:
 
     def notify(self, message: str) -> None:
         """A note for the person watching.  Before the run starts ("pulling ...", "image
-        cached: ...") it is the detail of the run's state, which the views show in their
-        status line; a "notice: ..." (the run went on another way, such as on the offline
-        base image) is said once, in the run's warnings; later notes go into the run's
-        output.  In the log, notes ahead of every run's output would be noise."""
+        cached: ...") it goes into the build log as a "# " note, which the views show as the
+        state's detail in their status line; a "notice: ..." (the run went on another way,
+        such as on the offline base image) is said once, in the run's warnings; later notes
+        go into the run's output.  Notes ahead of every run's output would be noise there."""
         self.log(message)
         if message.startswith(NOTICE):
             self.store.add_warning(self.run_id, "notice", message[len(NOTICE):])
             return
         status = self.store.get_run(self.run_id)["status"]
-        if status in (states.QUEUED, states.PREPARING, states.STARTING):
-            # "pulling ...", "image cached: ...": where the run is, said in its status line.
-            self.store.set_status(self.run_id, status, message)
-            return
-        with open(self.run_dir / OUTPUT_LOG, "a") as out:
-            out.write(f"[celltrain] {message}\n")
+        # "pulling ...", "image cached: ...": a "# " note in the build log, which the views
+        # show as the Preparing state's detail (the status line), not in the run's output.
+        before = status in (states.QUEUED, states.PREPARING, states.STARTING)
+        with open(self.run_dir / (BUILD_LOG if before else OUTPUT_LOG), "a") as out:
+            out.write(f"# {message}\n" if before else f"[celltrain] {message}\n")
 
     def status(self, status: str, detail: str | None = None, **fields) -> None:
         self.log(f"{status}{': ' + detail if detail else ''}")
