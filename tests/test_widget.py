@@ -311,6 +311,12 @@ def test_svg_charts_ticks_gaps_and_log_scale():
         [round(t, 6) for t in nice_ticks(0.13, 0.87)] == [0.2, 0.4, 0.6, 0.8]
     assert [round(10 ** t, 6) for t in log_ticks(-1.5, 0)] == [0.05, 0.1, 0.2, 0.5, 1]
     assert [round(10 ** t, 6) for t in log_ticks(-2, 0)] == [0.01, 0.1, 1]   # decades only
+    # Steps are whole numbers: no tick at 0.5 for two epochs, and one point is not -1..1.
+    assert nice_ticks(0, 2, integer=True) == [0, 1, 2]
+    svg = svg_panel("loss", [("loss", [0, 1], [1.0, 0.5])])
+    assert re.findall(r'text-anchor="middle">([^<]*)</text>', svg) == ["0", "1"]
+    svg = svg_panel("loss", [("loss", [3], [1.0])])
+    assert re.findall(r'text-anchor="middle">([^<]*)</text>', svg) == ["3"]
     # A None value (NaN) breaks the line instead of drawing it to zero.
     svg = svg_panel("loss", [("loss", [0, 1, 2, 3, 4], [1.0, 0.5, math.nan, 0.3, 0.2])])
     assert svg.count("<polyline") == 2

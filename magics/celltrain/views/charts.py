@@ -30,8 +30,9 @@ FRAME = "var(--jp-border-color1, #999)"
 GRID = "var(--jp-border-color2, #e5e5e5)"
 
 
-def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Round tick values (1, 2, 5 times a power of ten) covering [lo, hi]."""
+def nice_ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> list[float]:
+    """Round tick values (1, 2, 5 times a power of ten) covering [lo, hi]; on an integer axis
+    (steps, epochs) whole numbers only."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return []
     if hi <= lo:
@@ -39,6 +40,8 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     raw = (hi - lo) / max(count - 1, 1)
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    if integer:
+        step = max(step, 1)
     first = math.ceil(lo / step - 1e-9) * step
     ticks = []
     value = first
@@ -112,8 +115,9 @@ def svg_panel(title: str, lines, *, xlabel: str = "step", log_y: bool = False,
         return "".join(out)
     x0, x1 = float(xs_all.min()), float(xs_all.max())
     y0, y1 = float(ys_all.min()), float(ys_all.max())
+    integer_x = bool(np.all(xs_all == np.round(xs_all)))      # steps: no tick at 0.5
     if x1 == x0:
-        x0, x1 = x0 - 1, x1 + 1
+        x0, x1 = x0 - 0.5, x1 + 0.5      # one point: its own x in the middle, not -1..1
     if y1 == y0:
         pad = abs(y0) * 0.05 or 1.0
         y0, y1 = y0 - pad, y1 + pad
@@ -128,7 +132,7 @@ def svg_panel(title: str, lines, *, xlabel: str = "step", log_y: bool = False,
         out.append(f'<line x1="{LEFT}" x2="{LEFT + pw}" y1="{py:.1f}" y2="{py:.1f}" '
                    f'style="stroke:{GRID}"/><text x="{LEFT - 4}" y="{py + 3:.1f}" '
                    f'text-anchor="end">{_tick_label(t, log_y)}</text>')
-    for t in nice_ticks(x0, x1):
+    for t in nice_ticks(x0, x1, integer=integer_x):
         px = LEFT + (t - x0) * sx
         out.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{TOP}" y2="{TOP + ph}" '
                    f'style="stroke:{GRID}"/><text x="{px:.1f}" y="{TOP + ph + 12}" '
