@@ -130,7 +130,12 @@ def test_default_base_falls_back_to_the_offline_image_with_a_notice(docker_works
     run = docker_workspace.experiment("default").submit("train.py", src, gpus="none")
     assert run.wait(timeout=300) == states.COMPLETED
     assert run.record["image"] == "celltrain/base:offline"
-    assert "offline base image celltrain/base:offline" in run.logs()
+    # Said once, in words, in the run's warnings (the views' status line), not in its log.
+    assert "offline base image" not in run.logs()
+    notices = [w for w in run.warnings if "offline base image" in w]
+    assert len(notices) == 1, run.warnings
+    assert notices[0].startswith("ran on the offline base image celltrain/base:offline: ")
+    assert "Server Error" not in notices[0]
 
 
 def test_container_run_outlives_its_supervisor(docker_workspace, make_source):

@@ -311,6 +311,12 @@ def test_svg_charts_ticks_gaps_and_log_scale():
         [round(t, 6) for t in nice_ticks(0.13, 0.87)] == [0.2, 0.4, 0.6, 0.8]
     assert [round(10 ** t, 6) for t in log_ticks(-1.5, 0)] == [0.05, 0.1, 0.2, 0.5, 1]
     assert [round(10 ** t, 6) for t in log_ticks(-2, 0)] == [0.01, 0.1, 1]   # decades only
+    # Steps are whole numbers: no tick at 0.5 for two epochs, and one point is not -1..1.
+    assert nice_ticks(0, 2, integer=True) == [0, 1, 2]
+    svg = svg_panel("loss", [("loss", [0, 1], [1.0, 0.5])])
+    assert re.findall(r'text-anchor="middle">([^<]*)</text>', svg) == ["0", "1"]
+    svg = svg_panel("loss", [("loss", [3], [1.0])])
+    assert re.findall(r'text-anchor="middle">([^<]*)</text>', svg) == ["3"]
     # A None value (NaN) breaks the line instead of drawing it to zero.
     svg = svg_panel("loss", [("loss", [0, 1, 2, 3, 4], [1.0, 0.5, math.nan, 0.3, 0.2])])
     assert svg.count("<polyline") == 2
@@ -529,3 +535,42 @@ def test_picking_a_rank_that_logged_nothing_clears_the_charts(workspace, make_so
     assert polyline_points(w.chart.value) == {"loss": 2}
     w.rank_picker.value = 1
     assert polyline_points(w.chart.value) == {} and w.model.series == {}
+
+
+def test_a_failed_build_names_its_cause_once_in_the_header(docker_workspace, make_source):
+    """A real build that fails (pip finds no such package): the header says pip's own words,
+    the 25 lines of build log sit in the summary's closed <details>, the log tail is not
+    repeated, and the static copy's head names the cause too."""
+    src = make_source(TRAIN.format(steps=3, sleep=0))
+    env = Environment(base_image="celltrain/base:offline",
+                      pip=["celltrain-no-such-package==9.9"])
+    run = docker_workspace.experiment("widget-build").submit("train.py", src, environment=env,
+                                                             gpus="none")
+    w = RunWidget(run, poll_s=0.05).start()
+    try:
+        assert w.wait(300)
+    finally:
+        w.close()
+    assert run.status == "Failed"
+    cause = "No matching distribution found for celltrain-no-such-package==9.9"
+    assert cause in w.header.value, w.header.value
+    assert "celltrain-failure-details" in w.summary.value
+    head, details = w.summary.value.split("<details", 1)
+    assert "image build failed" not in head and "image build failed" in details
+    assert w.log_short.value == ""
+    static = w.static_bundle(w.model.summary())["text/html"]
+    assert cause in static.split("<details", 1)[0]
+
+
+def test_a_failures_traceback_shows_once_with_the_rest_folded(workspace, make_source):
+    run = submit(workspace, make_source, """
+        raise ValueError("0.1234 is not a learning rate")
+    """)
+    w = RunWidget(run, poll_s=0.05).start()
+    assert w.wait(60)
+    w.close()
+    shown = re.sub(r"<[^>]*>", "", w.header.value + w.log_short.value
+                   + w.summary.value.split("<details", 1)[0])       # the text, not tooltips
+    assert shown.count("0.1234 is not a learning rate") == 1, shown
+    assert "ValueError: 0.1234 is not a learning rate" in w.header.value
+    assert "Traceback (most recent call last)" in w.summary.value.split("<details", 1)[1]

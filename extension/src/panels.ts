@@ -87,7 +87,8 @@ export class RunPanel extends PolledWidget {
     this.insertModelButton.hidden = !d.models.length;
     this.summary.textContent = '';
     this.summary.append(...[
-      h('span', { text: `${d.target} · ${d.script ?? ''} ${(d.args || []).join(' ')}` }),
+      h('span', { class: 'ct-source', text: runSource(d),
+        title: `${d.tags.notebook ?? ''} (${d.target} · ${d.script ?? ''})` }),
       h('span', { text: `created ${age(d.created)}` }),
       d.started ? h('span', { text: `ran ${duration(d.started, d.ended)}` }) : null,
       d.exit_code !== null ? h('span', { text: `exit code ${d.exit_code}` }) : null,
@@ -158,10 +159,18 @@ export class RunPanel extends PolledWidget {
     if (!m.series.length) {
       this.charts.append(h('div', { class: 'ct-empty', text: 'No metrics logged yet.' }));
     }
+    // train/val variants of one quantity share a chart, as in the notebook's widget.
+    const panels = new Map<string, typeof m.series>();
     for (const s of m.series) {
-      const box = h('div', { class: 'ct-chart-box', 'data-metric': s.name });
-      renderChart(box, `${s.name}${s.downsampled ? ` (${s.count} points, shown ${s.x.length})` : ''}`,
-        [{ label: s.name, color: COLORS[0], x: s.x, y: s.y }]);
+      const key = panelKey(s.name);
+      panels.set(key, [...(panels.get(key) ?? []), s]);
+    }
+    for (const [key, series] of panels) {
+      const box = h('div', { class: 'ct-chart-box', 'data-metric': key });
+      const cut = series.filter(s => s.downsampled)
+        .map(s => ` (${s.name}: ${s.count} points, shown ${s.x.length})`).join('');
+      renderChart(box, `${key}${cut}`, series.map((s, i) => ({ label: s.name,
+        color: COLORS[i % COLORS.length], x: s.x, y: s.y })));
       this.charts.append(box);
     }
   }
@@ -194,7 +203,7 @@ export class RunPanel extends PolledWidget {
     if (!files.length) {
       this.files.append(h('li', { class: 'ct-empty', text: 'No files yet.' }));
     }
-    for (const f of files) {
+    for (const f of files.filter(f => !f.path.startsWith('telemetry/'))) { // celltrain's own
       if (f.link !== undefined || f.size === null) { // links are listed, never followed
         this.files.append(h('li', { class: 'ct-file-link' }, h('span', { text: f.path }),
           h('span', { class: 'ct-version-meta', text: ` → ${f.link ?? '?'} (link)` })));
@@ -309,4 +318,27 @@ function warningList(warnings: string[] | undefined): HTMLElement | null {
 function size(n: number): string {
   return n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} KiB`
     : `${(n / (1 << 20)).toFixed(1)} MiB`;
+}
+
+const SPLIT = 'train|training|val|valid|validation|test|eval';
+const SPLIT_PREFIX = new RegExp(`^(${SPLIT})[_/.\\-](.+)$`, 'i');
+const SPLIT_SUFFIX = new RegExp(`^(.+)[_/.\\-](${SPLIT})$`, 'i');
+
+/** The chart a metric goes in: train/val variants of one quantity share one (as
+ * celltrain.views.format.panel_key does for the widget). */
+export function panelKey(name: string): string {
+  const prefix = SPLIT_PREFIX.exec(name);
+  if (prefix) {
+    return prefix[2];
+  }
+  const suffix = SPLIT_SUFFIX.exec(name);
+  return suffix ? suffix[1] : name;
+}
+
+/** Where a run came from: a %%train cell's notebook and cell, else its target and script. */
+export function runSource(d: IRunDetail): string {
+  if (d.tags.notebook || d.tags.cell) {
+    return [d.tags.notebook?.split('/').pop(), d.tags.cell].filter(Boolean).join(' · ');
+  }
+  return `${d.target} · ${d.script ?? ''} ${(d.args || []).join(' ')}`.trim();
 }

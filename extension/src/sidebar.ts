@@ -2,7 +2,7 @@
 import { Clipboard } from '@jupyterlab/apputils';
 
 import { formatNumber } from './chart';
-import { age, h, statusBadge } from './dom';
+import { age, duration, h, statusBadge } from './dom';
 import { MissingServerExtension, requestAPI } from './request';
 import { PolledWidget } from './polled';
 import { deploymentsSection, fetchDeployments } from './deployments';
@@ -190,7 +190,10 @@ export class CelltrainSidebar extends PolledWidget {
         h('div', { class: 'ct-run-line' }, statusBadge(run.status),
           h('span', { class: 'ct-run-name', text: `${run.experiment} #${run.number}` }),
           h('span', { class: 'ct-run-age', text: age(run.created) })),
-        h('div', { class: 'ct-run-id', text: run.id }),
+        h('div', { class: 'ct-run-line' },
+          h('span', { class: 'ct-run-id', text: run.id, title: run.id }),
+          run.started ? h('span', { class: 'ct-run-duration', title: 'ran for',
+            text: duration(run.started, run.ended) }) : null),
         progressLine(run)));
     row.onclick = () => this.actions.openRun(run.id);
     return row;
@@ -239,6 +242,10 @@ export class CelltrainSidebar extends PolledWidget {
         h('b', { text: `v${v.version}` }),
         ...v.aliases.map(a => h('span', { class: 'ct-alias', text: a })),
         v.archived ? h('span', { class: 'ct-archived', text: 'archived' }) : null,
+        ...Object.entries(v.artifacts ?? {}).map(([format, info]) => h('span', {
+          class: 'ct-artifact', 'data-format': format, text: format.toUpperCase(),
+          title: `${format} artifact${info.opset ? `, opset ${info.opset}` : ''}: ` +
+            `${String(info.path ?? '')}` })),
         h('span', { class: 'ct-version-meta', text: `${age(v.created)} ${metrics}` }),
         v.run_id ? h('a', { class: 'ct-link', text: v.run_id, title: 'open the run' }) : null));
       const link = versions.lastElementChild!.querySelector('a');

@@ -127,6 +127,8 @@ export interface IModelVersion {
   archived: boolean;
   aliases: string[];
   sha256: string;
+  /** exported forms by format, e.g. {"onnx": {"path": ..., "opset": 18}} */
+  artifacts?: Record<string, Record<string, unknown>>;
 }
 
 export interface IModel {

@@ -15,11 +15,17 @@ from .errors import CelltrainError
 class CellRunFailed(CelltrainError):
     """A %%train run ended Failed or Canceled; shown as the run's own reason, not our stack."""
 
-    def __init__(self, run, status: str, reason: str | None):
+    def __init__(self, run, status: str, reason: str | None, widget_shown: bool = False):
         self.run, self.status, self.reason = run, status, reason
+        self.widget_shown = widget_shown
         super().__init__(f"run {run.id} ended {status}: {reason or 'no reason recorded'}")
 
     def _render_traceback_(self) -> list[str]:
+        if self.widget_shown:
+            # The widget above says why, once, with the rest one click away: one line here
+            # (the cell must still fail, so that Run All stops).
+            return [f"\x1b[31mrun {self.run.id} ended {self.status}\x1b[0m (why: in the "
+                    f"run's view above; %train show {self.run.id} prints it)"]
         lines = [f"\x1b[31mrun {self.run.id} ended {self.status}\x1b[0m"]
         lines += (self.reason or "no reason recorded").splitlines()
         lines.append(f"(%train logs {self.run.id} shows the whole output; "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import math
+import os
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -120,3 +121,24 @@ def config_value(key: str, value: str):
             raise UsageError(f"%train config {key}={value}: give a positive number")
         return number
     return value
+
+
+def cell_origin(shell) -> dict[str, str]:
+    """Tags that say where a %%train run came from: the notebook (Jupyter Server names it to
+    its kernels in $JPY_SESSION_NAME) and the cell's prompt number, for the run panel."""
+    origin = {}
+    notebook = os.environ.get("JPY_SESSION_NAME")
+    if notebook:
+        origin["notebook"] = notebook
+    count = cell_number(shell)
+    if count > 0:
+        origin["cell"] = f"In [{count}]"
+    return origin
+
+
+def cell_number(shell) -> int:
+    """The running cell's prompt number: it was compiled (as a run_cell_magic call) just before
+    it ran, so the newest compiled entry is its number, which execution_count may already have
+    moved past."""
+    filename_map = getattr(getattr(shell, "compile", None), "_filename_map", {}) or {}
+    return max(filename_map.values(), default=getattr(shell, "execution_count", 0) or 0)

@@ -27,7 +27,8 @@ from .cell.pins import auto_pins, read_requirements
 from .cell_wait import Adopter, CellRunFailed, StoppedWaiting, stream
 from .runtime.wire import RESULTS_FILE, TELEMETRY_DIR
 from .errors import CelltrainError
-from .magic_args import DEFAULT_EXPERIMENT, plain_usage, config_value, flatten, pairs, parse_param
+from .magic_args import DEFAULT_EXPERIMENT, cell_number, cell_origin, plain_usage, \
+    config_value, flatten, pairs, parse_param
 from .magic_commands import TrainCommands
 
 # What a cell's results file may hold: as much as may travel with a cell (the bundle's limit).
@@ -201,7 +202,8 @@ class TrainMagics(TrainCommands, Magics):
             run = ws.experiment(experiment).submit(
                 bundle.script, bundle.folder, environment=environment,
                 gpus=gpus, params=params,
-                tags={"source": "%%train", **pairs(flatten(args.tag), "--tag")},
+                tags={"source": "%%train", **cell_origin(self.shell),
+                      **pairs(flatten(args.tag), "--tag")},
                 memory=self.setting(args, "memory"), cpus=self.setting(args, "cpus"),
                 env_vars=pairs(flatten(args.env), "--env"), mounts=mounts,
                 timeout=self.setting(args, "timeout"), target=target,
@@ -241,9 +243,7 @@ class TrainMagics(TrainCommands, Magics):
     def _bundle(self, cell: str, line: str, out, params, max_mb):
         shell = self.shell
         filename_map = getattr(getattr(shell, "compile", None), "_filename_map", {}) or {}
-        # This cell was compiled (as a run_cell_magic call) just before it ran: the newest
-        # entry is its number, which execution_count may already have moved past.
-        number = max(filename_map.values(), default=getattr(shell, "execution_count", 0))
+        number = cell_number(shell)
         labels = {name: f"Cell In[{n}]" for name, n in filename_map.items()}
         return build_bundle(
             cell, shell.user_ns, out=out, params=params, first_line=2,
@@ -274,7 +274,7 @@ class TrainMagics(TrainCommands, Magics):
     def follow(self, run, out: list[str] | None = None, cancel_on_interrupt: bool = False):
         """Show the run until it ends, then bring its results back (or show why it failed)."""
         try:
-            status = self._wait(run)
+            status, shown = self._wait(run)
         except KeyboardInterrupt:
             if cancel_on_interrupt:
                 try:
@@ -288,20 +288,22 @@ class TrainMagics(TrainCommands, Magics):
                 f"  %train attach {run.id}   follows it again and brings --out values back\n"
                 f"  %train cancel {run.id}   stops it") from None
         if status != states.COMPLETED:
-            raise CellRunFailed(run, status, run.reason)
+            raise CellRunFailed(run, status, run.reason, widget_shown=shown)
         return self.bring_back(run, out)
 
-    def _wait(self, run) -> str:
+    def _wait(self, run) -> tuple[str, bool]:
+        """Wait for the run's end, shown live; returns its status and whether a widget showed
+        it."""
         widget = self._widget(run)
         if widget is None:
-            return stream(run)
+            return stream(run), False
         # The store says when the run ended, not the widget: a view must never hang the cell.
         keeper = Adopter(run)
         while not states.is_terminal(status := run.status):
             keeper.check()
             time.sleep(0.05)
         widget.wait(5)   # let it draw the final state
-        return status
+        return status, True
 
     def _widget(self, run):
         if getattr(self.shell, "kernel", None) is None:

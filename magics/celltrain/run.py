@@ -91,7 +91,8 @@ class Run:
     @property
     def warnings(self) -> list[str]:
         """What the host could not take from the run (bad values, skipped bytes, output links),
-        one line per kind with its count.  The run went on despite them."""
+        one line per kind with its count, and how it went otherwise than asked (on the offline
+        base image).  The run went on despite them."""
         from .store.runs import format_warning   # not at the top: run.py loads in containers
         return [format_warning(w) for w in self.workspace.store.warnings(self.id)]
 

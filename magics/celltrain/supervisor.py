@@ -15,12 +15,14 @@ from pathlib import Path
 from . import safefiles, states
 from .errors import CelltrainError, ImageBuildError, TargetUnavailable
 from .locks import take_lock
-from .runfiles import OUTPUT_LOG, STDERR_LOG
+from .runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 from .spec import RunSpec
 from .store import Store
 from .targets import Handle, PrepareStopped, target_class
 from .runtime.wire import FAILURE_FILE, TELEMETRY_DIR
 from .telemetry import TelemetryWatch
+
+NOTICE = "notice: "
 
 POLL_S = 0.05
 STATE_POLL_S = 0.5
@@ -52,10 +54,21 @@ class Supervisor:
         print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
     def notify(self, message: str) -> None:
-        """A note for the person watching: into the run's output, ahead of the script's own."""
+        """A note for the person watching.  Before the run starts ("pulling ...", "image
+        cached: ...") it goes into the build log as a "# " note, which the views show as the
+        state's detail in their status line; a "notice: ..." (the run went on another way,
+        such as on the offline base image) is said once, in the run's warnings; later notes
+        go into the run's output.  Notes ahead of every run's output would be noise there."""
         self.log(message)
-        with open(self.run_dir / OUTPUT_LOG, "a") as out:
-            out.write(f"[celltrain] {message}\n")
+        if message.startswith(NOTICE):
+            self.store.add_warning(self.run_id, "notice", message[len(NOTICE):])
+            return
+        status = self.store.get_run(self.run_id)["status"]
+        # "pulling ...", "image cached: ...": a "# " note in the build log, which the views
+        # show as the Preparing state's detail (the status line), not in the run's output.
+        before = status in (states.QUEUED, states.PREPARING, states.STARTING)
+        with open(self.run_dir / (BUILD_LOG if before else OUTPUT_LOG), "a") as out:
+            out.write(f"# {message}\n" if before else f"[celltrain] {message}\n")
 
     def status(self, status: str, detail: str | None = None, **fields) -> None:
         self.log(f"{status}{': ' + detail if detail else ''}")

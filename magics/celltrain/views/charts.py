@@ -21,10 +21,18 @@ COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
           "#7f7f7f", "#bcbd22", "#17becf")
 WIDTH, HEIGHT = 330, 210
 LEFT, RIGHT, TOP, BOTTOM = 52, 10, 24, 30
+# JupyterLab's theme variables (Lab and Notebook 7 define them; the fallbacks are the light
+# theme's, for front ends without them): a chart follows the light or dark theme.
+BACKGROUND = "var(--jp-layout-color0, white)"
+INK = "var(--jp-ui-font-color1, #222)"
+MUTED_INK = "var(--jp-ui-font-color2, #555)"
+FRAME = "var(--jp-border-color1, #999)"
+GRID = "var(--jp-border-color2, #e5e5e5)"
 
 
-def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Round tick values (1, 2, 5 times a power of ten) covering [lo, hi]."""
+def nice_ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> list[float]:
+    """Round tick values (1, 2, 5 times a power of ten) covering [lo, hi]; on an integer axis
+    (steps, epochs) whole numbers only."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return []
     if hi <= lo:
@@ -32,6 +40,8 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     raw = (hi - lo) / max(count - 1, 1)
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    if integer:
+        step = max(step, 1)
     first = math.ceil(lo / step - 1e-9) * step
     ticks = []
     value = first
@@ -94,7 +104,8 @@ def svg_panel(title: str, lines, *, xlabel: str = "step", log_y: bool = False,
     ys_all = np.concatenate(finite_y) if finite_y else np.empty(0)
     pw, ph = width - LEFT - RIGHT, height - TOP - BOTTOM
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" style="font:10px sans-serif;background:white">',
+           f'viewBox="0 0 {width} {height}" class="celltrain-chart" '
+           f'style="font:10px sans-serif;background:{BACKGROUND};fill:{INK}">',
            f'<text x="{LEFT + pw / 2}" y="14" text-anchor="middle" '
            f'style="font-size:12px;font-weight:600">{html.escape(title)}'
            f'{" (log)" if log_y else ""}</text>']
@@ -104,8 +115,9 @@ def svg_panel(title: str, lines, *, xlabel: str = "step", log_y: bool = False,
         return "".join(out)
     x0, x1 = float(xs_all.min()), float(xs_all.max())
     y0, y1 = float(ys_all.min()), float(ys_all.max())
+    integer_x = bool(np.all(xs_all == np.round(xs_all)))      # steps: no tick at 0.5
     if x1 == x0:
-        x0, x1 = x0 - 1, x1 + 1
+        x0, x1 = x0 - 0.5, x1 + 0.5      # one point: its own x in the middle, not -1..1
     if y1 == y0:
         pad = abs(y0) * 0.05 or 1.0
         y0, y1 = y0 - pad, y1 + pad
@@ -114,19 +126,19 @@ def svg_panel(title: str, lines, *, xlabel: str = "step", log_y: bool = False,
         y0, y1 = y0 - pad, y1 + pad
     sx, sy = pw / (x1 - x0), ph / (y1 - y0)
     out.append(f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" '
-               f'stroke="#999" stroke-width="0.8"/>')
+               f'style="stroke:{FRAME}" stroke-width="0.8"/>')
     for t in (log_ticks(y0, y1) if log_y else nice_ticks(y0, y1)):
         py = TOP + ph - (t - y0) * sy
         out.append(f'<line x1="{LEFT}" x2="{LEFT + pw}" y1="{py:.1f}" y2="{py:.1f}" '
-                   f'stroke="#e5e5e5"/><text x="{LEFT - 4}" y="{py + 3:.1f}" '
+                   f'style="stroke:{GRID}"/><text x="{LEFT - 4}" y="{py + 3:.1f}" '
                    f'text-anchor="end">{_tick_label(t, log_y)}</text>')
-    for t in nice_ticks(x0, x1):
+    for t in nice_ticks(x0, x1, integer=integer_x):
         px = LEFT + (t - x0) * sx
         out.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{TOP}" y2="{TOP + ph}" '
-                   f'stroke="#eeeeee"/><text x="{px:.1f}" y="{TOP + ph + 12}" '
+                   f'style="stroke:{GRID}"/><text x="{px:.1f}" y="{TOP + ph + 12}" '
                    f'text-anchor="middle">{_tick_label(t, False)}</text>')
     out.append(f'<text x="{LEFT + pw / 2}" y="{height - 3}" text-anchor="middle" '
-               f'fill="#555">{html.escape(xlabel)}</text>')
+               f'style="fill:{MUTED_INK}">{html.escape(xlabel)}</text>')
     for i, (label, x, y) in enumerate(prepared):
         color = colors[i % len(colors)]
         px = np.round(LEFT + (x - x0) * sx, 1)

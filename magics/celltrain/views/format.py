@@ -28,6 +28,11 @@ _LOWER_IS_BETTER = re.compile(r"loss|err|mse|mae|rmse|perplex|ppl|nll|wer|cer|di
 _HIGHER_IS_BETTER = re.compile(r"acc|f1|auc|prec|recall|iou|map|score|r2|bleu|rouge",
                                re.IGNORECASE)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+# The line that says why, in order of preference: pip's, apt's, then any "ERROR:" line.
+_CAUSES = (re.compile(r"No matching distribution found for .+|Could not find a version that "
+                      r"satisfies the requirement .+"),
+           re.compile(r"E: (Unable to locate package|Package .+ has no installation) .*"),
+           re.compile(r"^(ERROR|Error|error): .+"))
 _TRACEBACK = "Traceback (most recent call last):"
 
 
@@ -106,6 +111,21 @@ def last_traceback(text: str) -> str | None:
     return "\n".join(out)
 
 
+def failure_cause(reason: str | None, traceback: str | None = None) -> str | None:
+    """The one line that says why a run failed: pip's "No matching distribution found for x"
+    out of a build log, the exception line of a traceback, else the reason's first line."""
+    lines = [line.strip() for line in terminal_lines(reason or "") if line.strip()]
+    for pattern in _CAUSES:
+        for line in reversed(lines):
+            found = pattern.search(line)
+            if found:
+                return found.group(0)
+    for text in (traceback, last_traceback(reason or "")):
+        if text:
+            return text.rstrip().splitlines()[-1].strip()
+    return lines[0] if lines else None
+
+
 def badge(status: str) -> str:
     color = STATUS_COLORS.get(status, "#6b7280")
     return (f'<span style="background:{color};color:white;border-radius:9px;'
@@ -117,7 +137,9 @@ def warnings_badge(warnings: list[str]) -> str:
     if not warnings:
         return ""
     count = f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''}"
-    return (f'<span style="color:#b45309" title="{html.escape(chr(10).join(warnings))}">'
+    return (f'<span style="color:var(--jp-warn-color0, #b45309);overflow:hidden;'
+            f'text-overflow:ellipsis;white-space:nowrap;min-width:6em;flex:0 1000 auto" '
+            f'title="{html.escape(chr(10).join(warnings))}">'
             f"⚠ {count}: {html.escape(warnings[0][:80])}"
             f"{'…' if len(warnings[0]) > 80 or len(warnings) > 1 else ''}</span>")
 

@@ -21,10 +21,10 @@ def version_card_html(model: "ModelVersion", record: dict | None) -> str:
         return f"<i>{html.escape(model.name)}:{model.version} was deleted</i>"
     e = html.escape
     chips = "".join(
-        f"<span style='border:1px solid #888;border-radius:8px;padding:0 6px;"
+        f"<span style='border:1px solid var(--jp-border-color1, #888);border-radius:8px;padding:0 6px;"
         f"margin-left:4px;font-size:85%'>{e(a)}</span>" for a in r["aliases"])
     if r["archived"]:
-        chips += "<span style='color:#a60;margin-left:6px'>archived</span>"
+        chips += "<span style='color:var(--jp-warn-color0, #a60);margin-left:6px'>archived</span>"
     metrics = ", ".join(f"{e(k)} = {v:.4g}" for k, v in r["metrics"].items()
                         if v is not None) or "-"
     tags = ", ".join(f"{e(k)}={e(v)}" for k, v in r["tags"].items()) or "-"
@@ -43,11 +43,11 @@ def version_card_html(model: "ModelVersion", record: dict | None) -> str:
             ("registered", time.strftime("%Y-%m-%d %H:%M:%S",
                                          time.localtime(r["created"]))),
             ("load", f"<code>{e(model.load_hint())}</code>")]
-    body = "".join(f"<tr><td style='text-align:left;color:#666;padding-right:12px'>{k}</td>"
+    body = "".join(f"<tr><td style='text-align:left;color:var(--jp-ui-font-color2, #666);padding-right:12px'>{k}</td>"
                    f"<td style='text-align:left'>{v}</td></tr>" for k, v in rows)
-    return (f"<div class='celltrain-model' style='border:1px solid #ccc;border-radius:6px;"
+    return (f"<div class='celltrain-model' style='border:1px solid var(--jp-border-color2, #ccc);border-radius:6px;"
             f"padding:8px 12px;display:inline-block'><div style='font-weight:bold'>"
-            f"{e(model.name)} <span style='color:#666'>v{model.version}</span>{chips}</div>"
+            f"{e(model.name)} <span style='color:var(--jp-ui-font-color2, #666)'>v{model.version}</span>{chips}</div>"
             f"<table style='margin-top:4px'>{body}</table></div>")
 
 

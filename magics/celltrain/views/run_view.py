@@ -18,8 +18,8 @@ from ..ranks import read_ranks
 from ..runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 from ..store.runs import format_warning
 from .downsample import downsample
-from .format import MAX_DISPLAY_POINTS, MAX_PANELS, best_value, group_panels, last_traceback, \
-    panel_key, terminal_lines
+from .format import MAX_DISPLAY_POINTS, MAX_PANELS, best_value, failure_cause, group_panels, \
+    last_traceback, panel_key, terminal_lines
 from .series import Series
 
 MAX_FPS = 5.0                # redraws per second, at most
@@ -57,6 +57,7 @@ class RunView:
         self._last_redraw = -math.inf
         self._log_stamp: tuple | None = None
         self._header_second = None
+        self._cause: tuple[str | None, str | None] = (None, None)   # (reason, its cause)
         self.on_points: Callable[[list[tuple], float], None] | None = None   # for the bench
 
     # -- reading the store --------------------------------------------------------------------
@@ -182,10 +183,29 @@ class RunView:
                 return line[2:][:120]
             return "building image: " + line[:100]
         if status in (states.FAILED, states.CANCELED) and self.record.get("reason"):
-            return self.record["reason"].splitlines()[0][:200]
+            return self.cause()
         for entry in reversed(self.history):
             if entry["status"] == status:
                 return entry["detail"]
+        return None
+
+    def cause(self) -> str | None:
+        """Why the run ended, in one line (a failed build's pip error, the exception line)."""
+        reason = self.record.get("reason")
+        if self._cause[0] != reason:
+            traceback = self.traceback() if self.status == states.FAILED else None
+            self._cause = (reason, failure_cause(reason, traceback))
+        return self._cause[1]
+
+    def traceback(self) -> str | None:
+        """The last Python traceback of a failed run's stderr or output."""
+        folder = self.store.run_dir(self.run_id)
+        for name in (STDERR_LOG, OUTPUT_LOG):
+            path = folder / name
+            if path.exists():
+                found = last_traceback(path.read_text(errors="replace"))
+                if found:
+                    return found
         return None
 
     def elapsed(self, now: float | None = None) -> float | None:
@@ -246,17 +266,11 @@ class RunView:
         files = sorted(p.relative_to(folder).as_posix() for sub in ("outputs", "logs")
                        if (folder / sub).is_dir() for p in (folder / sub).rglob("*")
                        if p.is_file())
-        traceback = None
-        if self.status == states.FAILED:
-            for name in (STDERR_LOG, OUTPUT_LOG):
-                path = folder / name
-                if path.exists():
-                    traceback = last_traceback(path.read_text(errors="replace"))
-                    if traceback:
-                        break
+        traceback = self.traceback() if self.status == states.FAILED else None
         return {"run": self.run_id, "experiment": self.record.get("experiment"),
                 "status": self.status, "reason": self.record.get("reason"),
                 "exit_code": self.record.get("exit_code"),
+                "cause": self.cause() if self.terminal else None,
                 "elapsed": self.elapsed(), "metrics": metrics, "files": files,
                 "models": list(self.models), "traceback": traceback,
                 "warnings": list(self.warnings)}

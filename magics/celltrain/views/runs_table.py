@@ -158,13 +158,14 @@ class RunsTable:
 
     # -- static HTML ---------------------------------------------------------------------------
     def to_html(self) -> str:
-        head = "".join(f"<th align=left>{html.escape(c.split(':', 1)[-1])}</th>"
+        pad = "padding:1px 14px 1px 0;white-space:nowrap"
+        head = "".join(f"<th align=left style='{pad}'>{html.escape(c.split(':', 1)[-1])}</th>"
                        for c in self.columns)
         body = []
         for row in self.sorted_rows():
             cells = []
             for c in self.columns:
-                cells.append(f"<td>{self._cell_html(row, c)}</td>")
+                cells.append(f"<td style='{pad}'>{self._cell_html(row, c)}</td>")
             body.append("<tr>" + "".join(cells) + "</tr>")
         return (f'<table class="celltrain-runs" style="font-size:12px"><tr>{head}</tr>'
                 + "".join(body) + "</table>")
@@ -229,8 +230,9 @@ class RunsTable:
         w = self._w
         self._headers = {}
         for c in self.columns:
+            # A header shows its whole name ("train_acc" and "train_loss" must differ).
             b = w.Button(description=c.split(":", 1)[-1], tooltip=f"sort by {c}",
-                         layout=w.Layout(width="auto"))
+                         layout=w.Layout(width="auto", min_width="max-content"))
             b.on_click(lambda _, c=c: self.sort(c))
             self._headers[c] = b
         self._cells, self._checkboxes = {}, {}
@@ -240,7 +242,9 @@ class RunsTable:
             box.observe(lambda change, run_id=row["run"]: self._on_tick(run_id, change["new"]),
                         names="value")
             self._checkboxes[row["run"]] = box
-            self._cells[row["run"]] = [w.HTML(self._cell_html(row, c)) for c in self.columns]
+            self._cells[row["run"]] = [   # one line each: ids and dates do not wrap
+                w.HTML(f'<span style="white-space:nowrap">{self._cell_html(row, c)}</span>')
+                for c in self.columns]
         self._layout_grid()
         self._draw_compare()
 
@@ -254,7 +258,7 @@ class RunsTable:
             children += [self._checkboxes[row["run"]], *self._cells[row["run"]]]
         self.grid.layout = w.Layout(grid_template_columns=f"24px repeat({len(self.columns)}, "
                                                           f"auto)", grid_gap="2px 10px",
-                                    align_items="center")
+                                    align_items="center", overflow="auto")
         self.grid.children = children
 
     def _on_tick(self, run_id: str, ticked: bool) -> None:

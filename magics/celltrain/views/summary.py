@@ -11,13 +11,18 @@ from .format import format_duration, format_value
 def summary_html(summary: dict) -> str:
     parts = []
     if summary["metrics"]:
+        cell = "padding:1px 16px 1px 0;text-align:{}"
+        left, right = cell.format("left"), cell.format("right")
         rows = "".join(
-            f"<tr><td>{html.escape(n)}</td><td>{format_value(m['final'])}</td>"
-            f"<td>{format_value(m['best'])}</td><td>{m['points']}</td></tr>"
+            f"<tr><td style='{left}'>{html.escape(n)}</td>"
+            f"<td style='{right}'>{format_value(m['final'])}</td>"
+            f"<td style='{right}'>{format_value(m['best'])}</td>"
+            f"<td style='{right}'>{m['points']}</td></tr>"
             for n, m in summary["metrics"].items())
-        parts.append('<table style="border-collapse:collapse;font-size:12px">'
-                     "<tr><th align=left>metric</th><th align=left>final</th>"
-                     "<th align=left>best</th><th align=left>points</th></tr>"
+        parts.append('<table class="celltrain-summary" style="border-collapse:collapse;'
+                     'font-size:12px;margin:4px 0">'
+                     f"<tr><th style='{left}'>metric</th><th style='{right}'>final</th>"
+                     f"<th style='{right}'>best</th><th style='{right}'>points</th></tr>"
                      f"{rows}</table>")
     if summary["models"]:
         parts.append("<div><b>Registered model:</b> " + ", ".join(
@@ -32,14 +37,27 @@ def summary_html(summary: dict) -> str:
     if summary.get("warnings"):
         parts.append("<div><b>Warnings:</b><ul style='margin:2px 0'>" + "".join(
             f"<li>{html.escape(line)}</li>" for line in summary["warnings"]) + "</ul></div>")
-    if summary["reason"] and summary["status"] == states.FAILED:
-        parts.append(f"<div><b>Reason:</b><pre style='white-space:pre-wrap;margin:2px 0'>"
-                     f"{html.escape(summary['reason'])}</pre></div>")
-    if summary["traceback"]:
-        parts.append("<details><summary><b>Traceback</b></summary><pre style="
-                     "'white-space:pre-wrap;font-size:11px'>"
-                     f"{html.escape(summary['traceback'])}</pre></details>")
+    parts.append(failure_details(summary))
     return "".join(parts)
+
+
+def failure_details(summary: dict) -> str:
+    """The whole reason and the traceback, one click away: the cause itself is in the header,
+    once (a build failure's reason holds 25 lines of build log)."""
+    pre = "<pre style='white-space:pre-wrap;font-size:11px;margin:2px 0'>{}</pre>"
+    reason = summary["reason"] if summary["status"] == states.FAILED else None
+    traceback = summary["traceback"]
+    if traceback and reason and traceback.strip() in reason:
+        traceback = None                  # the reason is stderr's tail, traceback included
+    shown = [text for text in (reason, traceback)
+             if text and text.strip() != (summary.get("cause") or "")]
+    if not shown:
+        return ""
+    what = " and ".join(w for w, text in (("the full reason", reason),
+                                          ("the traceback", traceback)) if text)
+    return ("<details class='celltrain-failure-details'><summary>Details: "
+            f"{what}</summary>" + "".join(pre.format(html.escape(t)) for t in shown)
+            + "</details>")
 
 
 def summary_text(summary: dict) -> str:

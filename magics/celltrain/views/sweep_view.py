@@ -12,7 +12,7 @@ import math
 import threading
 import time
 
-from .charts import COLORS, svg_panel
+from .charts import BACKGROUND, COLORS, FRAME, INK, MUTED_INK, svg_panel
 
 STOPPED_COLOR = "#bbbbbb"
 MAX_POINTS = 300          # per trial in the overlay: a stride keeps the SVG small
@@ -102,14 +102,16 @@ def parallel_coordinates_svg(data: dict) -> str:
     w, h, pad = PC_WIDTH, PC_HEIGHT, PC_PAD
     step = (w - 2 * pad) / max(len(axes) - 1, 1)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-           f'class="celltrain-parallel" style="font:10px sans-serif;background:white">',
+           f'class="celltrain-parallel" style="font:10px sans-serif;background:{BACKGROUND};'
+           f'fill:{INK}">',
            f'<text x="{w / 2}" y="14" text-anchor="middle" style="font-size:12px;'
            f'font-weight:600">params vs {html.escape(cfg["metric"])}</text>']
     values = [t["value"] for t in trials]
     lo, hi = (min(values), max(values)) if values else (None, None)
     for i, name in enumerate(axes):
         x = pad + i * step
-        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{pad}" y2="{h - pad}" stroke="#999"/>'
+        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{pad}" y2="{h - pad}" '
+                   f'style="stroke:{FRAME}"/>'
                    f'<text x="{x:.1f}" y="{h - pad + 14}" text-anchor="middle">'
                    f"{html.escape(name)}</text>")
         spec = cfg["space"].get(name) if i < len(names) else None
@@ -117,7 +119,8 @@ def parallel_coordinates_svg(data: dict) -> str:
                 else (spec["low"], spec["high"]) if spec else (lo, hi))
         last = i == len(axes) - 1 and i > 0      # its labels go left of it, inside the chart
         for y, label in ((h - pad + 3, ends[0]), (pad - 4, ends[1])):
-            out.append(f'<text x="{x - 3 if last else x + 3:.1f}" y="{y}" fill="#555" '
+            out.append(f'<text x="{x - 3 if last else x + 3:.1f}" y="{y}" '
+                       f'style="fill:{MUTED_INK}" '
                        f'text-anchor="{"end" if last else "start"}">{_fmt(label)}</text>')
     if not trials:
         out.append(f'<text x="{w / 2}" y="{h / 2}" text-anchor="middle">no values yet</text>')

@@ -26,6 +26,7 @@ import threading
 import time
 from typing import Callable
 
+from . import charts
 from .. import states
 from ..runfiles import BUILD_LOG
 from .format import badge, format_duration, format_rate, rank_strip, warnings_badge
@@ -39,11 +40,42 @@ LINGER_S = 600.0             # after the end, keep looking for a registered mode
 LINGER_POLL_S = 1.0
 
 
+def _tail(lines: list[str], fixed: bool = True) -> str:
+    """The log's last lines in a box of a fixed height: one line each, cut at the right edge
+    (the whole log is in the accordion below), so the widget does not move as lines come.
+    Once the run ended (``fixed=False``) the box is as high as its lines."""
+    line = ("white-space:pre;overflow:hidden;text-overflow:ellipsis;height:1.3em")
+    rows = "".join(f'<div style="{line}">{html.escape(text) or " "}</div>'
+                   for text in lines[-LOG_LINES_SHORT:])
+    return (f'<div class="celltrain-log-tail" style="font-family:var(--jp-code-font-family, '
+            f'monospace);font-size:11px;line-height:1.3;'
+            f'height:{1.3 * (LOG_LINES_SHORT if fixed else len(lines[-LOG_LINES_SHORT:])):.1f}em;'
+            f'overflow:hidden">{rows}</div>')
+
+
+def _chart_placeholder() -> str:
+    return (f'<div class="celltrain-chart-placeholder" style="height:{charts.HEIGHT}px;'
+            f'width:{charts.WIDTH}px;display:flex;align-items:center;justify-content:center;'
+            f'border:1px dashed var(--jp-border-color2, #ddd);box-sizing:border-box;'
+            f'color:var(--jp-ui-font-color2, #777);font-size:12px">'
+            f"charts appear here with the first log()</div>")
+
+
 def _pre(lines: list[str], height: str | None = None) -> str:
     style = "margin:0;font-size:11px;line-height:1.3;white-space:pre-wrap;word-break:break-all"
     if height:
         style += f";max-height:{height};overflow-y:auto"
     return f'<pre style="{style}">{html.escape(chr(10).join(lines))}</pre>'
+
+
+def static_copy_css(token: str) -> str:
+    """Next to the live widget the static copy hides; where the widget's model is gone (a
+    reopened notebook, a new kernel) ipywidgets shows "Error displaying widget: model not found"
+    in the widget's output, which then hides, so that only the static copy shows.  (That error
+    output is the only widget output with the ``jupyter-widgets`` class on itself.)"""
+    return (f"body:has(.celltrain-live-{token}) .celltrain-static-{token}{{display:none}}"
+            f".jp-OutputArea-child:has(> .jp-OutputArea-output.jupyter-widgets)"
+            f":has(+ .jp-OutputArea-child .celltrain-static-{token}){{display:none}}")
 
 
 # -- the view ----------------------------------------------------------------------------------
@@ -71,13 +103,16 @@ class RunWidget:
         self._static = None
         self._displayed = False
 
-        self.header = w.HTML()
+        self.header = w.HTML(layout=w.Layout(flex="1 1 auto", min_width="0",
+                                             overflow="hidden"))
+        self.header.add_class("celltrain-head-cell")
         self.bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info",
                                    layout=w.Layout(width="45%"))
         self.bar_text = w.HTML()
         self.cancel_button = w.Button(description="Cancel", button_style="danger",
                                       icon="stop", tooltip="Stop the run (SIGTERM, then SIGKILL)",
-                                      layout=w.Layout(width="auto"))
+                                      layout=w.Layout(width="auto", flex="0 0 auto",
+                                                      min_width="fit-content"))
         self.x_axis = w.ToggleButtons(options=[("step", "step"), ("time", "time")],
                                       value="step", tooltips=["x: step", "x: seconds"],
                                       style={"button_width": "60px"})
@@ -93,10 +128,12 @@ class RunWidget:
         self.log_box = w.Accordion(children=[self.log_long], selected_index=None)
         self.log_box.set_title(0, f"Log (last {LOG_LINES_LONG} lines)")
         self.summary = w.HTML()
+        # Space is kept for what comes later (progress, charts, log lines), so the widget keeps
+        # its height while a run goes on; what never came is dropped at the end.
         self.bar_row = w.HBox([self.bar, self.bar_text],     # shown once progress() reports
-                              layout=w.Layout(align_items="center", display="none"))
+                              layout=w.Layout(align_items="center", visibility="hidden"))
         self.controls = w.HBox([self.x_axis, self.log_y, self.rank_picker],
-                               layout=w.Layout(align_items="center", display="none"))
+                               layout=w.Layout(align_items="center"))
         self.widget = w.VBox([
             w.HBox([self.header, self.cancel_button],
                    layout=w.Layout(justify_content="space-between", align_items="center")),
@@ -105,7 +142,8 @@ class RunWidget:
         ])
         self.widget.add_class("celltrain-run")
         self.widget.add_class(f"celltrain-live-{self.token}")
-        self.chart.layout.display = "none"
+        self.chart.value = _chart_placeholder()
+        self.log_short.value = _tail([])
 
         self.cancel_button.on_click(lambda _: self.cancel())
         self.x_axis.observe(lambda _: self._redraw("metrics"), names="value")
@@ -227,19 +265,26 @@ class RunWidget:
         now = time.time()
         if "status" in parts:
             self._draw_status(now)
-        # Charts appear with the first series; once shown, a picked rank without any clears them.
-        if "metrics" in parts and (m.series or self.chart.layout.display is None):
+        # Charts replace their placeholder with the first series; a picked rank without any
+        # clears them.
+        if "metrics" in parts and (m.series or self.chart_renders):
             self.chart.value = m.chart_svg(self.x_axis.value, self.log_y.value)
             self.chart_renders += 1
-            self.chart.layout.display = None
-            self.controls.layout.display = "flex"
         if "log" in parts:
-            self.log_short.value = _pre(m.log_lines[-LOG_LINES_SHORT:])
+            # A failed run's tail is its traceback, which the header and summary already say.
+            failed = m.terminal and m.status != states.COMPLETED
+            self.log_short.value = "" if failed else _tail(m.log_lines, not m.terminal)
             if self.log_box.selected_index is not None:
                 self.log_long.value = _pre(m.log_lines, height="24em")
             source = "build log" if m.log_source == BUILD_LOG else "log"
             self.log_box.set_title(0, f"{source.capitalize()} (last {LOG_LINES_LONG} lines)")
         if "final" in parts and m.terminal:
+            if not self.chart_renders:           # no metrics came: no space for them
+                self.chart.layout.display = self.controls.layout.display = "none"
+            if not m.record.get("progress"):
+                self.bar_row.layout.display = "none"
+            if not m.log_lines:
+                self.log_short.layout.display = "none"
             summary = m.summary()
             self.summary.value = summary_html(summary)
             self._update_static(summary)
@@ -254,18 +299,33 @@ class RunWidget:
         p = m.progress(now)
         if p and p.get("eta") is not None:
             eta = p["eta"]
+        # One line: the run's detail shrinks (ellipsis, whole in its tooltip), never Cancel.
+        failed = m.terminal and m.status != states.COMPLETED and detail
+        detail_style = ("overflow:hidden;text-overflow:ellipsis;min-width:0;flex:0 1 auto"
+                        + (";color:var(--jp-error-color1, #b91c1c);font-weight:600"
+                           if failed else ""))
+        keep = "flex:none"
+        shrink = "overflow:hidden;text-overflow:ellipsis;min-width:4em;flex:0 100 auto"
         self.header.value = (
-            f'<div style="display:flex;gap:10px;align-items:center;flex-wrap:wrap">'
-            f"<b>{html.escape(name)}</b><code>{html.escape(self.run.id)}</code>"
-            f"{badge(m.status)}"
-            f"<span>{html.escape(detail or '')}</span>"
-            f"<span>elapsed {format_duration(m.elapsed(now))}</span>"
-            + (f"<span>ETA {format_duration(eta)}</span>" if eta is not None else "")
+            # ipywidgets' HTML content box is as wide as its text unless told otherwise
+            "<style>.celltrain-head-cell, .celltrain-head-cell > .widget-html-content"
+            "{min-width:0;overflow:hidden}</style>"
+            f'<div class="celltrain-header" style="display:flex;gap:10px;align-items:center;'
+            f'white-space:nowrap;overflow:hidden;min-width:0">'
+            f'<b style="{shrink}" title="{html.escape(name)}">{html.escape(name)}</b>'
+            f'<code style="{shrink}" title="{html.escape(self.run.id)}">'
+            f'{html.escape(self.run.id)}</code>'
+            f'<span class="celltrain-badge" style="{keep}">{badge(m.status)}</span>'
+            f'<span class="celltrain-detail" style="{detail_style}" '
+            f'title="{html.escape(detail or "")}">{html.escape(detail or "")}</span>'
+            f'<span style="{keep}">elapsed {format_duration(m.elapsed(now))}</span>'
+            + (f'<span style="{keep}">ETA {format_duration(eta)}</span>'
+               if eta is not None else "")
             + warnings_badge(m.warnings)
             + "</div>")
         self._draw_ranks()
         if p:
-            self.bar_row.layout.display = "flex"
+            self.bar_row.layout.visibility = "visible"
             n, total = p.get("n") or 0, p.get("total")
             unit = p.get("unit") or "it"
             if total:
@@ -300,11 +360,13 @@ class RunWidget:
         """text/html (+ image/png, text/plain) for front ends without the widget."""
         m = self.model
         record = m.record or self.run.record
-        hide = (f"<style>body:has(.celltrain-live-{self.token}) .celltrain-static-{self.token}"
-                "{display:none}</style>")
+        hide = f"<style>{static_copy_css(self.token)}</style>"
         head = (f"<b>{html.escape(str(record.get('experiment', '')))} "
                 f"#{record.get('number', '')}</b> <code>{html.escape(self.run.id)}</code> "
                 f"{badge(record['status'])}")
+        if summary is not None and summary.get("cause") and summary["status"] != states.COMPLETED:
+            head += (' <b style="color:var(--jp-error-color1, #b91c1c)">'
+                     f'{html.escape(summary["cause"])}</b>')
         if summary is None:
             return {"text/html": f'<div class="celltrain-static-{self.token}">{hide}{head} '
                                  f"(the final state appears here when the run ends)</div>",

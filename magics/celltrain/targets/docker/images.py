@@ -79,8 +79,8 @@ def resolve_base(client, requested: str | None, notify: Callable[[str], None],
     failed = _read_json(pull_failures)
     if (requested is None and time.time() - failed.get(name, 0) < PULL_RETRY_S
             and image_present(client, OFFLINE_BASE)):
-        notify(f"notice: {name} could not be pulled recently; using the offline base image "
-               f"{OFFLINE_BASE}")
+        notify(f"notice: ran on the offline base image {OFFLINE_BASE}: {name} could not be "
+               f"pulled in the last hour")
         return OFFLINE_BASE
     try:
         notify(f"pulling {name}")
@@ -92,14 +92,14 @@ def resolve_base(client, requested: str | None, notify: Callable[[str], None],
             failed[name] = time.time()
             _write_json(pull_failures, failed)
         if requested is None and image_present(client, OFFLINE_BASE):
-            notify(f"notice: cannot pull {name} ({_first_line(e)}); using the offline base "
-                   f"image {OFFLINE_BASE} instead")
+            notify(f"notice: ran on the offline base image {OFFLINE_BASE}: {name} cannot be "
+                   f"pulled ({pull_failure_words(e)})")
             return OFFLINE_BASE
         fix = ("build the offline base image with `celltrain base-image`, or pass "
                "Environment(base_image=...) with an image that is present"
                if requested is None else "check the name, or `docker pull` it first")
         raise ImageBuildError(f"base image {name} is not present and cannot be pulled "
-                              f"({_first_line(e)}): {fix}") from e
+                              f"({pull_failure_words(e)}): {fix}") from e
 
 
 def _pull(client, repo: str, tag: str, stop_requested: Callable[[], float | None]) -> None:
@@ -147,6 +147,24 @@ def image_present(client, name: str) -> bool:
         return True
     except docker.errors.ImageNotFound:
         return False
+
+
+_UNREACHABLE = re.compile(r"no such host|dial tcp|connection refused|i/o timeout|network is "
+                          r"unreachable|name resolution|TLS handshake timeout", re.IGNORECASE)
+_NO_IMAGE = re.compile(r"manifest unknown|not found|pull access denied|does not exist",
+                       re.IGNORECASE)
+
+
+def pull_failure_words(e: BaseException) -> str:
+    """Why a pull failed, in words, not the engine's "500 Server Error for http+docker://..."."""
+    text = str(e)
+    if _UNREACHABLE.search(text):
+        return "the registry cannot be reached from this machine"
+    if _NO_IMAGE.search(text):
+        return "the registry has no such image, or it needs a login"
+    if re.search(r"toomanyrequests|rate limit", text, re.IGNORECASE):
+        return "the registry's pull rate limit was reached"
+    return _first_line(e)
 
 
 def _first_line(e: BaseException) -> str:
