@@ -159,12 +159,12 @@ class DockerTarget(ComputeTarget):
     def start(self, prepared: Prepared) -> Handle:
         dist = self.spec.distribution
         if dist.nodes > 1:
-            handle = nodes_create(self, prepared, lambda node, gpus: self._kwargs(node, gpus))
+            handle = nodes_create(self, prepared, lambda node, gpus: self.container_kwargs(node, gpus))
             for cid in handle.ids["containers"]:
                 let_write(self.run_dir / TELEMETRY_DIR,
                            container_user(self.client.containers.get(cid)))
             return handle
-        kwargs = self._kwargs(0, None)
+        kwargs = self.container_kwargs(0, None)
         # A container of this name was created by a supervisor that died before recording it,
         # so it never started (launch follows the record): make room for the new one.
         import docker
@@ -176,8 +176,10 @@ class DockerTarget(ComputeTarget):
         let_write(self.run_dir / TELEMETRY_DIR, container_user(self.container))
         return Handle(self.kind, {"container": self.container.id})
 
-    def _kwargs(self, node: int, node_gpus) -> dict:
-        """The container settings of node ``node`` (its share of the GPUs, for several)."""
+    def container_kwargs(self, node: int, node_gpus, endpoint: str | None = None) -> dict:
+        """The container settings of node ``node`` (its share of the GPUs, for several);
+        ``endpoint``: node 0's "host:port" for torchrun's rendezvous where it is not node
+        0's container name (the Ray target's nodes, on their hosts' networks)."""
         run, spec, res = self.run, self.spec, self.spec.resources
         dist = spec.distribution
         telemetry = self.run_dir / TELEMETRY_DIR
@@ -202,7 +204,8 @@ class DockerTarget(ComputeTarget):
         if dist.distributed:
             environment.update(distributed.node_env(node, dist.nodes, node_gpus))
             environment.update(mpi_env(self))
-            command = node_command(spec, run["id"], node, PYTHON, TELEMETRY_IN_CONTAINER)
+            command = node_command(spec, run["id"], node, PYTHON, TELEMETRY_IN_CONTAINER,
+                                   endpoint)
         kwargs = dict(
             command=command,
             entrypoint=[], working_dir=WORKDIR, detach=True, environment=environment,
