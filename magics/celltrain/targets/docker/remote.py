@@ -24,6 +24,18 @@ from .users import container_user, let_write
 
 ALIVE = ("created", "running", "restarting", "paused")
 LIB_MARK = "lib:"     # a volume key "lib:<package>": that package's folder on this node
+BEAT_IN_CONTAINER = "/celltrain-run/agent"
+BEAT_FILE = "beat"    # touched by the agent every BEAT_S seconds while it lives
+BEAT_S = 2
+BEAT_STALE_S = 30
+# Runs beside the script in the container: once the agent has stopped beating (its node's
+# raylet died while the machine lives), every process in the container is stopped, so the
+# container ends and gives back its GPUs.  Without stat/date in the image there is no watchdog.
+WATCHDOG = (f'if command -v stat >/dev/null && command -v date >/dev/null; then ( while sleep 5; '
+            f'do t=$(stat -c %Y {BEAT_IN_CONTAINER}/{BEAT_FILE} 2>/dev/null) || t=0; '
+            f'if [ $(( $(date +%s) - t )) -gt {BEAT_STALE_S} ]; then echo "celltrain: this '
+            'node\'s agent is gone (its Ray node was lost): stopping" >&2; kill -TERM -1; '
+            'sleep 10; kill -KILL -1; exit; fi; done ) & fi; ')
 
 
 class NodeContainer:
@@ -37,6 +49,19 @@ class NodeContainer:
         self.name: str | None = None
         self.follower: threading.Thread | None = None
         self.client = engine.client()
+        self.beats = self.folder / "agent"
+        self.beats.mkdir(parents=True, exist_ok=True)
+        self.beating = threading.Event()
+        threading.Thread(target=self._beat, daemon=True, name="celltrain-beat").start()
+
+    def _beat(self) -> None:
+        """Touch the beat file while this agent lives (the container's watchdog reads it)."""
+        beat = self.beats / BEAT_FILE
+        while not self.beating.wait(BEAT_S):
+            try:
+                beat.touch()
+            except OSError:      # the folder is being removed
+                pass
 
     def prepare(self, environment: dict) -> tuple[str, str, bool]:
         """The run's image on this node's engine, built here from the same environment when
@@ -66,7 +91,12 @@ class NodeContainer:
                 name = host[len(LIB_MARK):]
                 host = str(Path(__import__(name).__file__).resolve().parent)
             volumes[host] = bind
-        kwargs = {**kwargs, "volumes": volumes}
+        (self.beats / BEAT_FILE).touch()
+        volumes[str(self.beats)] = {"bind": BEAT_IN_CONTAINER, "mode": "ro"}
+        command = list(kwargs["command"])
+        if command[:2] == ["sh", "-c"]:
+            command[2] = WATCHDOG + command[2]
+        kwargs = {**kwargs, "volumes": volumes, "command": command}
         if os.getuid() != 0:
             kwargs["group_add"] = [str(os.getgid())]
         else:
@@ -149,6 +179,7 @@ class NodeContainer:
     def remove(self) -> None:
         """The container, and any other of this run and node left by an earlier agent."""
         import docker
+        self.beating.set()
         for ident in {self.container_id, self.name} - {None}:
             try:
                 self.client.containers.get(ident).remove(force=True)

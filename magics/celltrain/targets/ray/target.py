@@ -33,7 +33,7 @@ class RayTarget(ComputeTarget):
     """One container per node on the nodes of a Ray cluster, through one agent per node."""
 
     kind = "ray"
-    noun = "containers"
+    noun = "container"
     unreachable_name = "the Ray cluster"
 
     def __init__(self, store, run: dict, spec, notify, settings: dict | None = None):
@@ -42,7 +42,9 @@ class RayTarget(ComputeTarget):
         self.group = None
         self.agents: list = []
         self.inbox = None
-        self.pulled = threading.Event()
+        self.where: list[dict] = []
+        self.lost: dict[int, ClusterError] = {}    # node -> why it is lost
+        self.told = False                          # the loss was raised once
 
     # -- in the submitting process --------------------------------------------------------------
     @classmethod
@@ -130,11 +132,9 @@ class RayTarget(ComputeTarget):
                 f"node {k}" for k, (_, _, b) in enumerate(images) if b))
         return Prepared(tag, image_id, built)
 
-    def _all(self, method: str, *args, timeout: float | None = cluster.CALL_TIMEOUT_S,
-             agents=None) -> list:
+    def _all(self, method: str, *args, timeout: float | None = cluster.CALL_TIMEOUT_S) -> list:
         """``method(*args)`` on every agent at once; a lost one raises ClusterError naming it."""
-        agents = self.agents if agents is None else agents
-        refs = [getattr(a, method).remote(*args) for a in agents]
+        refs = [getattr(a, method).remote(*args) for a in self.agents]
         out = []
         for k, ref in enumerate(refs):
             try:
@@ -146,7 +146,7 @@ class RayTarget(ComputeTarget):
         return out
 
     def _lost(self, node: int, error: BaseException) -> ClusterError:
-        where = (self.where[node] if getattr(self, "where", None) else {}) or {}
+        where = self.where[node] if node < len(self.where) else {}
         at = f" (Ray node {where['node_id'][:12]} at {where['ip']})" if where else ""
         text = str(error).strip().splitlines()
         return ClusterError(f"node {node} of the run{at} was lost: its agent stopped answering "
@@ -199,12 +199,30 @@ class RayTarget(ComputeTarget):
         return out
 
     def _attach(self, handle: Handle) -> None:
-        """The handle's agents (after a re-attach, found by name); a gone one stays None."""
-        if len(self.agents) == handle.ids["nodes"] and all(self.agents):
-            return
-        self.where = handle.ids.get("where") or []
-        self.agents = [cluster.agent(self.ray, self.run["id"], k)
-                       for k in range(handle.ids["nodes"])]
+        """The handle's agents (after a re-attach, found by name); a gone one is lost."""
+        if len(self.agents) != handle.ids["nodes"]:
+            self.where = handle.ids.get("where") or []
+            self.agents = [cluster.agent(self.ray, self.run["id"], k)
+                           for k in range(handle.ids["nodes"])]
+        for k, agent in enumerate(self.agents):
+            if agent is None and k not in self.lost:
+                self.lost[k] = self._lost(k, RuntimeError("its agent is gone"))
+
+    def _live(self, method: str, *args, timeout: float = cluster.CALL_TIMEOUT_S,
+              per_node=None) -> dict:
+        """``method`` on every agent not known to be lost, at once: {node: answer}.  An agent
+        that died or does not answer is noted in ``self.lost``; ``per_node(k)``: the args."""
+        refs = {k: getattr(a, method).remote(*(per_node(k) if per_node else args))
+                for k, a in enumerate(self.agents) if a is not None and k not in self.lost}
+        out = {}
+        for k, ref in refs.items():
+            try:
+                out[k] = self.ray.get(ref, timeout=timeout)
+            except Exception as e:
+                if not cluster.lost(e):
+                    raise
+                self.lost[k] = self._lost(k, e)
+        return out
 
     def launch(self, handle: Handle) -> None:
         self._attach(handle)
@@ -213,31 +231,24 @@ class RayTarget(ComputeTarget):
     # -- Running --------------------------------------------------------------------------------
     def exists(self, handle: Handle) -> bool:
         self._attach(handle)
-        if not any(self.agents):
-            return False
-        try:
-            return any(s["status"] != "gone" for s in self._all("state", agents=[
-                a for a in self.agents if a]))
-        except ClusterError:
-            return True
-
-    def _states(self, handle: Handle) -> list[dict]:
-        self._attach(handle)
-        for k, a in enumerate(self.agents):
-            if a is None:
-                raise self._lost(k, RuntimeError("its agent is gone"))
-        return self._all("state")
+        return any(s["status"] != "gone" for s in self._live("state").values())
 
     def is_running(self, handle: Handle) -> bool:
         """Every node alive, or the live ones after clean exits; a node that exited non-zero
-        stops the others, a lost node fails the run (ClusterError naming it)."""
-        states = self._states(handle)
-        alive = [k for k, s in enumerate(states) if s["status"] in ALIVE]
-        failed = [k for k, s in enumerate(states) if s["status"] not in ALIVE and s["exit_code"]]
+        stops the others.  A lost node stops the others and fails the run: the first call
+        that finds it raises ClusterError naming it."""
+        self._attach(handle)
+        states = self._live("state")
+        if self.lost and not self.told:
+            self.told = True
+            self._live("stop", STOP_OTHERS_S)
+            raise self.lost[min(self.lost)]
+        alive = [k for k, s in states.items() if s["status"] in ALIVE]
+        failed = [k for k, s in states.items() if s["status"] not in ALIVE and s["exit_code"]]
         if failed and alive:
             self.notify(f"node {failed[0]}'s container exited with code "
                         f"{states[failed[0]]['exit_code']}: stopping the other nodes")
-            self._all("stop", STOP_OTHERS_S, agents=[self.agents[k] for k in alive])
+            self._live("stop", STOP_OTHERS_S)
             return False
         return bool(alive)
 
@@ -252,11 +263,12 @@ class RayTarget(ComputeTarget):
                 try:
                     new = self.pull_all()
                     if not new:
-                        states = self._all("state")
-                        if all(s["status"] not in ALIVE and s["logs_done"] for s in states):
+                        states = self._live("state")
+                        if all(s["status"] not in ALIVE and s["logs_done"]
+                               for s in states.values()):
                             self.pull_all()
                             return
-                except Exception:  # a lost node: is_running says so
+                except Exception:  # the supervisor finds out through is_running
                     return
                 if not new:
                     time.sleep(PULL_S)
@@ -266,26 +278,22 @@ class RayTarget(ComputeTarget):
         return thread
 
     def pull_all(self) -> bool:
+        """What every live node has new, into the run folder; whether there was anything."""
         offsets = self.inbox.offsets
-        refs = [a.pull.remote(offsets[k]) for k, a in enumerate(self.agents)]
         new = False
-        for k, ref in enumerate(refs):
-            data, marks = self.ray.get(ref, timeout=cluster.CALL_TIMEOUT_S)
+        for k, (data, marks) in self._live("pull", per_node=lambda k: (offsets[k],)).items():
             new = self.inbox.take(k, data, marks) or new
         return new
 
     def stop(self, handle: Handle, grace: float) -> None:
         self._attach(handle)
-        self._all("stop", grace, timeout=grace + cluster.CALL_TIMEOUT_S,
-                  agents=[a for a in self.agents if a])
+        self._live("stop", grace, timeout=grace + cluster.CALL_TIMEOUT_S)
 
     def result(self, handle: Handle) -> Result:
         """The exit code of the node that failed first (else 0), OOM if any node's was."""
         self._attach(handle)
-        live = [(k, a) for k, a in enumerate(self.agents) if a]
-        states = self._all("state", agents=[a for _, a in live])
         ended = sorted((s["finished"] or "9", k, s["exit_code"], s["oom"])
-                       for (k, _), s in zip(live, states))
+                       for k, s in self._live("state").items())
         for _, k, code, oom in ended:
             if oom:
                 self.noun = f"container of node {k}"
@@ -297,30 +305,20 @@ class RayTarget(ComputeTarget):
 
     # -- Finalizing -----------------------------------------------------------------------------
     def collect(self, handle: Handle) -> None:
-        """The last output and telemetry, then every node's ./outputs and ./logs."""
+        """The last output and telemetry, then every live node's ./outputs and ./logs."""
         self._attach(handle)
         self.inbox = self.inbox or Inbox(self.run_dir, handle.ids["nodes"])
-        if all(self.agents):
-            self.pull_all()
+        self.pull_all()
         skipped = []
-        for k, agent in enumerate(self.agents):
-            if agent is None:
-                continue
-            tars = self.ray.get(agent.collect.remote(), timeout=cluster.CALL_TIMEOUT_S)
+        for k, tars in sorted(self._live("collect").items()):
             skipped += extract_outputs(self.run_dir, k, tars)
         copyback.report(self.store, self.run["id"], skipped)
 
     def cleanup(self, handle: Handle) -> None:
-        """Every node's container and folder, the agents and the placement group."""
+        """Every live node's container and folder, every agent, the placement group."""
         self._attach(handle)
-        for k, agent in enumerate(self.agents):
-            if agent is None:
-                continue
-            try:
-                self.ray.get(agent.remove.remote(), timeout=cluster.CALL_TIMEOUT_S)
-            except Exception as e:
-                if not cluster.lost(e):
-                    raise
+        self._live("remove")
+        for k in range(handle.ids["nodes"]):
             cluster.kill(self.ray, agent_name(self.run["id"], k))
         cluster.release(self.ray, self.run["id"])
 
@@ -335,5 +333,6 @@ def _seconds(value) -> float:
 def _write_nodes(run_dir, where: list[dict]) -> None:
     """Which Ray node ran each of the run's nodes (``run.ranks()`` shows it)."""
     import json
-    (run_dir / "nodes.json").write_text(json.dumps(
+    from ...ranks import NODES_FILE
+    (run_dir / NODES_FILE).write_text(json.dumps(
         [{k: w.get(k) for k in ("node_id", "ip", "hostname")} for w in where]))
