@@ -38,6 +38,19 @@ class RayNode:
     process: subprocess.Popen
     log: Path
     folder: Path     # CELLTRAIN_RAY_DIR of the node: where its agents keep runs' files
+    args: list = field(default_factory=list)
+    env: dict = field(default_factory=dict)
+
+    def kill_raylet(self) -> None:
+        """The node's raylet dies (the machine lives on): Ray loses the node."""
+        for pid in self.raylet_pids():
+            os.kill(pid, signal.SIGKILL)
+
+    def restart(self) -> None:
+        """Stop what is left of the node and start it again (a new Ray node)."""
+        _signal_group(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.process, self.log = _start(self.name, self.args, self.env, self.log.parent)
 
     def raylet_pids(self) -> list[int]:
         return [pid for pid in _group_pids(self.process.pid)
@@ -110,22 +123,28 @@ def start_cluster() -> RayCluster:
                    "RAY_agent_register_timeout_ms": "300000",
                    "CELLTRAIN_RAY_DIR": str(folder / "agents"), "CELLTRAIN_TEST_RAY": marker}
             env.pop("RAY_ADDRESS", None)
-            for attempt in range(TRIES):
-                log = folder / f"ray-start-{attempt}.log"
-                with open(log, "wb") as out:
-                    process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                               env=env, stdin=subprocess.DEVNULL,
-                                               start_new_session=True, preexec_fn=_favoured)
-                node = RayNode(name, process, log, folder / "agents")
-                if _wait_started(node, last=attempt == TRIES - 1):
-                    break
-                _signal_group(process.pid, signal.SIGKILL)   # Ray gave up (a loaded machine)
-                process.wait()
-            cluster.nodes.append(node)
+            process, log = _start(name, args, env, folder)
+            cluster.nodes.append(RayNode(name, process, log, folder / "agents", args, env))
     except BaseException:
         cluster.stop()
         raise
     return cluster
+
+
+def _start(name: str, args: list, env: dict, folder: Path):
+    """``ray start`` of one node, tried again when Ray gives up on a loaded machine."""
+    for attempt in range(TRIES):
+        log = folder / f"ray-start-{time.monotonic_ns()}.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                       stdin=subprocess.DEVNULL, start_new_session=True,
+                                       preexec_fn=_favoured)
+        node = RayNode(name, process, log, folder / "agents")
+        if _wait_started(node, last=attempt == TRIES - 1):
+            return process, log
+        _signal_group(process.pid, signal.SIGKILL)
+        process.wait()
+    raise AssertionError("unreachable")
 
 
 def _favoured() -> None:

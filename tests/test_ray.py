@@ -121,3 +121,39 @@ def test_a_run_the_cluster_cannot_hold_waits_scaling_then_fails_saying_what_is_m
                             "cluster's 3 nodes could hold one") for d in details), details
     assert "had no room for 3 nodes with 1 CPU each within 8s" in run.reason, run.reason
     assert "[celltrain] Scaling: waiting for 3 nodes" in run.logs()
+
+
+def test_a_lost_node_fails_the_run_naming_it_and_its_container_stops_itself(
+        cluster_ws, ray_cluster, docker_client, tmp_path):
+    """Runs last: it kills a worker's raylet (the machine lives on), then starts it again."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "wait.py").write_text("import time\nprint('up', flush=True)\ntime.sleep(600)\n")
+    run = cluster_ws.experiment("loss").submit("wait.py", src, target="cluster", nodes=2)
+    deadline = time.monotonic() + WAIT_S
+    while len(run.ranks()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(run.ranks()) == 2, run.logs()
+    hosts = {r["node"]: r["host"] for r in run.ranks()}
+    lost = next(n for n in ray_cluster.workers if (n.folder / f"{run.id}-node1").exists())
+    label = {"label": f"celltrain.run={run.id}"}
+    try:
+        lost.kill_raylet()
+        killed = time.monotonic()
+        assert run.wait(timeout=120) == states.FAILED
+        assert time.monotonic() - killed < 60, "the loss took over a minute to notice"
+        assert f"node 1 of the run (Ray node {hosts[1]['node_id'][:12]}" in run.reason, \
+            run.reason
+        assert "was lost" in run.reason
+        # node 0's container was stopped and removed by the supervisor; node 1's, whose agent
+        # died with the raylet, stops itself (its watchdog) and waits there to be removed
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and any(
+                c.status == "running" for c in docker_client.containers.list(filters=label)):
+            time.sleep(1)
+        left = docker_client.containers.list(all=True, filters=label)
+        assert [c.name for c in left] == [f"celltrain-{run.id}-node1"], left
+        assert left[0].status == "exited"
+        assert b"agent is gone" in left[0].logs()
+    finally:
+        lost.restart()

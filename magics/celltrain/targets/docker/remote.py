@@ -176,10 +176,14 @@ class NodeContainer:
             return None
         return b"".join(chunks)
 
+    def retire(self) -> None:
+        """The container removed and the beat stopped: the agent is done."""
+        self.remove()
+        self.beating.set()
+
     def remove(self) -> None:
         """The container, and any other of this run and node left by an earlier agent."""
         import docker
-        self.beating.set()
         for ident in {self.container_id, self.name} - {None}:
             try:
                 self.client.containers.get(ident).remove(force=True)

@@ -110,7 +110,7 @@ class NodeAgent:
 
     def remove(self) -> None:
         """The container and this node's folder of the run."""
-        self.box.remove()
+        self.box.retire()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
