@@ -34,6 +34,19 @@ def _settled(run, docker_client, workspace):
     return docker_client.containers.list(all=True, filters=label)
 
 
+def _two_waiting_nodes(workspace, tmp_path):
+    """A run of 2 nodes that waits, once both its ranks have started."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "wait.py").write_text("import time\nprint('up', flush=True)\ntime.sleep(600)\n")
+    run = workspace.experiment("wait").submit("wait.py", src, target="cluster", nodes=2)
+    deadline = time.monotonic() + WAIT_S
+    while len(run.ranks()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(run.ranks()) == 2, run.logs()
+    return run
+
+
 def test_without_ray_naming_the_target_says_how_to_install_it(tmp_path):
     code = ("import sys; sys.modules['ray'] = None\n"
             "from celltrain import Workspace\n"
@@ -97,14 +110,7 @@ def test_two_nodes_ddp_ranks_land_on_different_ray_nodes(cluster_ws, ray_cluster
 
 
 def test_cancel_reaches_every_node(cluster_ws, docker_client, tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "wait.py").write_text("import time\nprint('up', flush=True)\ntime.sleep(300)\n")
-    run = cluster_ws.experiment("ddp").submit("wait.py", src, target="cluster", nodes=2)
-    deadline = time.monotonic() + WAIT_S
-    while len(run.ranks()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert len(run.ranks()) == 2, run.logs()
+    run = _two_waiting_nodes(cluster_ws, tmp_path)
     assert run.cancel(grace=2) == states.CANCELED
     assert {r["state"] for r in run.ranks()} == {"stopped"}
     assert _settled(run, docker_client, cluster_ws) == []
@@ -126,14 +132,7 @@ def test_a_run_the_cluster_cannot_hold_waits_scaling_then_fails_saying_what_is_m
 def test_a_lost_node_fails_the_run_naming_it_and_its_container_stops_itself(
         cluster_ws, ray_cluster, docker_client, tmp_path):
     """Runs last: it kills a worker's raylet (the machine lives on), then starts it again."""
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "wait.py").write_text("import time\nprint('up', flush=True)\ntime.sleep(600)\n")
-    run = cluster_ws.experiment("loss").submit("wait.py", src, target="cluster", nodes=2)
-    deadline = time.monotonic() + WAIT_S
-    while len(run.ranks()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert len(run.ranks()) == 2, run.logs()
+    run = _two_waiting_nodes(cluster_ws, tmp_path)
     hosts = {r["node"]: r["host"] for r in run.ranks()}
     lost = next(n for n in ray_cluster.workers if (n.folder / f"{run.id}-node1").exists())
     label = {"label": f"celltrain.run={run.id}"}

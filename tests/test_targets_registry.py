@@ -163,7 +163,7 @@ def test_a_plug_in_target_is_found_through_its_entry_point(tmp_path, make_source
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          env=env, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "kinds ['docker', 'local', 'echo']" in out.stdout
+    assert "kinds ['docker', 'local', 'ray', 'echo']" in out.stdout
     assert "status Completed" in out.stdout
     assert "echo says bonjour" in out.stdout and "ran by a plug-in" in out.stdout
 

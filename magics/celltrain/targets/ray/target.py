@@ -172,6 +172,7 @@ class RayTarget(ComputeTarget):
             kwargs["name"] = f"{agent_name(run_id, k)}"
             kwargs["volumes"] = self._portable(kwargs["volumes"])
             if nodes > 1:
+                kwargs["command"] = _rendezvous_host(kwargs["command"], k == 0)
                 kwargs["network_mode"] = "host"
                 kwargs.pop("ports", None)
                 for var in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME"):
@@ -321,6 +322,17 @@ class RayTarget(ComputeTarget):
         for k in range(handle.ids["nodes"]):
             cluster.kill(self.ray, agent_name(self.run["id"], k))
         cluster.release(self.ray, self.run["id"])
+
+
+def _rendezvous_host(command: list, host: bool) -> list:
+    """torchrun told whether this node serves the c10d store: it would decide by matching the
+    endpoint's address against its hostname, which on a host network need not resolve to the
+    node's cluster address (Debian maps it to 127.0.1.1), and then no node serves it."""
+    if "--rdzv-id" not in command:
+        return command
+    at = command.index("--rdzv-id") + 2
+    return [*command[:at], "--rdzv-conf", f"is_host={'true' if host else 'false'}",
+            *command[at:]]
 
 
 def _seconds(value) -> float:
