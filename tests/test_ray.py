@@ -134,24 +134,25 @@ def test_a_lost_node_fails_the_run_naming_it_and_its_container_stops_itself(
     """Runs last: it kills a worker's raylet (the machine lives on), then starts it again."""
     run = _two_waiting_nodes(cluster_ws, tmp_path)
     hosts = {r["node"]: r["host"] for r in run.ranks()}
-    lost = next(n for n in ray_cluster.workers if (n.folder / f"{run.id}-node1").exists())
+    # node 0's raylet dies: its container serves torchrun's store, so nothing else ends it
+    lost = next(n for n in ray_cluster.workers if (n.folder / f"{run.id}-node0").exists())
     label = {"label": f"celltrain.run={run.id}"}
     try:
         lost.kill_raylet()
         killed = time.monotonic()
         assert run.wait(timeout=120) == states.FAILED
         assert time.monotonic() - killed < 60, "the loss took over a minute to notice"
-        assert f"node 1 of the run (Ray node {hosts[1]['node_id'][:12]}" in run.reason, \
+        assert f"node 0 of the run (Ray node {hosts[0]['node_id'][:12]}" in run.reason, \
             run.reason
         assert "was lost" in run.reason
-        # node 0's container was stopped and removed by the supervisor; node 1's, whose agent
+        # node 1's container was stopped and removed by the supervisor; node 0's, whose agent
         # died with the raylet, stops itself (its watchdog) and waits there to be removed
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and any(
                 c.status == "running" for c in docker_client.containers.list(filters=label)):
             time.sleep(1)
         left = docker_client.containers.list(all=True, filters=label)
-        assert [c.name for c in left] == [f"celltrain-{run.id}-node1"], left
+        assert [c.name for c in left] == [f"celltrain-{run.id}-node0"], left
         assert left[0].status == "exited"
         assert b"agent is gone" in left[0].logs()
     finally:
