@@ -15,8 +15,9 @@ from celltrain.targets.base import ComputeTarget
 
 
 def test_built_in_kinds_come_first_and_an_unknown_kind_names_them(workspace, make_source):
-    assert kinds()[:2] == ["docker", "local"]
-    with pytest.raises(UnknownTarget, match="target takes one of docker, local, not 'cloud'"):
+    assert kinds()[:3] == ["docker", "local", "ray"]
+    with pytest.raises(UnknownTarget, match="target takes one of docker, local, ray, not "
+                                            "'cloud'"):
         target_class("cloud")
     with pytest.raises(UnknownTarget, match="'cloud'"):
         workspace.experiment("e").submit("train.py", make_source("print(1)"), target="cloud")
