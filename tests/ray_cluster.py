@@ -21,7 +21,7 @@ from pathlib import Path
 from missing import unavailable
 
 START_S = 180
-TRIES = 3
+TRIES = 5
 STOP_S = 45
 OBJECT_STORE = str(100 * 2**20)    # Ray's smallest is 75 MiB
 
@@ -152,7 +152,7 @@ def _favoured() -> None:
     agents ~30 s to start (not configurable for all of them) and a loaded 2-core machine
     does not always give them that.  The run containers are dockerd's children: not affected."""
     try:
-        os.nice(-5)
+        os.nice(-10)
     except PermissionError:
         pass
 

@@ -172,8 +172,11 @@ class RayTarget(ComputeTarget):
             kwargs["name"] = f"{agent_name(run_id, k)}"
             kwargs["volumes"] = self._portable(kwargs["volumes"])
             if nodes > 1:
-                kwargs["command"] = _rendezvous_host(kwargs["command"], k == 0)
+                names = [agent_name(run_id, j) for j in range(nodes)]
+                kwargs["command"] = _rendezvous(kwargs["command"], k, names[k])
                 kwargs["network_mode"] = "host"
+                kwargs["hostname"] = names[k]
+                kwargs["extra_hosts"] = {n: w["ip"] for n, w in zip(names, self.where)}
                 kwargs.pop("ports", None)
                 for var in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME"):
                     if self.where[k].get("ifname"):
@@ -324,15 +327,17 @@ class RayTarget(ComputeTarget):
         cluster.release(self.ray, self.run["id"])
 
 
-def _rendezvous_host(command: list, host: bool) -> list:
-    """torchrun told whether this node serves the c10d store: it would decide by matching the
-    endpoint's address against its hostname, which on a host network need not resolve to the
-    node's cluster address (Debian maps it to 127.0.1.1), and then no node serves it."""
+def _rendezvous(command: list, node: int, name: str) -> list:
+    """torchrun's options for nodes sharing host networks: whether this node serves the c10d
+    store (it would decide by matching the endpoint against its hostname, which need not
+    resolve to its cluster address), and the node's own name as its address (each container
+    resolves every node's name to that node's address): torchrun tells nodes apart by address
+    and pid, and two containers on one machine share both."""
     if "--rdzv-id" not in command:
         return command
     at = command.index("--rdzv-id") + 2
-    return [*command[:at], "--rdzv-conf", f"is_host={'true' if host else 'false'}",
-            *command[at:]]
+    return [*command[:at], "--rdzv-conf", f"is_host={'true' if node == 0 else 'false'}",
+            "--local-addr", name, *command[at:]]
 
 
 def _seconds(value) -> float:
