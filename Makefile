@@ -15,7 +15,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[test,onnx,lab]' jupyterlab nbclient nbconvert ipykernel
+	$(PIP) install -q -e '.[test,onnx,lab,ray]' jupyterlab nbclient nbconvert ipykernel
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 

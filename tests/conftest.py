@@ -78,6 +78,16 @@ def docker_workspace(workspace, docker_client, offline_image):
             pass
 
 
+@pytest.fixture(scope="session")
+def ray_cluster(docker_client, offline_image):
+    """A real Ray cluster of a head and two workers on this machine (tests/ray_cluster.py),
+    started once per session and always stopped."""
+    from ray_cluster import start_cluster
+    cluster = start_cluster()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
 def make_source(tmp_path):
     """Write a training script into a fresh source folder: make_source("print(1)")."""

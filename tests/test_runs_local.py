@@ -73,7 +73,7 @@ def test_bad_input_is_refused_before_a_run_exists(workspace, make_source, tmp_pa
         exp.submit("train.py", tmp_path / "nowhere", target="local")
     with pytest.raises(FileNotFoundError, match="script 'missing.py' is not in"):
         exp.submit("missing.py", src, target="local")
-    with pytest.raises(ValueError, match="target takes one of docker, local, not 'cloud'"):
+    with pytest.raises(ValueError, match="target takes one of docker, local, ray, not 'cloud'"):
         exp.submit("train.py", src, target="cloud")
     with pytest.raises(ValueError, match="gpus takes 'all', 'none', a count"):
         exp.submit("train.py", src, gpus="two")

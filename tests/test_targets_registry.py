@@ -15,8 +15,9 @@ from celltrain.targets.base import ComputeTarget
 
 
 def test_built_in_kinds_come_first_and_an_unknown_kind_names_them(workspace, make_source):
-    assert kinds()[:2] == ["docker", "local"]
-    with pytest.raises(UnknownTarget, match="target takes one of docker, local, not 'cloud'"):
+    assert kinds()[:3] == ["docker", "local", "ray"]
+    with pytest.raises(UnknownTarget, match="target takes one of docker, local, ray, not "
+                                            "'cloud'"):
         target_class("cloud")
     with pytest.raises(UnknownTarget, match="'cloud'"):
         workspace.experiment("e").submit("train.py", make_source("print(1)"), target="cloud")
@@ -157,13 +158,14 @@ def test_a_plug_in_target_is_found_through_its_entry_point(tmp_path, make_source
         run = ws.experiment("p").submit("train.py", {str(src)!r}, target="friendly")
         print("status", run.wait(timeout=60))
         print(run.logs())
+        print(run.build_log())   # a target's notes before the run starts go there
     """)
     import os
     env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          env=env, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "kinds ['docker', 'local', 'echo']" in out.stdout
+    assert "kinds ['docker', 'local', 'ray', 'echo']" in out.stdout
     assert "status Completed" in out.stdout
     assert "echo says bonjour" in out.stdout and "ran by a plug-in" in out.stdout
 

@@ -109,7 +109,8 @@ def node_env(node: int, nodes: int, gpus: list[str] | None) -> dict[str, str]:
 
 
 def torchrun_args(spec, node: int, endpoint: str | None, run_id: str) -> list[str]:
-    """The arguments after ``python``: torchrun with c10d on node 0's endpoint (``--standalone``
+    """The arguments after ``python``: torchrun with c10d on node 0's endpoint (a host, on
+    RDZV_PORT, or "host:port"; ``--standalone``
     for one node), then the per-rank wrapper, the script and its arguments.  No restarts:
     a rank that fails fails the run."""
     dist = spec.distribution
@@ -119,7 +120,8 @@ def torchrun_args(spec, node: int, endpoint: str | None, run_id: str) -> list[st
         args += ["--standalone", "--nnodes", "1"]
     else:
         args += ["--nnodes", str(dist.nodes), "--node-rank", str(node),
-                 "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{endpoint}:{RDZV_PORT}",
+                 "--rdzv-backend", "c10d", "--rdzv-endpoint",
+                 endpoint if ":" in endpoint else f"{endpoint}:{RDZV_PORT}",
                  "--rdzv-id", run_id]
     return [*args, "-m", RANKRUN, *spec.command()]
 

@@ -16,11 +16,14 @@ from .runtime.wire import RANKS_DIR as WIRE_RANKS_DIR, TELEMETRY_DIR
 RANKS_DIR = f"{TELEMETRY_DIR}/{WIRE_RANKS_DIR}"
 CAP = 16 * 1024
 FIELDS = ("rank", "node", "local_rank", "state", "exit_code", "last_line", "started", "ended")
+NODES_FILE = "nodes.json"   # a cluster target's: which machine ran each node ({"node_id", "ip",
+                            # "hostname"} by node), written by the supervisor, not the container
 
 
 def read_ranks(run_dir: Path, run_status: str | None = None) -> list[dict]:
     """Every rank that started, by rank.  A rank still "running" once the run has ended was
-    stopped with its container (no chance to say so): it reads "stopped"."""
+    stopped with its container (no chance to say so): it reads "stopped".  On a cluster
+    target each row also has "host": the machine (Ray node id, address, hostname) of its node."""
     try:
         names = os.listdir(run_dir / RANKS_DIR)
     except (FileNotFoundError, NotADirectoryError):
@@ -42,7 +45,20 @@ def read_ranks(run_dir: Path, run_status: str | None = None) -> list[dict]:
         if row["state"] == "running" and run_status in ("Completed", "Failed", "Canceled"):
             row["state"] = "stopped"
         out.append(row)
+    hosts = _hosts(run_dir)
+    for row in out:
+        node = row["node"]
+        if hosts and isinstance(node, int) and 0 <= node < len(hosts):
+            row["host"] = hosts[node]
     return sorted(out, key=lambda r: r["rank"])
+
+
+def _hosts(run_dir: Path) -> list:
+    try:
+        hosts = json.loads((run_dir / NODES_FILE).read_text())
+    except (FileNotFoundError, ValueError, OSError):
+        return []
+    return hosts if isinstance(hosts, list) else []
 
 
 def lines_of(text: str, rank: int) -> str:

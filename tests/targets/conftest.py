@@ -12,8 +12,8 @@ import time
 import pytest
 
 # "docker-warm": the Docker target with the environment's warm worker up, so every run of the
-# suite is forked from it (README "Warm starts").
-TARGETS = ["local", "docker", "docker-warm"]
+# suite is forked from it (README "Warm starts"); "ray": a real local Ray cluster (head + 2 workers).
+TARGETS = ["local", "docker", "docker-warm", "ray"]
 
 
 @dataclass
@@ -21,11 +21,12 @@ class TargetUnderTest:
     kind: str
     workspace: object
     submit_kwargs: dict = field(default_factory=dict)
+    name: str | None = None        # a saved target's name, where the kind needs settings
     submitted: list = field(default_factory=list)
 
     def submit(self, src, script="train.py", **kwargs):
         run = self.workspace.experiment(f"contract-{self.kind}").submit(
-            script, src, target=self.kind, **{**self.submit_kwargs, **kwargs})
+            script, src, target=self.name or self.kind, **{**self.submit_kwargs, **kwargs})
         self.submitted.append(run)
         return run
 
@@ -49,6 +50,12 @@ def target(request, workspace, tmp_path, monkeypatch):
         yield warm
         started = [run for run in warm.submitted[1:] if run.record.get("handle")]
         assert all(run.started_warm for run in started), "a run of docker-warm started cold"
+        return
+    if request.param == "ray":
+        cluster = request.getfixturevalue("ray_cluster")      # head + 2 workers, per session
+        request.getfixturevalue("docker_workspace")          # the nodes' containers removed
+        workspace.add_target("cluster", "ray", address=cluster.address)
+        yield TargetUnderTest("ray", workspace, {"gpus": "none"}, name="cluster")
         return
     yield TargetUnderTest(request.param, workspace)
 

@@ -22,6 +22,7 @@ ENTRY_POINT_GROUP = "celltrain.targets"
 BUILTIN = {
     "docker": "celltrain.targets.docker.target:DockerTarget",
     "local": "celltrain.targets.local:LocalTarget",
+    "ray": "celltrain.targets.ray.target:RayTarget",     # needs celltrain[ray] to run
 }
 
 __all__ = ["ComputeTarget", "Handle", "Prepared", "PrepareStopped", "Result", "UnknownTarget",

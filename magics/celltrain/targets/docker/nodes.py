@@ -60,9 +60,11 @@ def create(target, prepared, kwargs_for) -> Handle:
     return Handle(target.kind, {"containers": ids, "network": network.id})
 
 
-def node_command(spec, run_id: str, node: int, python_sh: str, telemetry: str) -> list[str]:
+def node_command(spec, run_id: str, node: int, python_sh: str, telemetry: str,
+                 endpoint: str | None = None) -> list[str]:
     """Node ``node``'s command: the snapshot copied as for one process (``python_sh``), the
-    launcher checked in the image (its absence becomes the reason), then torchrun."""
+    launcher checked in the image (its absence becomes the reason), then torchrun, whose
+    rendezvous is ``endpoint`` ("host:port") or node 0's container name."""
     dist = spec.distribution
     check = distributed.shell_check(dist.launcher, f"{telemetry}/failure.txt")
     launch = python_sh.replace('exec "$(command -v python3 || command -v python)" -u "$@"',
@@ -76,7 +78,8 @@ def node_command(spec, run_id: str, node: int, python_sh: str, telemetry: str) -
             ["localhost"]
         launch = launch.replace('exec "$PY" "$@"', 'exec "$@"')
         return ["sh", "-c", launch, "sh", *distributed.mpirun_args(spec, hosts)]
-    endpoint = node_name(run_id, 0) if dist.nodes > 1 else None
+    if endpoint is None and dist.nodes > 1:
+        endpoint = node_name(run_id, 0)
     return ["sh", "-c", launch, "sh", *distributed.torchrun_args(spec, node, endpoint, run_id)]
 
 

@@ -1,9 +1,8 @@
 """Running a run in a detached Docker container.
 
 The container gets the code snapshot mounted read-only and copied into its workdir (so the
-snapshot stays what ran),
-the telemetry folder mounted read-write, data mounts read-only, ``no-new-privileges``, a 2 GB
-``/dev/shm`` for DataLoader workers, and never the Docker socket.  ``./outputs`` and ``./logs``
+snapshot stays what ran), the telemetry folder mounted read-write, data mounts read-only,
+``no-new-privileges``, a 2 GB ``/dev/shm`` for DataLoader workers, and never the Docker socket.  ``./outputs`` and ``./logs``
 are copied back at the end, from a stopped container too, so a failed run keeps its checkpoints.
 """
 from __future__ import annotations
@@ -173,12 +172,12 @@ class DockerTarget(ComputeTarget):
     def start(self, prepared: Prepared) -> Handle:
         dist = self.spec.distribution
         if dist.nodes > 1:
-            handle = nodes_create(self, prepared, lambda node, gpus: self._kwargs(node, gpus))
+            handle = nodes_create(self, prepared, self.container_kwargs)
             for cid in handle.ids["containers"]:
                 let_write(self.run_dir / TELEMETRY_DIR,
                            container_user(self.client.containers.get(cid)))
             return handle
-        kwargs = self._kwargs(0, None)
+        kwargs = self.container_kwargs(0, None)
         if warm.eligible(self.spec):
             image = prepared.image_digest or prepared.image
             self.warm_setup = (image, kwargs)
@@ -197,8 +196,10 @@ class DockerTarget(ComputeTarget):
         let_write(self.run_dir / TELEMETRY_DIR, container_user(self.container))
         return Handle(self.kind, {"container": self.container.id})
 
-    def _kwargs(self, node: int, node_gpus) -> dict:
-        """The container settings of node ``node`` (its share of the GPUs, for several)."""
+    def container_kwargs(self, node: int, node_gpus, endpoint: str | None = None) -> dict:
+        """The container settings of node ``node`` (its share of the GPUs, for several);
+        ``endpoint``: node 0's "host:port" for torchrun's rendezvous where it is not node
+        0's container name (the Ray target's nodes, on their hosts' networks)."""
         run, spec, res = self.run, self.spec, self.spec.resources
         dist = spec.distribution
         telemetry = self.run_dir / TELEMETRY_DIR
@@ -226,7 +227,8 @@ class DockerTarget(ComputeTarget):
         if dist.distributed:
             environment.update(distributed.node_env(node, dist.nodes, node_gpus))
             environment.update(mpi_env(self))
-            command = node_command(spec, run["id"], node, PYTHON, TELEMETRY_IN_CONTAINER)
+            command = node_command(spec, run["id"], node, PYTHON, TELEMETRY_IN_CONTAINER,
+                                   endpoint)
         kwargs = dict(
             command=command,
             entrypoint=[], working_dir=WORKDIR, detach=True, environment=environment,
@@ -396,4 +398,3 @@ class DockerTarget(ComputeTarget):
                     self.run_dir / "snapshot", self.spec.script))
             except Exception as e:  # noqa: BLE001  (the next run starts cold, as before)
                 print(f"no warm worker: {type(e).__name__}: {e}", file=sys.stderr)
-

@@ -1,0 +1,148 @@
+"""The node agent: a Ray actor, one per node of a run, placed in that node's bundle.
+
+It runs the node's container on the node's own Docker engine (``docker.remote.NodeContainer``)
+and answers the supervisor's calls: what is new in the output and telemetry since the offsets
+it already has, the container's state, and at the end ``./outputs`` and ``./logs`` as tars.
+Everything travels as bytes through Ray; nothing is shared between the machines but the
+cluster.  The class is plain Python: ``target.py`` makes it an actor with ``ray.remote``.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import posixpath
+import shutil
+import socket
+import struct
+import tempfile
+from pathlib import Path
+
+from ...runfiles import OUTPUT_LOG, STDERR_LOG
+from ...runtime.wire import WORKDIR_NOTE
+from ..docker.remote import NodeContainer
+
+ROOT_ENV = "CELLTRAIN_RAY_DIR"     # where agents keep runs' folders on a node
+PULL_CAP = 8 << 20                 # bytes one pull hands back at most
+APPENDED = ("events", ".bin")      # telemetry files that only grow: sent from an offset
+STREAMS = (OUTPUT_LOG, STDERR_LOG)
+DEFAULT_WORKDIR = "/celltrain-run/src"
+
+
+def node_root() -> Path:
+    return Path(os.environ.get(ROOT_ENV) or Path(tempfile.gettempdir()) / "celltrain-ray")
+
+
+class NodeAgent:
+    def __init__(self, run_id: str, node: int, labels: dict):
+        self.run_id, self.node = run_id, node
+        self.folder = node_root() / f"{run_id}-node{node}"
+        self.box = NodeContainer(self.folder, labels)
+
+    # -- where it is ----------------------------------------------------------------------------
+    def where(self) -> dict:
+        """The Ray node, its address on the cluster network and that address's interface."""
+        import ray
+        ip = ray.util.get_node_ip_address()
+        return {"node_id": ray.get_runtime_context().get_node_id(), "ip": ip,
+                "hostname": socket.gethostname(), "ifname": interface_of(ip),
+                "gpus": [str(g) for g in ray.get_gpu_ids()]}
+
+    def free_port(self) -> int:
+        """A TCP port free on this node now (node 0's rendezvous)."""
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return s.getsockname()[1]
+
+    # -- the container --------------------------------------------------------------------------
+    def prepare(self, environment: dict) -> tuple:
+        return self.box.prepare(environment)
+
+    def create(self, image: str, kwargs: dict, snapshot_tar: bytes, telemetry_host: str,
+               snapshot_host: str) -> str:
+        return self.box.create(image, kwargs, snapshot_tar, telemetry_host, snapshot_host)
+
+    def start(self) -> None:
+        self.box.start()
+
+    def state(self) -> dict:
+        return self.box.state()
+
+    def stop(self, grace: float) -> None:
+        self.box.stop(grace)
+
+    def pull(self, offsets: dict) -> tuple[dict, dict]:
+        """What is new since ``offsets`` ({name: offset} for the streams and the growing
+        telemetry files, {name: [size, mtime_ns]} for the others): ({name: bytes}, the new
+        offsets).  Only regular files, never through a link the container made."""
+        data, marks, budget = {}, {}, PULL_CAP
+        for name in STREAMS:
+            chunk = _read_from(self.folder / name, int(offsets.get(name, 0)), budget)
+            budget -= len(chunk)
+            data[name], marks[name] = chunk, int(offsets.get(name, 0)) + len(chunk)
+        for rel, path in _telemetry_files(self.box.telemetry):
+            key = "telemetry/" + rel
+            base = posixpath.basename(rel)
+            if base.startswith(APPENDED[0]) and base.endswith(APPENDED[1]):
+                start = int(offsets.get(key, 0))
+                chunk = _read_from(path, start, budget)
+                budget -= len(chunk)
+                data[key], marks[key] = chunk, start + len(chunk)
+                continue
+            st = path.lstat()
+            seen = [st.st_size, st.st_mtime_ns]
+            marks[key] = seen
+            if offsets.get(key) != seen and st.st_size <= budget:
+                data[key] = _read_from(path, 0, st.st_size)
+                budget -= st.st_size
+            elif offsets.get(key) != seen:
+                marks[key] = offsets.get(key)   # next time, with room for it
+        return {k: v for k, v in data.items() if v}, marks
+
+    def collect(self) -> dict:
+        """``./outputs`` and ``./logs`` of the workdir the script ran in, as Docker's tars."""
+        note = (self.box.telemetry / WORKDIR_NOTE)
+        workdir = DEFAULT_WORKDIR
+        if note.is_file() and not note.is_symlink():
+            text = note.read_text(errors="replace").strip()
+            if text.startswith("/") and posixpath.normpath(text) == text and text.isprintable():
+                workdir = text
+        return {folder: self.box.archive(f"{workdir}/{folder}") for folder in ("outputs", "logs")}
+
+    def remove(self) -> None:
+        """The container and this node's folder of the run."""
+        self.box.retire()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _read_from(path: Path, offset: int, cap: int) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return b""
+    with os.fdopen(fd, "rb") as f:
+        f.seek(offset)
+        return f.read(max(cap, 0))
+
+
+def _telemetry_files(root: Path):
+    """(relative name, path) of the regular files under ``root``, links not followed."""
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        for name in sorted(files):
+            path = Path(folder) / name
+            if path.is_file() and not path.is_symlink():
+                yield path.relative_to(root).as_posix(), path
+
+
+def interface_of(ip: str) -> str | None:
+    """The network interface that holds ``ip`` (gloo and NCCL bind to it), None if unknown."""
+    siocgifaddr = 0x8915
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            try:
+                packed = fcntl.ioctl(s.fileno(), siocgifaddr,
+                                     struct.pack("256s", name.encode()[:15]))
+            except OSError:
+                continue
+            if socket.inet_ntoa(packed[20:24]) == ip:
+                return name
+    return None

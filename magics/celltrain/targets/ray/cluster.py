@@ -1,0 +1,180 @@
+"""Talking to the Ray cluster: connecting, the run's placement group, its node agents.
+
+A run of ``nodes`` nodes asks for a placement group of ``nodes`` bundles (CPUs, GPUs, memory of
+one node; STRICT_SPREAD, one bundle per Ray node, when there are several) and waits while the
+cluster makes room (its autoscaler adds nodes), saying what is missing.  In each bundle sits the
+node's agent (``agent.NodeAgent``), holding the bundle's resources for the node's container.
+The group and the agents are detached and named after the run, so they outlive a supervisor
+that dies and the next one finds them.
+"""
+from __future__ import annotations
+
+import time
+
+from ...errors import CelltrainError
+from ..base import PrepareStopped
+
+NAMESPACE = "celltrain"
+RAY_MISSING = ("the ray target needs Ray in this Python: pip install 'celltrain[ray]' (the "
+               "same Ray version as the cluster's)")
+DEFAULT_SCALE_TIMEOUT_S = 600.0
+CALL_TIMEOUT_S = 60.0       # an agent that does not answer a call within this is lost
+
+
+class ClusterError(CelltrainError):
+    """The cluster cannot carry the run (unreachable, no room, a node lost); the message is
+    the run's reason."""
+
+
+def require_ray():
+    try:
+        import ray
+    except ImportError:
+        raise CelltrainError(RAY_MISSING) from None
+    return ray
+
+
+def connect(address: str):
+    """The ``ray`` module, connected to the cluster at ``address`` in celltrain's namespace."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return ray
+    try:
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
+                 logging_level="WARNING", include_dashboard=False)
+    except Exception as e:  # ConnectionError, RuntimeError, ValueError: all say "no cluster"
+        raise ClusterError(f"the Ray cluster at {address!r} does not answer ({_short(e)}): "
+                           "start it (`ray start --head` on the head node), or give the "
+                           "saved target's address= (a GCS address host:6379, ray://host:10001 "
+                           "or auto)") from e
+    return ray
+
+
+def group_name(run_id: str) -> str:
+    return f"celltrain-{run_id}"
+
+
+def agent_name(run_id: str, node: int) -> str:
+    return f"celltrain-{run_id}-node{node}"
+
+
+def bundles(spec) -> list[dict]:
+    """One bundle per node: its CPUs (1 unless cpus= says), GPUs and memory."""
+    from ...options import size_bytes
+    res, nodes = spec.resources, spec.distribution.nodes
+    bundle = {"CPU": float(res.cpus or 1)}
+    gpus = res.gpus if isinstance(res.gpus, int) and not isinstance(res.gpus, bool) else 0
+    if gpus:
+        bundle["GPU"] = float(gpus)
+    if res.memory:
+        bundle["memory"] = float(size_bytes("memory", res.memory))
+    return [dict(bundle) for _ in range(nodes)]
+
+
+def describe(bundle: dict) -> str:
+    words = [f"{bundle['CPU']:g} CPU"]
+    if bundle.get("GPU"):
+        words.append(f"{bundle['GPU']:g} GPU")
+    if bundle.get("memory"):
+        words.append(f"{bundle['memory'] / 2**30:.1f} GiB memory")
+    return ", ".join(words)
+
+
+def shortfall(ray, bundle: dict, count: int) -> str:
+    """What the cluster lacks for ``count`` bundles, in words."""
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    fit = sum(all(n["Resources"].get(k, 0) >= v for k, v in bundle.items()) for n in alive)
+    free = ray.available_resources()
+    have = ", ".join(f"{free.get(k, 0):g} {k}" if k != "memory" else
+                     f"{free.get(k, 0) / 2**30:.1f} GiB memory" for k in bundle)
+    return (f"{fit} of the cluster's {len(alive)} nodes could hold one, and {have} are free "
+            f"in all")
+
+
+def reserve(ray, run_id: str, spec, status, should_stop, timeout: float):
+    """The run's placement group once the cluster has room for it; ``status(words)`` shows
+    the Scaling wait.  On a cancel or a timeout the group is removed (PrepareStopped, or a
+    ClusterError saying what was missing)."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+    wanted = bundles(spec)
+    nodes = len(wanted)
+    release(ray, run_id)      # an earlier supervisor's, for this same run
+    group = placement_group(wanted, strategy="STRICT_SPREAD" if nodes > 1 else "PACK",
+                            name=group_name(run_id), lifetime="detached")
+    ready, deadline, shown = group.ready(), time.monotonic() + timeout, ""
+    what = (f"{nodes} node{'s' if nodes > 1 else ''} with {describe(wanted[0])}"
+            f"{' each' if nodes > 1 else ''}")
+    while True:
+        done, _ = ray.wait([ready], timeout=1.0)
+        if done:
+            return group
+        if should_stop():
+            remove_placement_group(group)
+            raise PrepareStopped
+        missing = shortfall(ray, wanted[0], nodes)
+        if missing != shown:
+            status(f"Scaling: waiting for {what}; {missing}")
+            shown = missing
+        if time.monotonic() > deadline:
+            remove_placement_group(group)
+            raise ClusterError(f"the Ray cluster had no room for {what} within {timeout:g}s "
+                               f"(scale_timeout): {missing}; add nodes, lower nodes=/gpus=/"
+                               "cpus=, or raise the target's scale_timeout")
+
+
+def start_agents(ray, group, run_id: str, wanted: list[dict], labels: dict) -> list:
+    """One detached agent per bundle, holding the bundle's resources."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    from .agent import NodeAgent
+    actor = ray.remote(NodeAgent)
+    agents = []
+    for k, bundle in enumerate(wanted):
+        kill(ray, agent_name(run_id, k))
+        options = dict(name=agent_name(run_id, k), namespace=NAMESPACE, lifetime="detached",
+                       num_cpus=bundle["CPU"], num_gpus=bundle.get("GPU", 0), max_restarts=0,
+                       scheduling_strategy=PlacementGroupSchedulingStrategy(
+                           group, placement_group_bundle_index=k))
+        if bundle.get("memory"):
+            options["memory"] = bundle["memory"]
+        agents.append(actor.options(**options).remote(run_id, k, labels))
+    return agents
+
+
+def agent(ray, run_id: str, node: int):
+    """The node's agent, or None once it is gone."""
+    try:
+        return ray.get_actor(agent_name(run_id, node), namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def kill(ray, name: str) -> None:
+    try:
+        ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+    except ValueError:   # no such actor
+        pass
+
+
+def release(ray, run_id: str) -> None:
+    """Remove the run's placement group, if it has one."""
+    from ray.util.placement_group import get_placement_group, remove_placement_group
+    try:
+        group = get_placement_group(group_name(run_id))
+    except ValueError:
+        return
+    try:
+        remove_placement_group(group)
+    except Exception:  # removed meanwhile
+        pass
+
+
+def lost(error: BaseException) -> bool:
+    """Whether ``error`` means an agent (its node) is gone or does not answer."""
+    import ray.exceptions as rex
+    return isinstance(error, (rex.RayActorError, rex.GetTimeoutError, rex.ActorUnavailableError,
+                              rex.NodeDiedError))
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[-1][:200] if text else type(e).__name__

@@ -1,0 +1,214 @@
+"""A real Ray cluster on this machine for the tests: a head and two worker nodes, each its own
+``ray start`` (its own raylet, temp folder, resources and folder for the agents' files).
+
+The head has no CPUs, so a run's bundles land on the workers (1 CPU each): a run of 2 nodes
+has one container on each.  Everything is stopped by the process groups and the marker this
+fixture started, never by ``ray stop`` (other users' clusters on the machine live on).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from missing import unavailable
+
+START_S = 180
+TRIES = 5
+STOP_S = 45
+OBJECT_STORE = str(100 * 2**20)    # Ray's smallest is 75 MiB
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RayNode:
+    name: str
+    process: subprocess.Popen
+    log: Path
+    folder: Path     # CELLTRAIN_RAY_DIR of the node: where its agents keep runs' files
+    args: list = field(default_factory=list)
+    env: dict = field(default_factory=dict)
+
+    def kill_raylet(self) -> None:
+        """The node's raylet dies (the machine lives on): Ray loses the node."""
+        for pid in self.raylet_pids():
+            os.kill(pid, signal.SIGKILL)
+
+    def restart(self) -> None:
+        """Stop what is left of the node and start it again (a new Ray node)."""
+        _signal_group(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.process, self.log = _start(self.name, self.args, self.env, self.log.parent)
+
+    def raylet_pids(self) -> list[int]:
+        return [pid for pid in _group_pids(self.process.pid)
+                if "raylet" in _cmdline(pid).split(" ")[0]]
+
+
+@dataclass
+class RayCluster:
+    address: str
+    root: Path
+    marker: str
+    nodes: list[RayNode] = field(default_factory=list)
+
+    @property
+    def workers(self) -> list[RayNode]:
+        return self.nodes[1:]
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):       # workers first, then the head
+            _signal_group(node.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_S
+        while time.monotonic() < deadline and any(_group_pids(n.process.pid)
+                                                  for n in self.nodes):
+            time.sleep(0.5)
+        for node in self.nodes:
+            _signal_group(node.process.pid, signal.SIGKILL)
+            try:
+                node.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        for pid in _marked_pids(self.marker):    # Ray's workers run in sessions of their own
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def start_cluster() -> RayCluster:
+    """Start the head and two workers; skips (fails under CI) without Ray installed."""
+    ray_cli = Path(sys.executable).with_name("ray")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        unavailable("Ray is not installed: pip install 'celltrain[ray]'")
+    root = Path(tempfile.mkdtemp(prefix="ctray-"))   # short: Ray's socket paths live under it
+    marker = f"celltrain-test-ray-{os.getpid()}-{root.name}"
+    port = free_port()
+    cluster = RayCluster(address=f"127.0.0.1:{port}", root=root, marker=marker)
+    try:
+        for name in ("head", "w1", "w2"):
+            folder = root / name
+            (folder / "agents").mkdir(parents=True)
+            args = [str(ray_cli), "start", "--block", "--disable-usage-stats",
+                    "--include-log-monitor=false",
+                    f"--temp-dir={folder / 'ray'}", f"--object-store-memory={OBJECT_STORE}",
+                    # ports given: the raylet does not wait for its agents to report theirs
+                    # (on a loaded machine that wait times out and the raylet gives up)
+                    f"--dashboard-agent-grpc-port={free_port()}",
+                    f"--dashboard-agent-listen-port={free_port()}",
+                    f"--metrics-export-port={free_port()}",
+                    f"--runtime-env-agent-port={free_port()}"]
+            if name == "head":
+                args += ["--head", f"--port={port}", "--num-cpus=0",
+                         "--include-dashboard=false"]
+            else:
+                args += [f"--address={cluster.address}", "--num-cpus=1",
+                         f'--resources={{"celltrain-test-{name}": 1}}']
+            env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+                   "RAY_agent_register_timeout_ms": "300000",
+                   "CELLTRAIN_RAY_DIR": str(folder / "agents"), "CELLTRAIN_TEST_RAY": marker}
+            env.pop("RAY_ADDRESS", None)
+            process, log = _start(name, args, env, folder)
+            cluster.nodes.append(RayNode(name, process, log, folder / "agents", args, env))
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def _start(name: str, args: list, env: dict, folder: Path):
+    """``ray start`` of one node, tried again when Ray gives up on a loaded machine."""
+    for attempt in range(TRIES):
+        log = folder / f"ray-start-{time.monotonic_ns()}.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                       stdin=subprocess.DEVNULL, start_new_session=True,
+                                       preexec_fn=_favoured)
+        node = RayNode(name, process, log, folder / "agents")
+        if _wait_started(node, last=attempt == TRIES - 1):
+            return process, log
+        _signal_group(process.pid, signal.SIGKILL)
+        process.wait()
+    raise AssertionError("unreachable")
+
+
+def _favoured() -> None:
+    """A little ahead of the machine's other work, where allowed: Ray's raylet gives its Python
+    agents ~30 s to start (not configurable for all of them) and a loaded 2-core machine
+    does not always give them that.  The run containers are dockerd's children: not affected."""
+    try:
+        os.nice(-10)
+    except PermissionError:
+        pass
+
+
+def _wait_started(node: RayNode, last: bool) -> bool:
+    """Whether the node came up.  Ray's raylet waits ~30 s for its Python agents, which a
+    loaded 2-core machine does not always give them: then the caller tries again."""
+    deadline = time.monotonic() + START_S
+    while b"Ray runtime started" not in node.log.read_bytes():
+        if node.process.poll() is not None or time.monotonic() > deadline:
+            if not last:
+                return False
+            raise RuntimeError(f"ray start of {node.name} did not come up:\n"
+                               + node.log.read_text(errors="replace")[-3000:])
+        time.sleep(0.5)
+    return True
+
+
+def _group_pids(pgid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) == pgid:
+                out.append(int(entry))
+        except ProcessLookupError:
+            continue
+    return out
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace")
+    except OSError:
+        return ""
+
+
+def _marked_pids(marker: str) -> list[int]:
+    """Processes whose environment carries this cluster's marker (started under it)."""
+    needle = f"CELLTRAIN_TEST_RAY={marker}".encode()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if needle in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                out.append(int(entry))
+        except OSError:
+            continue
+    return out
