@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from celltrain import states, telemetry
+from celltrain import Environment, states, telemetry
 from celltrain.runtime import context, wire
 from celltrain.runtime.wire import EVENTS_FILE, MAGIC, NO_STEP, decode_body, decode_frames
 from celltrain.store import Store
@@ -61,7 +61,11 @@ EXIT_ARGS = [[mode, disk] for disk in ("fast", "slow") for mode in MODES] * (RUN
 def in_target(request, target):
     """The workspace and submit options for a target: local, or Docker (offline image)."""
     if target == "docker":
-        return request.getfixturevalue("docker_workspace"), {"gpus": "none"}
+        # The offline image named, not reached by the default's fallback (whose notice would be
+        # one more warning on every run).
+        offline = request.getfixturevalue("offline_image")
+        return (request.getfixturevalue("docker_workspace"),
+                {"gpus": "none", "environment": Environment(base_image=offline)})
     return request.getfixturevalue("workspace"), {"target": "local"}
 
 

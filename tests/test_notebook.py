@@ -66,9 +66,14 @@ def test_a_failing_train_cell_stops_the_notebook(tmp_path):
                                           f"workspace={tmp_path / 'ws'} target=local"),
                 nbformat.v4.new_code_cell("%%train\n1 / 0"),
                 nbformat.v4.new_code_cell("print('not reached')")]
-    with pytest.raises(CellExecutionError, match="ZeroDivisionError"):
+    with pytest.raises(CellExecutionError, match="ended Failed"):
         execute(nb, tmp_path)
     assert nb.cells[2].get("outputs") == []
+    # The cause is in the saved notebook once, in the run's view (its static copy), not
+    # repeated by the error output (issue 15 item 4).
+    saved = "\n".join(output["data"].get("text/html", "") + output["data"].get("text/plain", "")
+                      for output in nb.cells[1]["outputs"] if "data" in output)
+    assert "ZeroDivisionError" in saved
 
 
 @pytest.mark.docker

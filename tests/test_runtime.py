@@ -27,8 +27,10 @@ WIRE = PACKAGE / "runtime" / "wire.py"
 # Settings of the host (the notebook, the supervisor, the CLI, the demo data), never read by a
 # run's process on celltrain's behalf: they are spelled where they are used.
 HOST_SETTINGS = {"CELLTRAIN_WORKSPACE", "CELLTRAIN_SPARE", "CELLTRAIN_SPARE_IDLE",
-                 "CELLTRAIN_ENGINE_WAIT", "CELLTRAIN_WARM", "CELLTRAIN_VERBOSE", "CELLTRAIN_DATA",
-                 "CELLTRAIN_AZUREML_COMPUTE"}   # the v1 layer: what new compute maps to
+                 "CELLTRAIN_ENGINE_WAIT", "CELLTRAIN_WARM", "CELLTRAIN_WARM_IDLE",
+                 "CELLTRAIN_VERBOSE", "CELLTRAIN_DATA",
+                 "CELLTRAIN_AZUREML_COMPUTE",   # the v1 layer: what new compute maps to
+                 "CELLTRAIN_RAY_DIR"}           # a Ray node: where its agents keep runs' files
 WIRE_FILES = {"events.bin", "failure.txt", "cell-results.pkl"}
 
 

@@ -31,6 +31,8 @@ import sys
 import tempfile
 import time
 
+from .wire import TELEMETRY_ENV, WORKDIR_NOTE
+
 POLL_S = 0.005
 RUN_ROOT = "/celltrain-run"
 OOM_FILES = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
@@ -138,9 +140,9 @@ def child(folder, request, base_env):
     except OSError:
         workdir = tempfile.mkdtemp()
     shutil.copytree(os.path.join(here, "snapshot"), workdir, symlinks=True, dirs_exist_ok=True)
-    telemetry = request["env"].get("CELLTRAIN_TELEMETRY_DIR")
+    telemetry = request["env"].get(TELEMETRY_ENV)
     if telemetry:
-        write_atomic(os.path.join(telemetry, "workdir"), workdir + "\n")
+        write_atomic(os.path.join(telemetry, WORKDIR_NOTE), workdir + "\n")
     os.chdir(workdir)
     if "numpy.random" in sys.modules:   # `random` reseeds itself after a fork; numpy does not
         sys.modules["numpy.random"].seed()
