@@ -126,7 +126,8 @@ def test_a_run_the_cluster_cannot_hold_waits_scaling_then_fails_saying_what_is_m
     assert any(d.startswith("Scaling: waiting for 3 nodes with 1 CPU each; 2 of the "
                             "cluster's 3 nodes could hold one") for d in details), details
     assert "had no room for 3 nodes with 1 CPU each within 8s" in run.reason, run.reason
-    assert "[celltrain] Scaling: waiting for 3 nodes" in run.logs()
+    # Notes before the run starts go to the build log, which the views show as the detail.
+    assert "# Scaling: waiting for 3 nodes" in run.build_log()
 
 
 def test_a_lost_node_fails_the_run_naming_it_and_its_container_stops_itself(
