@@ -196,6 +196,15 @@ for i in progress(range(100000), desc="epoch 1"):
 LONG_NAME = "an-experiment-whose-name-is-long-enough-to-push-the-cancel-button-off-" * 2
 
 
+@pytest.fixture
+def runs_canceled_after(workspace):
+    """The long run below ends with the test even when an assertion stops it first."""
+    yield
+    for run in workspace.runs():
+        if not states.is_terminal(run.status):
+            run.cancel(grace=2)
+
+
 def _height(page) -> float:
     return page.evaluate("() => document.querySelector('.celltrain-run')"
                          ".getBoundingClientRect().height")
@@ -203,7 +212,7 @@ def _height(page) -> float:
 
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_the_widget_keeps_its_height_as_a_run_goes_on_and_cancel_stays_whole(
-        theme, workspace, make_source, tmp_path, request, page, screenshots):
+        theme, workspace, make_source, tmp_path, request, page, screenshots, runs_canceled_after):
     """Item 5: the space for the progress bar, the charts and the log tail is kept from the
     start, so the first metric moves nothing; a long header is cut with an ellipsis on one line
     and the Cancel button keeps its whole label."""
