@@ -89,13 +89,18 @@ class RayCluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_cluster() -> RayCluster:
-    """Start the head and two workers; skips (fails under CI) without Ray installed."""
-    ray_cli = Path(sys.executable).with_name("ray")
+def require_ray() -> None:
+    """Ray importable, else a failure under CI (which installs it) and a skip elsewhere."""
     try:
         import ray  # noqa: F401
     except ImportError:
         unavailable("Ray is not installed: pip install 'celltrain[ray]'")
+
+
+def start_cluster() -> RayCluster:
+    """Start the head and two workers; skips (fails under CI) without Ray installed."""
+    ray_cli = Path(sys.executable).with_name("ray")
+    require_ray()
     root = Path(tempfile.mkdtemp(prefix="ctray-"))   # short: Ray's socket paths live under it
     marker = f"celltrain-test-ray-{os.getpid()}-{root.name}"
     port = free_port()

@@ -13,6 +13,7 @@ import pytest
 
 from celltrain import states
 from celltrain.workspace import supervisor_alive
+from ray_cluster import require_ray
 from test_distributed_docker import DDP
 
 pytestmark = pytest.mark.docker
@@ -66,13 +67,13 @@ def test_without_ray_naming_the_target_says_how_to_install_it(tmp_path):
     ({"scale_timeout": "soon"}, "scale_timeout='soon' is not a number of seconds"),
 ])
 def test_bad_settings_are_refused_naming_them(workspace, settings, words):
-    pytest.importorskip("ray")
+    require_ray()
     with pytest.raises(ValueError, match=words):
         workspace.add_target("c", "ray", **settings)
 
 
 def test_gpu_ids_are_refused_on_a_cluster(workspace, make_source):
-    pytest.importorskip("ray")
+    require_ray()
     workspace.add_target("c", "ray", address="127.0.0.1:1")
     with pytest.raises(ValueError, match="give the GPUs each node needs as a count"):
         workspace.experiment("e").submit("train.py", make_source("pass"), target="c",
