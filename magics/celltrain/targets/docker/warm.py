@@ -77,10 +77,9 @@ def imports_of(snapshot: Path, script: str) -> list[str]:
         tree = ast.parse((snapshot / script).read_text())
     except (OSError, SyntaxError, ValueError):
         return found
-    for node in tree.body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0):
-            found.append(ast.unparse(node) if hasattr(ast, "unparse") else "")
-    return [s for s in found if s]
+    found += [ast.unparse(node) for node in tree.body   # the host's Python is 3.10+
+              if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0)]
+    return found
 
 
 def workers(client, store, key: str | None = None) -> list:
