@@ -1,6 +1,6 @@
 """The ``celltrain`` command: a view of the workspace store, like the widgets and the sidebar.
 
-    celltrain runs [--experiment E] [--status S] [--limit N]
+    celltrain runs|list [--experiment E] [--status S] [--limit N] [--search Q] [--columns A,B]
     celltrain show RUN|SWEEP
     celltrain sweeps
     celltrain logs RUN [-f]
@@ -38,21 +38,37 @@ def _duration(record: dict) -> str:
 
 
 def cmd_runs(ws, args) -> int:
+    """The runs, newest first: each with its chosen metric columns (``--columns``, else the
+    workspace's choice, the sidebar's) or its first three metrics; ``--search`` as the
+    sidebar's search box ("lr=0.01 birds")."""
+    from .store.settings import check_columns
     from .views.tables import format_table
+    columns = check_columns(args.columns) if getattr(args, "columns", None) else \
+        ws.store.run_columns()
     records = ws.store.list_runs(experiment=args.experiment,
-                                 status=[args.status] if args.status else None, limit=args.limit)
+                                 status=[args.status] if args.status else None, limit=args.limit,
+                                 search=getattr(args, "search", None))
     if not records:
-        print(f"no runs in {ws.path}")
+        search = getattr(args, "search", None)
+        print(f"no runs in {ws.path}" + (f" match {search!r}" if search else ""))
         return 0
     rows = []
     for r in records:
         metrics = ws.store.latest_metrics(r["id"])
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:3] if v is not None)
+        if columns:
+            shown = [_value(metrics.get(c)) for c in columns]
+        else:
+            shown = [", ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:3]
+                               if v is not None)]
         rows.append([r["id"], r["experiment"], r["number"], r["status"], _age(r["created"]),
-                     _duration(r), shown])
+                     _duration(r), *shown])
     print(format_table(rows, ["RUN", "EXPERIMENT", "#", "STATUS", "CREATED", "DURATION",
-                              "METRICS"]))
+                              *(columns or ["METRICS"])]))
     return 0
+
+
+def _value(v) -> str:
+    return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def cmd_show(ws, args) -> int:
@@ -161,10 +177,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", "-w", help="workspace folder (default: $CELLTRAIN_WORKSPACE "
                                              "or ./.celltrain)")
     sub = p.add_subparsers(dest="command", required=True)
-    runs = sub.add_parser("runs", help="list runs, newest first")
+    runs = sub.add_parser("runs", aliases=["list"], help="list runs, newest first")
     runs.add_argument("--experiment", "-e")
     runs.add_argument("--status", "-s", choices=states.ALL)
     runs.add_argument("--limit", "-n", type=int, default=50)
+    runs.add_argument("--search", "-q", help='runs matching every word: text in the name, id, '
+                      'params or tags; lr=0.01, lr<0.1 compare a param or tag')
+    runs.add_argument("--columns", "-c", help="metric columns, e.g. val_loss,acc (default: the "
+                      "workspace's choice, made in the sidebar)")
     runs.set_defaults(func=cmd_runs)
     show = sub.add_parser("show", help="one run: status, history, metrics, files (a sweep: "
                                        "its trials)")

@@ -17,6 +17,7 @@ from .runtime.cellrunner import BUNDLE_DIR, META_FILE
 from .cell_wait import CellRunFailed, StoppedWaiting
 from .errors import CelltrainError
 from .magic_args import CONFIG_KEYS, config_value, flatten, parse_param
+from .store.settings import check_columns
 
 SUBCOMMANDS = ("list", "show", "logs", "attach", "cancel", "rerun", "config")
 
@@ -58,15 +59,23 @@ class TrainCommands:
 
     def _cmd_list(self, rest):
         args = self._parse("list", rest, (("--experiment", "-e"), {}),
-                           (("--limit", "-n"), {"type": int, "default": 50}))
+                           (("--limit", "-n"), {"type": int, "default": 50}),
+                           (("--search", "-q"), {}), (("--columns", "-c"), {}))
         ws = self.workspace()
-        if getattr(self.shell, "kernel", None) is not None:
-            try:
-                return ws.runs_table(experiment=args.experiment, limit=args.limit)
-            except ImportError:
-                pass
-        from .cli import cmd_runs
-        cmd_runs(ws, _ns(experiment=args.experiment, status=None, limit=args.limit))
+        try:
+            columns = check_columns(args.columns) if args.columns else None
+            if getattr(self.shell, "kernel", None) is not None:
+                try:
+                    return ws.runs_table(experiment=args.experiment, limit=args.limit,
+                                         search=args.search, metrics=columns)
+                except ImportError:
+                    pass
+            from .cli import cmd_runs
+            cmd_runs(ws, _ns(experiment=args.experiment, status=None, limit=args.limit,
+                             search=args.search, columns=args.columns))
+        except ValueError as e:       # a search or columns that cannot be read
+            raise UsageError(f"%train list: {e}") from None
+        return None
 
     def _cmd_show(self, rest):
         from .cli import cmd_show

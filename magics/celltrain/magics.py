@@ -138,7 +138,7 @@ class TrainMagics(TrainCommands, Magics):
 
         Line magic:
 
-        In [6]: %train list                        # runs of the workspace
+        In [6]: %train list --search lr=0.01 --columns val_loss,acc   # runs of the workspace
         In [7]: %train show birds-3                # status, reason, metrics, files
         In [8]: %train logs birds-3                # the run's output
         In [9]: %train attach birds-3              # follow again; bring --out values back

@@ -24,6 +24,7 @@ from ..ranks import read_ranks
 from ..run import Run
 from ..runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 from ..store.runs import RUN_SUMMARY, format_warning
+from ..store.search import SearchError
 from ..store.series import MetricSeries
 
 WORKSPACE_ENV = "CELLTRAIN_WORKSPACE"
@@ -148,16 +149,18 @@ class CelltrainManager:
 
     def list_runs(self, *, experiment: str | None = None, status: list[str] | None = None,
                   sort: str = "created", descending: bool = True, limit: int = 100,
-                  offset: int = 0) -> dict[str, Any]:
+                  offset: int = 0, search: str | None = None) -> dict[str, Any]:
         """One page of runs, newest first by default, and how many match in all."""
         return json.loads(self.list_runs_json(experiment=experiment, status=status, sort=sort,
-                                              descending=descending, limit=limit, offset=offset))
+                                              descending=descending, limit=limit, offset=offset,
+                                              search=search))
 
     def list_runs_json(self, *, experiment: str | None = None, status: list[str] | None = None,
                        sort: str = "created", descending: bool = True, limit: int = 100,
-                       offset: int = 0) -> str:
+                       offset: int = 0, search: str | None = None) -> str:
         """``list_runs`` as the JSON text the handler sends.  SQLite writes each run's JSON
-        itself (its JSON columns are embedded, never parsed in Python): 10,000 runs stay fast."""
+        itself (its JSON columns are embedded, never parsed in Python): 10,000 runs stay fast.
+        ``search`` is a query of ``store.search`` ("lr=0.01 birds"), run over every run."""
         if sort not in SORT_KEYS:
             raise BadRequest(f"cannot sort runs by {sort!r}: use one of {', '.join(SORT_KEYS)}")
         for s in status or ():
@@ -171,13 +174,17 @@ class CelltrainManager:
                 "order": "desc" if descending else "asc", "total": 0}
         if not self.exists:
             return json.dumps({**head, "runs": []})
-        head["total"], runs = self.store.run_summaries_json(
-            experiment=experiment, status=status, order_by=sort, descending=descending,
-            limit=limit, offset=offset)
+        try:
+            head["total"], runs = self.store.run_summaries_json(
+                experiment=experiment, status=status, order_by=sort, descending=descending,
+                limit=limit, offset=offset, search=search)
+        except SearchError as e:
+            raise BadRequest(str(e)) from None
         if "NaN" in runs or "Infinity" in runs:
             # Python wrote a NaN into params or tags: JSON has none, so parse and clean them.
             records = self.store.list_runs(experiment=experiment, status=status, order_by=sort,
-                                           descending=descending, limit=limit, offset=offset)
+                                           descending=descending, limit=limit, offset=offset,
+                                           search=search)
             runs = json.dumps(_clean([{k: r[k] for k in RUN_SUMMARY} for r in records]))
         return json.dumps(head)[:-1] + ', "runs": ' + runs + "}"
 

@@ -2,7 +2,9 @@
 
     GET  workspace                        which workspace the server shows, and why that one
     GET  experiments                      experiments with run counts
-    GET  runs?experiment=&status=&sort=&order=&limit=&offset=
+    GET  runs?experiment=&status=&sort=&order=&limit=&offset=&search=&metrics=1&columns=
+                                          search: "lr=0.01 birds" (store/search.py);
+                                          metrics=1 adds each run's metrics (server/runlist.py)
     GET  runs/<id>                        params, tags, status history, latest metrics
     GET  runs/<id>/metrics?name=&max_points=&rank=   one rank's series, downsampled
     GET  runs/<id>/logs?file=&offset=&tail=     log text from a byte offset
@@ -11,6 +13,7 @@
     POST runs/<id>/cancel                 {"grace": seconds}
     GET  models, models/<name>            versions and aliases
     GET  deployments                      served models: state, URL, requests, latency
+    GET, PUT settings                     {"run_columns": [...]}: the run list's metric columns
 
 Every verb requires Jupyter's authentication.  Each handler parses the request, calls one manager
 method in a worker thread (SQLite reads of a big series must not stall the server) and writes
@@ -29,6 +32,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
 from .manager import CelltrainManager, ManagerError
+from .runlist import add_metrics, save_settings, settings
 
 CHUNK = 1024 * 1024
 INLINE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "text/plain"}
@@ -91,8 +95,27 @@ class RunsHandler(CelltrainHandler):
             self.manager.list_runs_json, experiment=self.get_query_argument("experiment", None) or None,
             status=self.list_arg("status"), sort=self.get_query_argument("sort", "created"),
             descending=order == "desc", limit=self.int_arg("limit", 100),
-            offset=self.int_arg("offset", 0))
+            offset=self.int_arg("offset", 0), search=self.get_query_argument("search", None))
+        if self.get_query_argument("metrics", "") in ("1", "true"):
+            page = await self.call(add_metrics, self.manager, json.loads(page),
+                                   self.get_query_argument("columns", None))
         self.send(page)
+
+
+class SettingsHandler(CelltrainHandler):
+    @tornado.web.authenticated
+    async def get(self):
+        self.send(await self.call(settings, self.manager))
+
+    @tornado.web.authenticated
+    async def put(self):
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise tornado.web.HTTPError(
+                400, f"settings take a JSON object, not {self.request.body[:200]!r}",
+                reason="BadRequest") from None
+        self.send(await self.call(save_settings, self.manager, body))
 
 
 class RunHandler(CelltrainHandler):
@@ -203,6 +226,7 @@ ROUTES = [
     (r"models", ModelsHandler),
     (r"models/(?P<name>[^/]+)", ModelHandler),
     (r"deployments", DeploymentsHandler),
+    (r"settings", SettingsHandler),
 ]
 
 

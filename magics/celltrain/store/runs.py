@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from .search import where as search_where
+
 JSON_COLUMNS = ("args", "params", "tags", "environment", "options", "progress", "spec",
                 "handle")
 RUN_SUMMARY = ("id", "experiment", "number", "status", "target", "created", "started", "ended",
@@ -96,8 +98,9 @@ class RunTables:
 
     def list_runs(self, *, experiment: str | None = None, status: Iterable[str] | None = None,
                   order_by: str = "created", descending: bool = True, limit: int | None = None,
-                  offset: int = 0) -> list[dict[str, Any]]:
-        sql_where, args = _run_filter(experiment, status)
+                  offset: int = 0, search: str | None = None) -> list[dict[str, Any]]:
+        """Runs, newest first; ``search`` is a query of ``store.search`` (e.g. "lr=0.01")."""
+        sql_where, args = _run_filter(experiment, status, search)
         sql = self.RUN_SELECT + sql_where + _run_order(order_by, descending)
         if limit is not None:
             sql += "LIMIT ? OFFSET ?"
@@ -105,18 +108,18 @@ class RunTables:
         return [_decode_run(r) for r in self.conn.execute(sql, args).fetchall()]
 
     def count_runs(self, *, experiment: str | None = None,
-                   status: Iterable[str] | None = None) -> int:
-        sql_where, args = _run_filter(experiment, status)
+                   status: Iterable[str] | None = None, search: str | None = None) -> int:
+        sql_where, args = _run_filter(experiment, status, search)
         return self.conn.execute(_COUNT_RUNS + sql_where, args).fetchone()[0]
 
     def run_summaries_json(self, *, experiment: str | None = None,
                            status: list[str] | None = None, order_by: str = "created",
                            descending: bool = True, limit: int = 100,
-                           offset: int = 0) -> tuple[int, str]:
+                           offset: int = 0, search: str | None = None) -> tuple[int, str]:
         """How many runs match, and one page of them as a JSON array of ``RUN_SUMMARY`` objects.
         SQLite writes each run's JSON itself (its JSON columns are embedded, never parsed in
         Python): 10,000 runs stay fast.  ``order_by`` is one of ``list_runs``' keys."""
-        sql_where, args = _run_filter(experiment, status)
+        sql_where, args = _run_filter(experiment, status, search)
         order = _run_order(order_by, descending)
         conn = self.conn
         total = conn.execute(_COUNT_RUNS + sql_where, args).fetchone()[0]
@@ -194,9 +197,11 @@ _COUNT_RUNS = "SELECT COUNT(*) FROM runs r JOIN experiments e ON e.id = r.experi
 _RUN_ORDERS = {"created", "started", "ended", "number", "status", "id"}
 
 
-def _run_filter(experiment: str | None, status: Iterable[str] | None) -> tuple[str, list]:
-    """The WHERE clause (or nothing) shared by listing, counting and paging runs."""
-    where, args = [], []
+def _run_filter(experiment: str | None, status: Iterable[str] | None,
+                search: str | None = None) -> tuple[str, list]:
+    """The WHERE clause (or nothing) shared by listing, counting and paging runs; a bad
+    ``search`` raises ``search.SearchError`` naming the word."""
+    where, args = search_where(search)
     if experiment is not None:
         where.append("e.name = ?")
         args.append(experiment)

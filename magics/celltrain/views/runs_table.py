@@ -50,11 +50,15 @@ class RunsTable:
 
     def __init__(self, workspace, *, experiment: str | None = None, limit: int = 50,
                  metrics: list[str] | None = None, params: list[str] | None = None,
-                 sort_by: str = "created", descending: bool = True):
+                 sort_by: str = "created", descending: bool = True, search: str | None = None):
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise ValueError(f"limit takes a positive number of runs, not {limit!r}")
         self.workspace, self.experiment, self.limit = workspace, experiment, limit
-        self.metric_names, self.param_names = metrics, params
+        self.search = search
+        # The metric columns: as given, else the workspace's choice (made in the sidebar).
+        self.metric_names = metrics if metrics is not None else \
+            (workspace.store.run_columns() or None)
+        self.param_names = params
         self.sort_column, self.descending = sort_by, descending
         self.rows: list[dict[str, Any]] = []
         self.selected: list[str] = []
@@ -68,7 +72,8 @@ class RunsTable:
     def refresh_data(self) -> None:
         """Re-read the runs, their params and latest metrics from the store."""
         store = self.workspace.store
-        records = store.list_runs(experiment=self.experiment, limit=self.limit)
+        records = store.list_runs(experiment=self.experiment, limit=self.limit,
+                                  search=self.search)
         now = time.time()
         rows, param_keys, metric_keys = [], {}, {}
         for r in records:
@@ -301,5 +306,6 @@ def runs_table(workspace, **kwargs) -> RunsTable:
 
     In [1]: ws.runs_table(experiment="birds")
     In [2]: ws.runs_table().sort("metric:val_loss").select(["birds-3", "birds-4"])
+    In [3]: ws.runs_table(search="lr<0.1 adam", metrics=["val_loss", "acc"])
     """
     return RunsTable(workspace, **kwargs)
