@@ -6,7 +6,8 @@ import { Clipboard, MainAreaWidget, Notification, WidgetTracker } from '@jupyter
 import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
 import { LabIcon } from '@jupyterlab/ui-components';
 
-import { ComparePanel, RunPanel } from './panels';
+import { ComparePanel } from './compare';
+import { RunPanel } from './panels';
 import { CelltrainSidebar } from './sidebar';
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">

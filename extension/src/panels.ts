@@ -1,14 +1,14 @@
-/** Main-area panels: one run (charts, log tail, params, files, Cancel, insert code) and a
- * comparison of several runs (their curves overlaid). */
+/** The main-area panel of one run: charts, log tail, params, files, Cancel, insert code (a
+ * comparison of several runs is compare.ts). */
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 
-import { COLORS, formatNumber, ILine, renderChart } from './chart';
+import { COLORS, formatNumber, renderChart } from './chart';
 import { age, duration, h, statusBadge } from './dom';
 import { apiUrl, requestAPI } from './request';
 import { progressLine } from './sidebar';
 import { PolledWidget } from './polled';
 import { modelSnippet, runSnippet } from './snippets';
-import { ILogChunk, IMetrics, IRunDetail, IRunFile, TERMINAL } from './types';
+import { ILogChunk, IMetrics, IRunDetail, IRunFile } from './types';
 
 const MAX_LOG_CHARS = 200_000;
 const CHART_POINTS = 600;
@@ -259,45 +259,6 @@ export class RunPanel extends PolledWidget {
   private params = h('div', { class: 'ct-params' });
   private history = h('div', { class: 'ct-history' });
   private files = h('ul', { class: 'ct-files' });
-}
-
-export class ComparePanel extends PolledWidget {
-  constructor(readonly runIds: string[]) {
-    super('celltrain:compare', 3000);
-    this.id = `celltrain-compare-${runIds.join('-')}`;
-    this.addClass('ct-panel');
-    this.title.label = `Compare ${runIds.length} runs`;
-    this.title.closable = true;
-    this.node.append(h('div', { class: 'ct-panel-header' },
-      h('span', { class: 'ct-panel-title', text: `Comparing ${runIds.join(', ')}` })),
-    this.charts);
-  }
-
-  async refresh(): Promise<void> {
-    const all = await Promise.all(this.runIds.map(id => Promise.all([
-      requestAPI<IRunDetail>(`runs/${encodeURIComponent(id)}`),
-      requestAPI<IMetrics>(`runs/${encodeURIComponent(id)}/metrics?max_points=${CHART_POINTS}`)])));
-    const names = [...new Set(all.flatMap(([, m]) => m.series.map(s => s.name)))].sort();
-    this.charts.textContent = '';
-    for (const name of names) {
-      const lines: ILine[] = [];
-      all.forEach(([run, m], i) => {
-        const s = m.series.find(x => x.name === name);
-        if (s) {
-          lines.push({ label: `${run.experiment} #${run.number} (${run.status})`,
-            color: COLORS[i % COLORS.length], x: s.x, y: s.y });
-        }
-      });
-      const box = h('div', { class: 'ct-chart-box', 'data-metric': name });
-      renderChart(box, name, lines, 480, 240);
-      this.charts.append(box);
-    }
-    if (all.every(([run]) => TERMINAL.includes(run.status))) {
-      this.poll.stop();
-    }
-  }
-
-  private charts = h('div', { class: 'ct-charts' });
 }
 
 function table(header: string[], rows: string[][]): HTMLElement {

@@ -1,11 +1,14 @@
-/** The left sidebar: Runs (live status, filters, select several to compare) and Models. */
+/** The left sidebar: Runs (live status, search, filters, metric columns, select several to
+ * compare) and Models. */
 import { Clipboard } from '@jupyterlab/apputils';
+import { ServerConnection } from '@jupyterlab/services';
 
 import { formatNumber } from './chart';
 import { age, duration, h, statusBadge } from './dom';
 import { MissingServerExtension, requestAPI } from './request';
 import { PolledWidget } from './polled';
 import { deploymentsSection, fetchDeployments } from './deployments';
+import { ColumnPicker, metricSpan } from './columns';
 import { modelSnippet } from './snippets';
 import { IExperiment, IModel, IRunPage, IRunSummary, IWorkspaceInfo, TERMINAL } from './types';
 
@@ -67,6 +70,13 @@ export class CelltrainSidebar extends PolledWidget {
       this.offset = 0;
       void this.poll.refresh();
     };
+    this.searchInput.oninput = () => {
+      clearTimeout(this.searchTimer);
+      this.searchTimer = window.setTimeout(() => {
+        this.offset = 0;
+        void this.poll.refresh();
+      }, 300);
+    };
     this.compareButton.onclick = () => this.actions.compare([...this.selected]);
     this.prevButton.onclick = () => {
       this.offset = Math.max(0, this.offset - PAGE);
@@ -77,6 +87,8 @@ export class CelltrainSidebar extends PolledWidget {
       void this.poll.refresh();
     };
     this.runsView.append(
+      h('div', { class: 'ct-search-row' }, this.searchInput, this.columnPicker.node),
+      this.searchError,
       h('div', { class: 'ct-filters' },
         h('label', {}, 'Experiment ', this.experimentSelect),
         h('label', {}, 'Status ', this.statusSelect)),
@@ -91,6 +103,7 @@ export class CelltrainSidebar extends PolledWidget {
       this.error, this.notice, this.runsView, this.modelsView);
     this.error.hidden = true;
     this.notice.hidden = true;
+    this.searchError.hidden = true;
     this.statusSelect.append(h('option', { value: '', text: 'all' }),
       h('option', { value: 'active', text: 'active' }));
     for (const s of ['Queued', 'Preparing', 'Starting', 'Running', 'Finalizing', 'Completed',
@@ -108,7 +121,12 @@ export class CelltrainSidebar extends PolledWidget {
   private async refreshRuns(): Promise<void> {
     const { experiments } = await requestAPI<{ experiments: IExperiment[] }>('experiments');
     this.fillExperiments(experiments);
-    const params = new URLSearchParams({ limit: String(PAGE), offset: String(this.offset) });
+    const params = new URLSearchParams({ limit: String(PAGE), offset: String(this.offset),
+      metrics: '1' });
+    const search = this.searchInput.value.trim();
+    if (search) {
+      params.set('search', search);
+    }
     if (this.experimentSelect.value) {
       params.set('experiment', this.experimentSelect.value);
     }
@@ -117,7 +135,22 @@ export class CelltrainSidebar extends PolledWidget {
     if (status) {
       params.set('status', status);
     }
-    const page = await requestAPI<IRunPage>(`runs?${params}`);
+    let page: IRunPage;
+    try {
+      page = await requestAPI<IRunPage>(`runs?${params}`);
+    } catch (error) {
+      if (search && error instanceof ServerConnection.ResponseError &&
+        error.response.status === 400) {
+        this.searchError.hidden = false; // a search that cannot be read: say why, by the box
+        this.searchError.textContent = error.message;
+        this.searchInput.classList.add('ct-invalid');
+        return;
+      }
+      throw error;
+    }
+    this.searchError.hidden = true;
+    this.searchInput.classList.remove('ct-invalid');
+    this.columnPicker.update(page);
     this.renderRuns(page);
   }
 
@@ -138,6 +171,7 @@ export class CelltrainSidebar extends PolledWidget {
   }
 
   private renderRuns(page: IRunPage): void {
+    const search = this.searchInput.value.trim();
     const last = Math.min(page.offset + page.runs.length, page.total);
     this.pageLabel.textContent = page.total
       ? `${page.offset + 1}–${last} of ${page.total}` : '';
@@ -148,7 +182,8 @@ export class CelltrainSidebar extends PolledWidget {
     this.onPage = new Set(page.runs.map(r => r.id));
     const children: HTMLElement[] = [];
     for (const run of groupTrials(page.runs)) {
-      const key = JSON.stringify(run) + String(this.onPage.has(run.parent_id ?? ''));
+      const key = JSON.stringify([run, this.columnPicker.columns]) +
+        String(this.onPage.has(run.parent_id ?? ''));
       let entry = this.rows.get(run.id);
       if (!entry || entry.key !== key) {
         entry = { key, row: this.runRow(run) };
@@ -160,8 +195,9 @@ export class CelltrainSidebar extends PolledWidget {
     }
     this.rows = rows;
     if (!page.runs.length) {
-      children.push(h('li', { class: 'ct-empty', text: this.info?.exists
-        ? 'No runs match.' : 'No runs yet: %%train or Experiment.submit starts one.' }));
+      children.push(h('li', { class: 'ct-empty', text: !this.info?.exists
+        ? 'No runs yet: %%train or Experiment.submit starts one.' : search
+          ? `No runs match "${search}".` : 'No runs match.' }));
     }
     const current = [...this.runList.children];
     if (current.length !== children.length || current.some((c, i) => c !== children[i])) {
@@ -192,6 +228,7 @@ export class CelltrainSidebar extends PolledWidget {
           h('span', { class: 'ct-run-age', text: age(run.created) })),
         h('div', { class: 'ct-run-line' },
           h('span', { class: 'ct-run-id', text: run.id, title: run.id }),
+          metricSpan(run, this.columnPicker.columns),
           run.started ? h('span', { class: 'ct-run-duration', title: 'ran for',
             text: duration(run.started, run.ended) }) : null),
         progressLine(run)));
@@ -278,6 +315,13 @@ export class CelltrainSidebar extends PolledWidget {
   private notice = h('div', { class: 'ct-notice' });
   private runsView = h('div', { class: 'ct-runs' });
   private modelsView = h('div', { class: 'ct-models' });
+  private searchInput = h('input', { type: 'search', class: 'ct-search',
+    placeholder: 'Search: name, tag, lr=0.01, lr<0.1',
+    title: 'Runs matching every word: text in the name, id, params or tags; NAME=VALUE, ' +
+      'NAME!=VALUE, NAME<N, NAME>=N compare a param or tag' });
+  private searchTimer = 0;
+  private searchError = h('div', { class: 'ct-search-error' });
+  private columnPicker = new ColumnPicker(() => void this.poll.refresh());
   private experimentSelect = h('select', { class: 'ct-experiment-filter' });
   private statusSelect = h('select', { class: 'ct-status-filter' });
   private compareButton = h('button', { class: 'ct-compare', disabled: true, text: 'Compare (0)' });

@@ -50,6 +50,10 @@ export interface IRunSummary {
   cancel_requested: number;
   kind?: string; // "run", "sweep" (its trials have it as parent_id), "trial"
   parent_id?: string | null;
+  /** with ?metrics=1: the metric logged last and its latest value */
+  metric?: { name: string; value: number | null } | null;
+  /** with ?metrics=1: the latest value of each chosen column (null: none logged) */
+  metrics?: Record<string, number | null>;
 }
 
 export interface IRunPage {
@@ -57,6 +61,15 @@ export interface IRunPage {
   total: number;
   limit: number;
   offset: number;
+  /** with ?metrics=1: the metric columns shown (the workspace's choice) */
+  columns?: string[];
+  /** with ?metrics=1: every metric the page's runs logged */
+  metric_names?: string[];
+}
+
+/** GET/PUT settings: what the user chose for the views, kept in the workspace. */
+export interface ISettings {
+  run_columns: string[];
 }
 
 export interface IRunDetail extends IRunSummary {
