@@ -16,7 +16,7 @@ import pytest
 
 from celltrain import states
 from test_widget_browser import run_first_cell
-from views import READABLE, background, contrast, open_notebook, set_theme, write_notebook
+from views import READABLE, check_widget_theme, contrast, open_notebook, set_theme, write_notebook
 
 pytestmark = pytest.mark.browser
 UI_TIMEOUT_MS = 30_000
@@ -72,19 +72,7 @@ def test_widget_sidebar_and_pills_follow_the_theme_and_stay_readable(
     write_notebook(root / "theme.ipynb", _show_cell(workspace, run))
     open_notebook(page, base, token, "theme.ipynb")
     run_first_cell(page, "lab")
-    page.locator(".celltrain-run .celltrain-charts svg").first.wait_for(timeout=60_000)
-
-    chart_bg = background(page, ".celltrain-run .celltrain-charts svg")
-    if theme == "dark":
-        assert max(chart_bg) < 80, f"a bright chart in the dark theme: rgb{tuple(chart_bg)}"
-    else:
-        assert min(chart_bg) > 230, f"a dark chart in the light theme: rgb{tuple(chart_bg)}"
-    # Tick labels and the title on the chart; the header and the progress text on the cell.
-    assert contrast(page, ".celltrain-run .celltrain-charts svg text") >= READABLE
-    assert contrast(page, ".celltrain-run .widget-html-content b") >= READABLE
-    progress = page.locator(".celltrain-run .widget-html-content", has_text="30/30").first
-    progress.wait_for(timeout=UI_TIMEOUT_MS)
-    assert progress.evaluate("e => ctTextContrast(e)") >= READABLE
+    check_widget_theme(page, theme, "30/30")
     page.locator(".celltrain-run").first.screenshot(
         path=str(screenshots / f"views-widget-{theme}.png"))
 

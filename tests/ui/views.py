@@ -85,3 +85,21 @@ def contrast(page, selector: str, background: str | None = None) -> float:
 
 def background(page, selector: str) -> list[float]:
     return page.evaluate("s => ctBackground(document.querySelector(s))", selector)
+
+
+def check_widget_theme(page, theme: str, progress_text: str) -> None:
+    """The run widget follows ``theme``: its charts' background is the theme's (dark in dark,
+    not a white box), and the chart text, the header and the progress line (the element that
+    shows ``progress_text``) read at WCAG AA contrast."""
+    page.locator(".celltrain-run .celltrain-charts svg").first.wait_for(timeout=60_000)
+    chart_bg = background(page, ".celltrain-run .celltrain-charts svg")
+    if theme == "dark":
+        assert max(chart_bg) < 80, f"a bright chart in the dark theme: rgb{tuple(chart_bg)}"
+    else:
+        assert min(chart_bg) > 230, f"a dark chart in the light theme: rgb{tuple(chart_bg)}"
+    # Tick labels and the title on the chart; the header and the progress text on the cell.
+    assert contrast(page, ".celltrain-run .celltrain-charts svg text") >= READABLE
+    assert contrast(page, ".celltrain-run .widget-html-content b") >= READABLE
+    progress = page.locator(".celltrain-run .widget-html-content", has_text=progress_text).first
+    progress.wait_for(timeout=30_000)
+    assert progress.evaluate("e => ctTextContrast(e)") >= READABLE
