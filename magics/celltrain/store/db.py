@@ -18,13 +18,15 @@ from .metrics import MetricTables
 from .models import ModelTables
 from .runs import RunTables
 from .schema import MIGRATIONS, SCHEMA_VERSION
+from .system import SystemTables
 from .tables import LoggedTables
 from .targets import TargetTables
 
 BUSY_TIMEOUT_S = 60.0
 
 
-class Store(RunTables, MetricTables, LoggedTables, ModelTables, TargetTables, IngestOffsets):
+class Store(RunTables, MetricTables, LoggedTables, ModelTables, TargetTables, IngestOffsets,
+            SystemTables):
     """SQLite access for one workspace; one connection per thread, opened lazily."""
 
     def __init__(self, root: str | os.PathLike):
