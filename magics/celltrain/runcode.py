@@ -32,6 +32,8 @@ def cell_source(run_dir) -> str | None:
         return None
     if not isinstance(source, str):
         return None
+    magic, newline, body = source.partition("\n")
+    source = magic.rstrip() + newline + body      # "%%train " (no options) as it was typed
     return source if len(source) <= MAX_SOURCE else source[:MAX_SOURCE] + "\n# ... (cut)"
 
 
