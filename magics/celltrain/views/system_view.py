@@ -47,8 +47,9 @@ def panels(series: dict[str, dict]) -> list:
         s = series[name]
         scale = 2**20 if name.endswith("_bytes") else 1
         unit = "MiB" if scale > 1 else "%"
-        out.append((f"{label(name)} ({unit})", [(label(name), s["t"], [
-            None if v is None else v / scale for v in s["v"]])]))
+        title = f"{label(name)} ({unit})"      # one series, named as its chart: no legend
+        out.append((title, [(title, s["t"], [None if v is None else v / scale
+                                             for v in s["v"]])]))
     return out
 
 
