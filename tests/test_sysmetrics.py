@@ -25,7 +25,24 @@ n = 0
 while time.time() < end:
     n += 1
 log("loss", 0.5)
+log("cpu_seconds", time.process_time())     # what the samples may add up to, at most
 """
+
+
+def _cpu_seconds(series) -> float:
+    """The CPU time the samples account for: each CPU sample is the mean since the sample
+    before it (every sample has a memory value, so those give the times)."""
+    times = series["sys/mem_bytes"]["t"]
+    cpu = series["sys/cpu_percent"]
+    return sum(v / 100 * (t - max(x for x in times if x < t)) for t, v in zip(cpu["t"], cpu["v"]))
+
+
+def _check_cpu(series, run) -> None:
+    """The busy loop shows as CPU use, and the samples never add up to more CPU time than the
+    run's process used (how much of a core it got depends on the machine's load)."""
+    used = run.latest_metrics()["cpu_seconds"]
+    assert max(series["sys/cpu_percent"]["v"]) > 1, series
+    assert 0 < _cpu_seconds(series) <= used * 1.1 + 0.1, (used, series)
 
 
 def _run_row(store: Store, run_id: str = "r1") -> str:
@@ -72,7 +89,7 @@ def test_session_usage_counts_every_process_of_a_busy_session():
         cpu, rss, count = session_usage(proc.pid)
         assert count == 2                                       # the parent and its child
         assert usage["mem_bytes"] > 32 * 2**20 and rss > 32 * 2**20
-        assert usage["cpu_percent"] > 30                        # the child spins a core
+        assert usage["cpu_percent"] > 1 and cpu > 0     # the child spins (as the load allows)
     finally:
         os.killpg(proc.pid, 9)
         proc.wait()
@@ -84,10 +101,10 @@ def test_local_run_gets_cpu_and_memory_series(workspace, make_source, monkeypatc
     run = workspace.experiment("exp").submit("train.py", make_source(BUSY), target="local")
     assert run.wait(timeout=90) == states.COMPLETED
     series = workspace.store.system_series(run.id)
-    assert max(series["sys/cpu_percent"]["v"]) > 30, series
+    _check_cpu(series, run)
     assert max(series["sys/mem_bytes"]["v"]) > 64 * 2**20, series
     assert "sys/mem_percent" not in series          # a local run has no memory limit
-    assert list(run.latest_metrics()) == ["loss"]   # never among the user's metrics
+    assert sorted(run.latest_metrics()) == ["cpu_seconds", "loss"]   # no sys/ among them
 
 
 def test_docker_run_gets_cpu_memory_and_percent_of_its_limit(docker_workspace, make_source,
@@ -98,11 +115,11 @@ def test_docker_run_gets_cpu_memory_and_percent_of_its_limit(docker_workspace, m
         network="none")   # it needs none (and the shared engine's bridge may be down)
     assert run.wait(timeout=300) == states.COMPLETED, run.reason
     series = docker_workspace.store.system_series(run.id)
-    assert max(series["sys/cpu_percent"]["v"]) > 30, series
+    _check_cpu(series, run)
     assert max(series["sys/mem_bytes"]["v"]) > 64 * 2**20, series
     top = max(series["sys/mem_percent"]["v"])
     assert 64 / 512 * 100 < top < 100, series           # of the 512 MiB limit
-    assert list(run.latest_metrics()) == ["loss"]
+    assert sorted(run.latest_metrics()) == ["cpu_seconds", "loss"]
 
 
 def test_bad_interval_is_refused_by_name():
