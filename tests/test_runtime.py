@@ -17,7 +17,7 @@ from celltrain.runtime import context, wire
 from celltrain.runtime.wire import EVENTS_FILE, encode_frame
 from celltrain.server.manager import CelltrainManager
 from celltrain.store import Store
-from celltrain.store.schema import MIGRATIONS
+from celltrain.store.schema import MIGRATIONS, SCHEMA_VERSION
 from celltrain.store.series import MetricSeries
 from celltrain.views.widget import RunWidget
 from celltrain.workspace import new_run_id
@@ -318,7 +318,7 @@ def test_a_v5_workspace_migrates_to_6_keeping_every_point(tmp_path):
     db.close()
 
     store = Store(tmp_path)
-    assert store.schema_version() == 6
+    assert store.schema_version() == SCHEMA_VERSION
     assert [("old-1", *p[1:]) for p in store.metric_series("old-1")] == points
     assert store.conn.execute("SELECT COUNT(*) FROM metrics WHERE rank != 0").fetchone()[0] == 0
     assert store.run_ranks("old-1") == [0] and store.run_ranks("old-2") == []

@@ -448,3 +448,26 @@ async def test_deployments_list_state_url_and_reason_for_the_sidebar(jp_fetch, f
     assert [(d["name"], d["state"], d["url"], d["model"], d["run"]) for d in shown] == [
         ("old-birds", "Failed", "http://127.0.0.1:9", "birds:1", rec["id"])]
     assert shown[0]["reason"].startswith("the model failed to load") and shown[0]["requests"] == 0
+
+
+# -- system metrics and code -------------------------------------------------------------------
+async def test_run_shows_its_code_and_system_series(jp_fetch, filled):
+    run, store = filled["run"], filled["ws"].store
+    started = run.record["started"]
+    # samples written through the store (the sampler is tested in test_sysmetrics.py), 100 s
+    # after the start, apart from any the run's own sampler took
+    for i in range(5):
+        store.add_system_sample(run.id, started + 100 + i, {"sys/cpu_percent": 50.0 + i,
+                                                      "sys/mem_bytes": 2**20 * (i + 1)})
+    detail = await get(jp_fetch, "runs", run.id)
+    assert detail["code"] == {"kind": "script", "source": None, "notebook": None,
+                              "cell": None, "command": "python train.py"}
+    assert detail["system"]["sys/cpu_percent"] == 54.0
+    assert "sys/cpu_percent" not in detail["metrics"]
+    answer = await get(jp_fetch, "runs", run.id, "system", max_points="100")
+    cpu = answer["series"]["sys/cpu_percent"]
+    assert cpu["v"][-5:] == [50.0, 51.0, 52.0, 53.0, 54.0] and cpu["t"][-1] == 104.0
+    assert answer["latest"]["sys/mem_bytes"] == 5 * 2**20
+    error = await refused(jp_fetch, "runs", run.id, "system", max_points="1")
+    assert error.code == 400 and "not 1" in error.response.body.decode()
+    assert (await refused(jp_fetch, "runs", "nope", "system")).code == 404

@@ -7,6 +7,7 @@ import { age, duration, h, statusBadge } from './dom';
 import { apiUrl, requestAPI } from './request';
 import { progressLine } from './sidebar';
 import { PolledWidget } from './polled';
+import { CodeSection, SystemSection } from './runextras';
 import { modelSnippet, runSnippet } from './snippets';
 import { ILogChunk, IMetrics, IRunDetail, IRunFile } from './types';
 
@@ -49,6 +50,8 @@ export class RunPanel extends PolledWidget {
       h('h3', { text: 'Metrics' }), this.ranksRow, this.charts,
       this.imagesHeading, this.images,
       h('h3', { text: 'Log' }), this.log,
+      h('h3', { text: 'System' }), this.system.node,
+      h('h3', { text: 'Code' }), this.code.node,
       h('div', { class: 'ct-columns' },
         h('div', {}, h('h3', { text: 'Params and tags' }), this.params),
         h('div', {}, h('h3', { text: 'History' }), this.history)),
@@ -66,8 +69,9 @@ export class RunPanel extends PolledWidget {
     const wasTerminal = this.detail?.terminal;
     this.detail = detail;
     this.renderHeader(detail);
+    this.code.render(detail.code);
     await Promise.all([this.refreshMetrics(), this.refreshLog(), this.refreshFiles(),
-      this.refreshSweep(detail)]);
+      this.refreshSweep(detail), this.system.refresh(this.runId)]);
     if (detail.terminal && wasTerminal) {
       this.poll.stop(); // ended, and the last refresh after the end is done: nothing changes now
     }
@@ -259,6 +263,8 @@ export class RunPanel extends PolledWidget {
   private params = h('div', { class: 'ct-params' });
   private history = h('div', { class: 'ct-history' });
   private files = h('ul', { class: 'ct-files' });
+  private system = new SystemSection();
+  private code = new CodeSection();
 }
 
 function table(header: string[], rows: string[][]): HTMLElement {

@@ -88,6 +88,24 @@ export interface IRunDetail extends IRunSummary {
   workspace: string;
   /** a distributed run's ranks, from their records; empty for one process */
   ranks?: IRank[];
+  /** what ran: a %%train cell's source and notebook, or a script's command line */
+  code?: IRunCode;
+  /** the last system sample (sys/cpu_percent, sys/mem_bytes, ...) */
+  system?: Record<string, number | null>;
+}
+
+export interface IRunCode {
+  kind: 'cell' | 'script';
+  source: string | null;
+  notebook: string | null;
+  cell: string | null;
+  command: string | null;
+}
+
+export interface ISystemSeries {
+  id: string;
+  series: Record<string, { t: number[]; v: (number | null)[] }>;
+  latest: Record<string, number | null>;
 }
 
 export interface IRank {

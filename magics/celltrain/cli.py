@@ -88,7 +88,12 @@ def cmd_show(ws, args) -> int:
     if r.get("parent_id"):
         trial = r["tags"].get("celltrain.trial")
         print(f"sweep       {r['parent_id']}" + (f" (trial {trial})" if trial else ""))
-    print(f"script      {r['script']} {' '.join(r['args'])}")
+    code = run.code
+    if code["kind"] == "script":
+        print(f"command     {code['command']}")
+    else:
+        where = " ".join(filter(None, (code["notebook"], code["cell"])))
+        print(f"notebook    {where or '- (not started from a Jupyter notebook)'}")
     print(f"image       {r['image'] or '-'}  {r['image_digest'] or ''}")
     if r.get("handle"):
         print("started     " + ("warm (forked from the environment's worker)"
@@ -104,6 +109,15 @@ def cmd_show(ws, args) -> int:
         print("metrics (last value)")
         for name, value in metrics.items():
             print(f"  {name:<20} {value}")
+    system = ws.store.latest_system(run.id)
+    if system:
+        from .views.system_view import format_system
+        print("system (last sample)")
+        for name, value in system.items():
+            print(f"  {name:<20} {format_system(name, value)}")
+    if code["source"]:
+        print("code")
+        print("  " + code["source"].rstrip().replace("\n", "\n  "))
     files = run.files()
     if files:
         print("files")

@@ -116,6 +116,19 @@ class Run:
     def latest_metrics(self, rank: int = 0) -> dict[str, float]:
         return self.workspace.store.latest_metrics(self.id, rank)
 
+    def system_metrics(self) -> dict[str, dict[str, list]]:
+        """CPU, memory and GPU use sampled by the host while the run ran (``sys/cpu_percent``,
+        ``sys/mem_bytes``, ...: README "System metrics"), each as {"t": seconds since the run
+        started, "v": values}; apart from ``metrics()``, which holds only what the run logged."""
+        return self.workspace.store.system_series(self.id, since=self.record["started"])
+
+    @property
+    def code(self) -> dict:
+        """What ran: a ``%%train`` cell's source with its notebook and cell, or a script run's
+        command line (``celltrain.runcode.run_code``)."""
+        from .runcode import run_code       # not at the top: run.py loads in containers
+        return run_code(self.record, self.folder)
+
     def logged_ranks(self) -> list[int]:
         """The ranks of the processes that logged (``RANK`` or ``OMPI_COMM_WORLD_RANK`` in
         their environment; [0] for a single-process run that logged, [] if nothing was)."""

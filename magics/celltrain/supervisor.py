@@ -18,6 +18,7 @@ from .locks import take_lock
 from .runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 from .spec import RunSpec
 from .store import Store
+from .sysmetrics import DEFAULT_INTERVAL_S, Sampler, interval_s
 from .targets import Handle, PrepareStopped, target_class
 from .runtime.wire import FAILURE_FILE, TELEMETRY_DIR
 from .telemetry import TelemetryWatch
@@ -245,8 +246,22 @@ class Supervisor:
             if not target.is_running(handle):
                 target.launch(handle)
             self.status(states.RUNNING, started=time.time())
-        canceled, timed_out = self.watch(target, handle, resumed)
+        sampler = self.start_sampler(target, handle)
+        try:
+            canceled, timed_out = self.watch(target, handle, resumed)
+        finally:
+            sampler.stop()
         self.finalize(target, handle, canceled, timed_out)
+
+    def start_sampler(self, target, handle: Handle) -> Sampler:
+        """CPU, memory and GPU samples of the run while it runs (``celltrain.sysmetrics``)."""
+        try:
+            every = interval_s()
+        except ValueError as e:
+            self.store.add_warning(self.run_id, "sys-metrics",
+                                   f"{e}; sampled every {DEFAULT_INTERVAL_S:g}s")
+            every = DEFAULT_INTERVAL_S
+        return Sampler(self.store, self.run_id, target, handle, every, self.log).start()
 
     def stop_requested(self) -> float | None:
         """For a pull or build: the cancel's grace once a cancel was asked for, else None."""

@@ -117,3 +117,22 @@ def test_a_run_outlives_its_supervisor_and_the_next_opener_finishes_it(target, m
     assert again.wait(timeout=WAIT_S) == states.COMPLETED, again.reason
     assert again.metrics()["x"] == list(range(30))
     assert "finished" in again.logs()
+
+
+def test_the_runs_cpu_and_memory_are_sampled_apart_from_its_metrics(target, make_source,
+                                                                    monkeypatch):
+    """README "System metrics": the supervisor samples what the run uses into sys/ series;
+    the Ray target does not sample (its containers are on other nodes' engines)."""
+    monkeypatch.setenv("CELLTRAIN_SYS_INTERVAL", "0.3")
+    run = target.submit(make_source(
+        "import time\nfrom celltrain import log\nblock = bytearray(32 * 2**20)\n"
+        "for i in range(0, len(block), 4096):\n    block[i] = 1\n"
+        "end = time.time() + 2\nwhile time.time() < end:\n    pass\nlog('loss', 1.0)\n"))
+    assert run.wait(timeout=WAIT_S) == states.COMPLETED, run.reason
+    series = run.system_metrics()
+    assert run.metrics() == {"loss": [1.0]}
+    if target.kind == "ray":
+        assert series == {}
+        return
+    assert max(series["sys/mem_bytes"]["v"]) > 32 * 2**20, series
+    assert max(series["sys/cpu_percent"]["v"]) > 0, series

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 from .. import safefiles, states
 from ..ranks import read_ranks
 from ..run import Run
+from ..runcode import run_code
 from ..runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 from ..store.runs import RUN_SUMMARY, format_warning
 from ..store.search import SearchError
@@ -194,6 +195,10 @@ class CelltrainManager:
             raise NotFound(f"no run {run_id!r} in workspace {self.path}")
         return record
 
+    def run_record(self, run_id: str) -> dict[str, Any]:
+        """The run's stored record, or NotFound naming it."""
+        return self._record(run_id)
+
     def run(self, run_id: str) -> dict[str, Any]:
         """Everything the run panel shows, except series and logs (fetched on their own)."""
         record = self._record(run_id)
@@ -216,6 +221,8 @@ class CelltrainManager:
         out["folder"] = str(store.run_dir(run_id))
         out["workspace"] = str(self.path)
         out["ranks"] = read_ranks(store.run_dir(run_id), record["status"])
+        out["code"] = run_code(record, store.run_dir(run_id))
+        out["system"] = store.latest_system(run_id)     # the last sample; series: runs/<id>/system
         return _clean(out)
 
     def sweep(self, run_id: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@
                                           metrics=1 adds each run's metrics (server/runlist.py)
     GET  runs/<id>                        params, tags, status history, latest metrics
     GET  runs/<id>/metrics?name=&max_points=&rank=   one rank's series, downsampled
+    GET  runs/<id>/system?max_points=     CPU, memory, GPU series (sys/...), seconds since start
     GET  runs/<id>/logs?file=&offset=&tail=     log text from a byte offset
     GET  runs/<id>/files                  the run's files
     GET  runs/<id>/files/<path>           one file (only inside the run's folder)
@@ -132,6 +133,14 @@ class MetricsHandler(CelltrainHandler):
                                   rank=self.int_arg("rank", 0)))
 
 
+class SystemHandler(CelltrainHandler):
+    @tornado.web.authenticated
+    async def get(self, run_id: str):
+        from .system import system_series
+        self.send(await self.call(system_series, self.manager, run_id,
+                                  max_points=self.int_arg("max_points", 500)))
+
+
 class LogsHandler(CelltrainHandler):
     @tornado.web.authenticated
     async def get(self, run_id: str):
@@ -218,6 +227,7 @@ ROUTES = [
     (r"runs", RunsHandler),
     (rf"runs/{RUN}", RunHandler),
     (rf"runs/{RUN}/metrics", MetricsHandler),
+    (rf"runs/{RUN}/system", SystemHandler),
     (rf"runs/{RUN}/logs", LogsHandler),
     (rf"runs/{RUN}/files", FilesHandler),
     (rf"runs/{RUN}/files/(?P<rel>.+)", FileHandler),

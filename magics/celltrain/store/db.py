@@ -19,6 +19,7 @@ from .models import ModelTables
 from .runs import RunTables
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .settings import ViewSettings
+from .system import SystemTables
 from .tables import LoggedTables
 from .targets import TargetTables
 
@@ -26,7 +27,7 @@ BUSY_TIMEOUT_S = 60.0
 
 
 class Store(RunTables, MetricTables, LoggedTables, ModelTables, TargetTables, IngestOffsets,
-            ViewSettings):
+            ViewSettings, SystemTables):
     """SQLite access for one workspace; one connection per thread, opened lazily."""
 
     def __init__(self, root: str | os.PathLike):

@@ -2,7 +2,7 @@
 disk forward to it."""
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Each entry upgrades the schema from version i to i + 1.  Never edit an entry once released:
 # append a new one instead, so every workspace on disk can be brought forward.
@@ -169,6 +169,17 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     INSERT INTO ingest_offsets (run_id, file, offset)
     SELECT id, 'events.bin', events_offset FROM runs WHERE events_offset > 0
+    """,
+    # 6 -> 7: system metrics (CPU, memory, GPU of a run, sampled by its supervisor), a table of
+    # their own so they never mix with the user's metrics in summaries, sweeps or lists
+    """
+    CREATE TABLE system_metrics (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        time REAL NOT NULL,
+        value REAL
+    );
+    CREATE INDEX system_metrics_by_run_name ON system_metrics(run_id, name, time)
     """,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -25,6 +25,11 @@ The contract, which ``tests/targets`` checks for every registered target:
   ``collect(handle)`` copies ``./outputs`` and ``./logs`` back into the run folder, also after a
   failure, never following a link out of it; ``cleanup(handle)`` removes whatever is left.  Each
   may be called on a handle whose processes are already gone, and more than once.
+- ``sample_usage(handle)`` gives the run's CPU and memory use now, as a dict with any of
+  ``cpu_percent`` (100 is one core busy, since the previous call; absent on the first),
+  ``mem_bytes`` and ``mem_limit_bytes`` (only when the run has a memory limit); None when the
+  target cannot say (the Ray target).  The supervisor calls it every few seconds from a thread of
+  its own (``celltrain.sysmetrics``), so it must be cheap; GPUs are sampled apart, by NVML.
 - ``explain(error)`` turns an exception the target raised into a sentence for the run's reason
   (or None to let the supervisor describe it).
 - ``reconcile(store, supervisor_alive)`` (a class method) runs when a workspace is opened: it
@@ -205,6 +210,9 @@ class ComputeTarget:
 
     def cleanup(self, handle: Handle) -> None:
         raise NotImplementedError
+
+    def sample_usage(self, handle: Handle) -> dict | None:
+        return None
 
     def explain(self, error: BaseException) -> str | None:
         return None

@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import copyback, distributed, safefiles
 from ..paths import PACKAGE_PARENT
 from .base import ComputeTarget, Handle, Prepared, Result
+from .proctree import SessionSampler
 from ..runfiles import OUTPUT_LOG, STDERR_LOG
 from ..runtime.wire import EXIT_FILE_ENV, TELEMETRY_DIR, ports_environ, run_environ
 
@@ -104,6 +105,13 @@ class LocalTarget(ComputeTarget):
             return False
         stat = Path(f"/proc/{self._pid(handle)}/stat")
         return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
+
+    def sample_usage(self, handle: Handle) -> dict | None:
+        """CPU and memory of the run's processes (its session), from /proc."""
+        sampler = getattr(self, "_usage", None)
+        if sampler is None or sampler.sid != self._pid(handle):
+            sampler = self._usage = SessionSampler(self._pid(handle), time.monotonic)
+        return sampler.sample()
 
     def stop(self, handle: Handle, grace: float) -> None:
         pid = self._pid(handle)

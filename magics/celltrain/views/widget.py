@@ -33,24 +33,12 @@ from .format import badge, format_duration, format_rate, rank_strip, warnings_ba
 from .run_view import LOG_LINES_LONG, MAX_FPS, RunView
 from .subshell import route_to_subshell
 from .summary import summary_html, summary_text
+from .system_view import SystemSection
+from .logtail import log_pre, log_tail
 
 POLL_S = 0.1                 # store poll interval: a logged point shows well within 1 s
-LOG_LINES_SHORT = 6          # always visible
 LINGER_S = 600.0             # after the end, keep looking for a registered model this long
 LINGER_POLL_S = 1.0
-
-
-def _tail(lines: list[str], fixed: bool = True) -> str:
-    """The log's last lines in a box of a fixed height: one line each, cut at the right edge
-    (the whole log is in the accordion below), so the widget does not move as lines come.
-    Once the run ended (``fixed=False``) the box is as high as its lines."""
-    line = ("white-space:pre;overflow:hidden;text-overflow:ellipsis;height:1.3em")
-    rows = "".join(f'<div style="{line}">{html.escape(text) or " "}</div>'
-                   for text in lines[-LOG_LINES_SHORT:])
-    return (f'<div class="celltrain-log-tail" style="font-family:var(--jp-code-font-family, '
-            f'monospace);font-size:11px;line-height:1.3;'
-            f'height:{1.3 * (LOG_LINES_SHORT if fixed else len(lines[-LOG_LINES_SHORT:])):.1f}em;'
-            f'overflow:hidden">{rows}</div>')
 
 
 def _chart_placeholder() -> str:
@@ -59,13 +47,6 @@ def _chart_placeholder() -> str:
             f'border:1px dashed var(--jp-border-color2, #ddd);box-sizing:border-box;'
             f'color:var(--jp-ui-font-color2, #777);font-size:12px">'
             f"charts appear here with the first log()</div>")
-
-
-def _pre(lines: list[str], height: str | None = None) -> str:
-    style = "margin:0;font-size:11px;line-height:1.3;white-space:pre-wrap;word-break:break-all"
-    if height:
-        style += f";max-height:{height};overflow-y:auto"
-    return f'<pre style="{style}">{html.escape(chr(10).join(lines))}</pre>'
 
 
 def static_copy_css(token: str) -> str:
@@ -128,6 +109,7 @@ class RunWidget:
         self.log_box = w.Accordion(children=[self.log_long], selected_index=None)
         self.log_box.set_title(0, f"Log (last {LOG_LINES_LONG} lines)")
         self.summary = w.HTML()
+        self.system = SystemSection(run.workspace.store, run.id)   # CPU, memory, GPU; closed
         # Space is kept for what comes later (progress, charts, log lines), so the widget keeps
         # its height while a run goes on; what never came is dropped at the end.
         self.bar_row = w.HBox([self.bar, self.bar_text],     # shown once progress() reports
@@ -138,12 +120,12 @@ class RunWidget:
             w.HBox([self.header, self.cancel_button],
                    layout=w.Layout(justify_content="space-between", align_items="center")),
             self.bar_row, self.ranks_strip, self.controls, self.chart, self.log_short,
-            self.log_box, self.summary,
+            self.log_box, self.system.box, self.summary,
         ])
         self.widget.add_class("celltrain-run")
         self.widget.add_class(f"celltrain-live-{self.token}")
         self.chart.value = _chart_placeholder()
-        self.log_short.value = _tail([])
+        self.log_short.value = log_tail([])
 
         self.cancel_button.on_click(lambda _: self.cancel())
         self.x_axis.observe(lambda _: self._redraw("metrics"), names="value")
@@ -165,7 +147,7 @@ class RunWidget:
         if get_ipython() is None:       # plain Python: nothing to show it in
             return self
         route_to_subshell([self.cancel_button, self.x_axis, self.log_y, self.log_box,
-                           self.rank_picker])
+                           self.rank_picker, self.system.box])
         display({"application/vnd.jupyter.widget-view+json": {
                     "version_major": 2, "version_minor": 0, "model_id": self.widget.model_id},
                  "text/plain": f"celltrain run {self.run.id}: live view (needs the kernel); "
@@ -197,7 +179,8 @@ class RunWidget:
         for child in (self.header, self.bar, self.bar_text, self.cancel_button, self.x_axis,
                       self.log_y, self.rank_picker, self.ranks_strip, self.chart, self.log_short,
                       self.log_long, self.log_box,
-                      self.summary, self.controls, self.bar_row, *self.widget.children,
+                      self.summary, self.controls, self.bar_row, *self.system.widgets(),
+                      *self.widget.children,
                       self.widget):
             child.close()
 
@@ -247,6 +230,7 @@ class RunWidget:
                 self.model.changed = set()
             if parts:
                 self._draw(parts)
+            self.system.update()
             return parts
 
     def _redraw(self, part: str) -> None:
@@ -273,9 +257,9 @@ class RunWidget:
         if "log" in parts:
             # A failed run's tail is its traceback, which the header and summary already say.
             failed = m.terminal and m.status != states.COMPLETED
-            self.log_short.value = "" if failed else _tail(m.log_lines, not m.terminal)
+            self.log_short.value = "" if failed else log_tail(m.log_lines, not m.terminal)
             if self.log_box.selected_index is not None:
-                self.log_long.value = _pre(m.log_lines, height="24em")
+                self.log_long.value = log_pre(m.log_lines, height="24em")
             source = "build log" if m.log_source == BUILD_LOG else "log"
             self.log_box.set_title(0, f"{source.capitalize()} (last {LOG_LINES_LONG} lines)")
         if "final" in parts and m.terminal:

@@ -24,8 +24,9 @@ from . import engine, warm
 from .engine import LABEL_BUILD, LABEL_RUN, LABEL_WORKSPACE
 from .users import container_user, let_write
 from .images import ensure_image
-from .nodes import NodeGroup, create as nodes_create, mpi_env, node_command, settle_distribution
-from .nodes import extract_archive
+from .nodes import NodeGroup, create as nodes_create, extract_archive, mpi_env, node_command
+from .nodes import settle_distribution
+from .usage import ContainerUsage
 
 WORKDIR = "/celltrain-run/src"
 TELEMETRY_IN_CONTAINER = "/celltrain-run/telemetry"
@@ -46,7 +47,7 @@ PYTHON = (f'if [ ! -w . ]; then cd "$(mktemp -d)" && pwd > {TELEMETRY_IN_CONTAIN
 CPU_SHARES_PER_PROC = 1024
 
 
-class DockerTarget(ComputeTarget):
+class DockerTarget(ContainerUsage, ComputeTarget):
     """One container per run on this machine's Docker engine (or ``DOCKER_HOST``'s)."""
 
     kind = "docker"
@@ -56,8 +57,7 @@ class DockerTarget(ComputeTarget):
     def __init__(self, store, run: dict, spec, notify, settings: dict | None = None):
         super().__init__(store, run, spec, notify, settings)
         self.pull_failures = store.root / "pull-failures.json"
-        self.client = None
-        self.container = None
+        self.client = self.container = None
         self.resumed = False
         self.group = NodeGroup(self)
         self.warm_run = None          # a warm run's WarmRun; warm_setup: for the next run's worker
