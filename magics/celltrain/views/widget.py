@@ -86,6 +86,8 @@ class RunWidget:
         self.enlarge = w.ToggleButton(value=False, description="Enlarge", icon="expand",
                                       tooltip="charts full width, one a row",
                                       layout=w.Layout(width="auto"))
+        self.smoothing.add_class("celltrain-smoothing")
+        self.enlarge.add_class("celltrain-enlarge")
         self.rank_picker = w.Dropdown(options=[("rank 0", 0)], value=0, description="",
                                       tooltip="whose metrics the charts show",
                                       layout=w.Layout(width="auto", display="none"))
