@@ -109,21 +109,23 @@ def main() -> None:
         page.add_style_tag(path=str(UPLOT / "uPlot.min.css"))
         page.add_script_tag(path=str(UPLOT / "uPlot.iife.min.js"))
         page.add_script_tag(content=PAGE_JS)
+        ways = ["svg", "svg-1k", "uplot"]
         for frame in range(args.frames + 3):
             n = args.points + 20 * frame
-            for way, limit in (("svg", None), ("svg-1k", MAX_DISPLAY_POINTS)):
-                svg, made = svg_for(x[:n], a[:n], b[:n], limit)
-                spent = page.evaluate("([w, h]) => timeSvg(w, h)", [way, svg])
-                time.sleep(0.05)
+            for way in ways[frame % 3:] + ways[:frame % 3]:    # each goes first in turn
+                if way == "uplot":
+                    spent = page.evaluate("d => timeUplot(d.x, d.a, d.b)", {
+                        "x": x[:n].tolist(), "a": a[:n].tolist(), "b": b[:n].tolist()})
+                else:
+                    limit = MAX_DISPLAY_POINTS if way == "svg-1k" else None
+                    svg, made = svg_for(x[:n], a[:n], b[:n], limit)
+                    spent = page.evaluate("([w, h]) => timeSvg(w, h)", [way, svg])
+                    if frame >= 3:
+                        kernel[way].append(made * 1000)
                 if frame >= 3:                       # the first frames warm the page up
                     times[way].append(spent[0])
                     frames[way].append(spent[1])
-                    kernel[way].append(made * 1000)
-            spent = page.evaluate("d => timeUplot(d.x, d.a, d.b)",
-                                  {"x": x[:n].tolist(), "a": a[:n].tolist(), "b": b[:n].tolist()})
-            if frame >= 3:
-                times["uplot"].append(spent[0])
-                frames["uplot"].append(spent[1])
+                time.sleep(0.05)
             time.sleep(0.2)                          # 5 redraws a second
         browser.close()
 

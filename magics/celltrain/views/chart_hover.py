@@ -9,6 +9,7 @@ nearest its middle.  Each column is an invisible rectangle with its readout next
 from __future__ import annotations
 
 import html
+import math
 
 import numpy as np
 
@@ -24,7 +25,7 @@ HOVER_CSS = (".celltrain-chart .readout{visibility:hidden;pointer-events:none}"
 
 
 def value_label(v: float) -> str:
-    return "–" if not np.isfinite(v) else f"{v:.4g}"
+    return f"{v:.4g}" if math.isfinite(v) else "–"
 
 
 def _columns(xs: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -39,11 +40,18 @@ def _columns(xs: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.unique(unique[nearer])
 
 
-def _nearest(x: np.ndarray, value: float) -> int | None:
+def _nearest(x: np.ndarray, columns: np.ndarray) -> np.ndarray | None:
+    """For each column, the index of the finite x nearest to it (None: no finite x)."""
     ok = np.flatnonzero(np.isfinite(x))
     if ok.size == 0:
         return None
-    return int(ok[np.argmin(np.abs(x[ok] - value))])
+    ok = ok[np.argsort(x[ok], kind="stable")]
+    xs = x[ok]
+    at = np.clip(np.searchsorted(xs, columns), 1, max(xs.size - 1, 1))
+    if xs.size == 1:
+        return np.repeat(ok, columns.size)
+    nearer = np.where(columns - xs[at - 1] <= xs[at] - columns, at - 1, at)
+    return ok[nearer]
 
 
 def hover_layer(series, to_px, colors, box, xlabel: str) -> list[str]:
@@ -55,30 +63,33 @@ def hover_layer(series, to_px, colors, box, xlabel: str) -> list[str]:
     if xs_all.size == 0:
         return []
     columns = _columns(xs_all, float(xs_all.min()), float(xs_all.max()))
-    px = np.asarray(to_px(columns), dtype=float)
-    edges = np.concatenate(([left], (px[1:] + px[:-1]) / 2, [left + width]))
+    px = np.asarray(to_px(columns), dtype=float).tolist()
+    edges = [left, *((a + b) / 2 for a, b in zip(px, px[1:])), left + width]
+    # Per series, per column: the label's text, and the dot's pixels (None: nothing to mark).
+    texts, dots = [], []
+    for i, (label, x, values, py) in enumerate(series):
+        at = _nearest(x, columns)
+        if at is None:
+            continue
+        color = colors[i % len(colors)]
+        dx = np.asarray(to_px(x[at]), dtype=float).tolist()
+        dy = np.asarray(py, dtype=float)[at].tolist()
+        texts.append([f"{label} {value_label(v)}" for v in values[at].tolist()])
+        dots.append([f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="{color}"/>'
+                     if cy == cy else "" for cx, cy in zip(dx, dy)])     # NaN: no dot
     out = []
     for c, value in enumerate(columns.tolist()):
-        rows, dots = [f"{xlabel} {value_label(value)}"], []
-        for i, (label, x, values, py) in enumerate(series):
-            at = _nearest(x, value)
-            if at is None:
-                continue
-            rows.append(f"{label} {value_label(float(values[at]))}")
-            if np.isfinite(py[at]):
-                dots.append(f'<circle cx="{float(to_px(x[at])):.1f}" cy="{py[at]:.1f}" r="3" '
-                            f'fill="{colors[i % len(colors)]}"/>')
+        rows = [f"{xlabel} {value_label(value)}", *(t[c] for t in texts)]
         w = 10 + CHAR_W * max(len(r) for r in rows)
         h = 6 + LINE_H * len(rows)
-        bx = px[c] + 8 if px[c] + 8 + w <= left + width else px[c] - 8 - w
-        bx = max(bx, 0)
-        text = "".join(f'<tspan x="{bx + 5:.1f}" y="{top + 4 + LINE_H * (k + 1) - 3:.1f}">'
+        bx = px[c] + 8 if px[c] + 8 + w <= left + width else max(px[c] - 8 - w, 0)
+        text = "".join(f'<tspan x="{bx + 5:.1f}" y="{top + 1 + LINE_H * (k + 1):.1f}">'
                        f"{html.escape(r)}</tspan>" for k, r in enumerate(rows))
         out.append(f'<g class="hover" data-x="{value_label(value)}">'
                    f'<rect class="hit" x="{edges[c]:.1f}" y="{top}" '
                    f'width="{max(edges[c + 1] - edges[c], 1):.1f}" height="{height}"/>'
                    f'<g class="readout"><line x1="{px[c]:.1f}" x2="{px[c]:.1f}" y1="{top}" '
-                   f'y2="{top + height}"/>{"".join(dots)}'
+                   f'y2="{top + height}"/>{"".join(d[c] for d in dots)}'
                    f'<rect x="{bx:.1f}" y="{top + 4}" width="{w:.1f}" height="{h}" rx="3"/>'
                    f'<text class="values">{text}</text></g></g>')
     return out
