@@ -325,6 +325,28 @@ def test_svg_charts_ticks_gaps_and_log_scale():
     assert "loss (log)" in svg and polyline_points(svg) == {"loss": 2}
 
 
+def test_svg_chart_legend_axes_readout_and_smoothing():
+    from celltrain.views.charts import ema, svg_panel
+    # TensorBoard's EMA: the first value is itself (debiased), a NaN stays out of the average.
+    assert ema([1.0, 1.0, 1.0], 0.9).tolist() == pytest.approx([1.0, 1.0, 1.0])
+    smoothed = ema([0.0, math.nan, 1.0], 0.5)
+    assert smoothed[0] == 0 and math.isnan(smoothed[1]) and smoothed[2] == pytest.approx(2 / 3)
+    svg = svg_panel("loss", [("loss", [0, 1, 2], [3.0, 2.0, 1.0]),
+                             ("val_loss", [0, 1, 2], [3.5, 2.5, 1.5])])
+    plot_top = float(re.search(r'class="plot" x="[^"]+" y="([^"]+)"', svg).group(1))
+    legend_y = [float(y) for y in re.findall(r'class="legend-item"><rect x="[^"]+" y="([^"]+)"',
+                                             svg)]
+    assert len(legend_y) == 2 and max(legend_y) + 12 < plot_top, "the legend is above the plot"
+    assert '>step</text>' in svg and re.search(r'class="axis-label y"[^>]*>loss</text>', svg)
+    # One readout per logged step, naming each series' value there.
+    assert re.findall(r'class="hover" data-x="([^"]+)"', svg) == ["0", "1", "2"]
+    assert "<tspan" in svg and ">val_loss 2.5</tspan>" in svg
+    # Smoothing adds the EMA and keeps the raw values, faint.
+    svg = svg_panel("loss", [("loss", [0, 1, 2], [3.0, 1.0, 2.0])], smoothing=0.5)
+    assert 'class="series raw" stroke-opacity="0.25" data-label="loss"' in svg
+    assert 'class="series smoothed" data-smoothed="loss"' in svg
+
+
 def test_static_copy_survives_in_the_saved_notebook(workspace, make_source, tmp_path):
     """A real kernel runs run.show(); the saved notebook holds the final charts and summary."""
     from nbclient import NotebookClient

@@ -1,7 +1,7 @@
 /** A comparison of several runs: their params and final metrics side by side (one column per
  * run, the params that differ highlighted) and their curves overlaid, each curve labelled by
  * what differs (`lr=0.01`) rather than by the run's number. */
-import { COLORS, formatNumber, ILine, renderChart } from './chart';
+import { chartBoxes, COLORS, formatNumber, ILine, renderChart } from './chart';
 import { h, statusBadge } from './dom';
 import { requestAPI } from './request';
 import { PolledWidget } from './polled';
@@ -31,8 +31,8 @@ export class ComparePanel extends PolledWidget {
     const labels = curveLabels(runs);
     this.table.replaceChildren(compareTable(runs, labels));
     const names = [...new Set(all.flatMap(([, m]) => m.series.map(s => s.name)))].sort();
-    this.charts.textContent = '';
-    for (const name of names) {
+    const boxes = chartBoxes(this.charts, names);
+    names.forEach((name, k) => {
       const lines: ILine[] = [];
       all.forEach(([, m], i) => {
         const s = m.series.find(x => x.name === name);
@@ -40,10 +40,8 @@ export class ComparePanel extends PolledWidget {
           lines.push({ label: labels[i], color: COLORS[i % COLORS.length], x: s.x, y: s.y });
         }
       });
-      const box = h('div', { class: 'ct-chart-box', 'data-metric': name });
-      renderChart(box, name, lines, 480, 240);
-      this.charts.append(box);
-    }
+      renderChart(boxes[k], name, lines, 480, 240);
+    });
     if (runs.every(run => TERMINAL.includes(run.status))) {
       this.poll.stop();
     }

@@ -2,7 +2,7 @@
  * comparison of several runs is compare.ts). */
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 
-import { COLORS, formatNumber, renderChart } from './chart';
+import { chartBoxes, COLORS, formatNumber, renderChart } from './chart';
 import { age, duration, h, statusBadge } from './dom';
 import { apiUrl, requestAPI } from './request';
 import { progressLine } from './sidebar';
@@ -159,9 +159,8 @@ export class RunPanel extends PolledWidget {
   private async refreshMetrics(): Promise<void> {
     const m = await requestAPI<IMetrics>(
       `runs/${encodeURIComponent(this.runId)}/metrics?max_points=${CHART_POINTS}&rank=${this.rank}`);
-    this.charts.textContent = '';
     if (!m.series.length) {
-      this.charts.append(h('div', { class: 'ct-empty', text: 'No metrics logged yet.' }));
+      this.charts.replaceChildren(h('div', { class: 'ct-empty', text: 'No metrics logged yet.' }));
     }
     // train/val variants of one quantity share a chart, as in the notebook's widget.
     const panels = new Map<string, typeof m.series>();
@@ -169,14 +168,14 @@ export class RunPanel extends PolledWidget {
       const key = panelKey(s.name);
       panels.set(key, [...(panels.get(key) ?? []), s]);
     }
-    for (const [key, series] of panels) {
-      const box = h('div', { class: 'ct-chart-box', 'data-metric': key });
+    const boxes = m.series.length ? chartBoxes(this.charts, [...panels.keys()]) : [];
+    [...panels.values()].forEach((series, i) => {
+      const key = boxes[i].dataset.metric ?? '';
       const cut = series.filter(s => s.downsampled)
         .map(s => ` (${s.name}: ${s.count} points, shown ${s.x.length})`).join('');
-      renderChart(box, `${key}${cut}`, series.map((s, i) => ({ label: s.name,
-        color: COLORS[i % COLORS.length], x: s.x, y: s.y })));
-      this.charts.append(box);
-    }
+      renderChart(boxes[i], `${key}${cut}`, series.map((s, j) => ({ label: s.name,
+        color: COLORS[j % COLORS.length], x: s.x, y: s.y })), 420, 240, { ylabel: key });
+    });
   }
 
   private async refreshLog(): Promise<void> {

@@ -148,7 +148,7 @@ def test_sidebar_lists_runs_watches_a_container_run_live_and_cancels_it(docker_w
     panel = page.locator(f"#celltrain-run-{live.id} .ct-panel")
     panel.wait_for(timeout=UI_TIMEOUT_MS)
     page.wait_for_selector(f'#celltrain-run-{live.id} .ct-chart-box[data-metric="loss"] '
-                           f'path.ct-line', timeout=60_000)
+                           f'.ct-line', timeout=60_000)
     page.wait_for_function(
         "id => document.querySelector(`#celltrain-run-${id} .ct-log`)?.textContent"
         ".includes('step 3')", arg=live.id, timeout=60_000)
@@ -208,7 +208,7 @@ def test_models_tab_lists_versions_and_compare_overlays_curves(lab, page, tmp_pa
     chart.wait_for(timeout=UI_TIMEOUT_MS)
     page.wait_for_function(
         "() => [...document.querySelectorAll('.ct-chart-box[data-metric=loss]')]"
-        ".some(b => b.querySelectorAll('path.ct-line').length === 2)", timeout=UI_TIMEOUT_MS)
+        ".some(b => b.querySelectorAll('.ct-line').length === 2)", timeout=UI_TIMEOUT_MS)
     page.screenshot(path=str(screenshots / "compare.png"))
 
     # A run's panel shows its logged image, fetched from the run's files.

@@ -376,7 +376,7 @@ def test_run_panel_names_the_notebook_and_cell_hides_internal_files_and_overlays
     number = number.strip().strip("[]:")
     assert source.inner_text() == f"panel.ipynb · In [{number}]", source.inner_text()
     files = panel.locator(".ct-files").inner_text()
-    panel.locator('.ct-chart-box[data-metric="loss"] path.ct-line').nth(1).wait_for(
+    panel.locator('.ct-chart-box[data-metric="loss"] .ct-line').nth(1).wait_for(
         timeout=UI_TIMEOUT_MS)
     assert "telemetry/" not in files, files
     assert panel.locator(".ct-chart-box").count() == 1, "train and val loss in one chart"

@@ -17,10 +17,15 @@ import math
 
 import numpy as np
 
+from .chart_hover import HOVER_CSS, hover_layer
+
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
           "#7f7f7f", "#bcbd22", "#17becf")
-WIDTH, HEIGHT = 330, 210
-LEFT, RIGHT, TOP, BOTTOM = 52, 10, 24, 30
+WIDTH, HEIGHT = 400, 260                 # a panel; enlarged, one a row:
+LARGE_WIDTH, LARGE_HEIGHT = 900, 440
+LEFT, RIGHT, BOTTOM = 64, 12, 36         # room for tick labels and the axis labels
+TITLE_H, LEGEND_ROW, LEGEND_MAX = 22, 15, 8
+FONT_PX, CHAR_W = 11, 6.5                # tick and legend text; its width per character, about
 # JupyterLab's theme variables (Lab and Notebook 7 define them; the fallbacks are the light
 # theme's, for front ends without them): a chart follows the light or dark theme.
 BACKGROUND = "var(--jp-layout-color0, white)"
@@ -87,31 +92,71 @@ def _segments(xs: np.ndarray, ys: np.ndarray):
         yield xs[start:stop], ys[start:stop]
 
 
+def ema(values, weight: float) -> np.ndarray:
+    """TensorBoard's smoothing: an exponential moving average, debiased at the start (so the
+    first value is itself, not pulled to 0); NaNs stay NaN and do not enter the average."""
+    y = np.asarray(values, dtype=float)
+    out = np.full(y.shape, np.nan)
+    if not 0 < weight < 1:
+        return y.copy()
+    last, count = 0.0, 0
+    for i, v in enumerate(y.tolist()):
+        if math.isfinite(v):
+            last = last * weight + (1 - weight) * v
+            count += 1
+            out[i] = last / (1 - weight ** count)
+    return out
+
+
+def _legend(labels, colors, left: int, width: int) -> tuple[list[str], int]:
+    """Legend entries in rows above the plot (never on the data); returns them and the height."""
+    out, x, row = [], left, 0
+    for i, label in enumerate(labels[:LEGEND_MAX]):
+        w = 22 + CHAR_W * len(label)
+        if x > left and x + w > left + width:
+            x, row = left, row + 1
+        y = TITLE_H + LEGEND_ROW * row + 11
+        out.append(f'<g class="legend-item"><rect x="{x}" y="{y - 5}" width="14" height="3" '
+                   f'fill="{colors[i % len(colors)]}"/><text x="{x + 18}" y="{y}">'
+                   f"{html.escape(label)}</text></g>")
+        x += w + 10
+    return out, (LEGEND_ROW * (row + 1) + 4 if out else 0)
+
+
 def svg_panel(title: str, lines, *, xlabel: str = "step", log_y: bool = False,
-              width: int = WIDTH, height: int = HEIGHT, colors=COLORS) -> str:
-    """One chart as an ``<svg>`` element (axes, ticks, one polyline per series, a legend)."""
+              width: int = WIDTH, height: int = HEIGHT, colors=COLORS,
+              smoothing: float = 0.0) -> str:
+    """One chart as an ``<svg>`` element: the title, a legend above the plot, labelled axes
+    (x: ``xlabel``, y: the title), one polyline per series (with ``smoothing`` > 0 the EMA drawn
+    over the raw values, which show faint) and a value readout where the pointer is."""
     prepared = []
     for label, xs, ys in lines:
         x = np.asarray(xs, dtype=float)
-        y = np.asarray(ys, dtype=float)
+        raw = np.asarray(ys, dtype=float)
+        y = raw
         if log_y:
             with np.errstate(divide="ignore", invalid="ignore"):
-                y = np.where(y > 0, np.log10(np.where(y > 0, y, 1.0)), np.nan)
-        prepared.append((label, x, y))
-    finite_x = [x[np.isfinite(x)] for _, x, _ in prepared]
-    finite_y = [y[np.isfinite(y)] for _, _, y in prepared]
+                y = np.where(raw > 0, np.log10(np.where(raw > 0, raw, 1.0)), np.nan)
+        prepared.append((label, x, y, raw))
+    finite_x = [x[np.isfinite(x)] for _, x, _, _ in prepared]
+    finite_y = [y[np.isfinite(y)] for _, _, y, _ in prepared]
     xs_all = np.concatenate(finite_x) if finite_x else np.empty(0)
     ys_all = np.concatenate(finite_y) if finite_y else np.empty(0)
-    pw, ph = width - LEFT - RIGHT, height - TOP - BOTTOM
+    show_legend = len(prepared) > 1 or (bool(prepared) and prepared[0][0] != title)
+    legend, legend_h = _legend([p[0] for p in prepared] if show_legend else [], colors,
+                               LEFT, width - LEFT - RIGHT)
+    top = TITLE_H + legend_h + 6
+    pw, ph = width - LEFT - RIGHT, height - top - BOTTOM
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" class="celltrain-chart" '
-           f'style="font:10px sans-serif;background:{BACKGROUND};fill:{INK}">',
-           f'<text x="{LEFT + pw / 2}" y="14" text-anchor="middle" '
+           f'style="font:{FONT_PX}px sans-serif;background:{BACKGROUND};fill:{INK}">',
+           f"<style>{HOVER_CSS}</style>",
+           f'<text class="title" x="{LEFT + pw / 2}" y="15" text-anchor="middle" '
            f'style="font-size:12px;font-weight:600">{html.escape(title)}'
-           f'{" (log)" if log_y else ""}</text>']
+           f'{" (log)" if log_y else ""}</text>', *legend]
     if xs_all.size == 0 or ys_all.size == 0:
-        out.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no values'
-                   f'{" above 0" if log_y else ""} yet</text></svg>')
+        out.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="empty">'
+                   f'no values{" above 0" if log_y else ""} yet</text></svg>')
         return "".join(out)
     x0, x1 = float(xs_all.min()), float(xs_all.max())
     y0, y1 = float(ys_all.min()), float(ys_all.max())
@@ -125,49 +170,63 @@ def svg_panel(title: str, lines, *, xlabel: str = "step", log_y: bool = False,
         pad = (y1 - y0) * 0.05
         y0, y1 = y0 - pad, y1 + pad
     sx, sy = pw / (x1 - x0), ph / (y1 - y0)
-    out.append(f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" '
-               f'style="stroke:{FRAME}" stroke-width="0.8"/>')
+    out.append(f'<rect class="plot" x="{LEFT}" y="{top}" width="{pw}" height="{ph}" '
+               f'fill="none" style="stroke:{FRAME}" stroke-width="0.8"/>')
     for t in (log_ticks(y0, y1) if log_y else nice_ticks(y0, y1)):
-        py = TOP + ph - (t - y0) * sy
+        py = top + ph - (t - y0) * sy
         out.append(f'<line x1="{LEFT}" x2="{LEFT + pw}" y1="{py:.1f}" y2="{py:.1f}" '
-                   f'style="stroke:{GRID}"/><text x="{LEFT - 4}" y="{py + 3:.1f}" '
-                   f'text-anchor="end">{_tick_label(t, log_y)}</text>')
-    for t in nice_ticks(x0, x1, integer=integer_x):
+                   f'style="stroke:{GRID}"/><text class="tick y" x="{LEFT - 4}" '
+                   f'y="{py + 4:.1f}" text-anchor="end">{_tick_label(t, log_y)}</text>')
+    for t in nice_ticks(x0, x1, count=max(3, pw // 70), integer=integer_x):
         px = LEFT + (t - x0) * sx
-        out.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{TOP}" y2="{TOP + ph}" '
-                   f'style="stroke:{GRID}"/><text x="{px:.1f}" y="{TOP + ph + 12}" '
-                   f'text-anchor="middle">{_tick_label(t, False)}</text>')
-    out.append(f'<text x="{LEFT + pw / 2}" y="{height - 3}" text-anchor="middle" '
-               f'style="fill:{MUTED_INK}">{html.escape(xlabel)}</text>')
-    for i, (label, x, y) in enumerate(prepared):
+        out.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{top}" y2="{top + ph}" '
+                   f'style="stroke:{GRID}"/><text class="tick x" x="{px:.1f}" '
+                   f'y="{top + ph + 14}" text-anchor="middle">{_tick_label(t, False)}</text>')
+    out.append(f'<text class="axis-label x" x="{LEFT + pw / 2}" y="{height - 5}" '
+               f'text-anchor="middle" style="fill:{MUTED_INK}">{html.escape(xlabel)}</text>'
+               f'<text class="axis-label y" transform="translate(13 {top + ph / 2:.1f}) '
+               f'rotate(-90)" text-anchor="middle" style="fill:{MUTED_INK}">'
+               f"{html.escape(title)}</text>")
+    to_px = (lambda x: np.round(LEFT + (x - x0) * sx, 1),
+             lambda y: np.round(top + ph - (y - y0) * sy, 1))
+    smooth = 0 < smoothing < 1
+    for i, (label, x, y, _) in enumerate(prepared):
         color = colors[i % len(colors)]
-        px = np.round(LEFT + (x - x0) * sx, 1)
-        py = np.round(TOP + ph - (y - y0) * sy, 1)
-        for seg_x, seg_y in _segments(px, py):
-            if seg_x.size == 1:
-                out.append(f'<circle cx="{seg_x[0]}" cy="{seg_y[0]}" r="2.5" fill="{color}"/>')
-                continue
-            xy = np.empty(2 * seg_x.size)
-            xy[0::2], xy[1::2] = seg_x, seg_y
-            points = ("%.1f,%.1f " * seg_x.size % tuple(xy.tolist()))[:-1]   # fastest in C
-            out.append(f'<polyline class="series" data-label="{html.escape(label)}" '
-                       f'points="{points}" fill="none" stroke="{color}" stroke-width="1.4">'
-                       f"<title>{html.escape(label)}</title></polyline>")
-    if len(prepared) > 1 or prepared[0][0] != title:
-        for i, (label, _, _) in enumerate(prepared[:6]):
-            ly = TOP + 12 + 12 * i
-            out.append(f'<rect x="{LEFT + 6}" y="{ly - 7}" width="10" height="3" '
-                       f'fill="{colors[i % len(colors)]}"/><text x="{LEFT + 20}" y="{ly}">'
-                       f"{html.escape(label)}</text>")
+        out += _polylines(to_px[0](x), to_px[1](y), color, label,
+                          'class="series raw" stroke-opacity="0.25"' if smooth
+                          else 'class="series"')
+        if smooth:
+            out += _polylines(to_px[0](x), to_px[1](ema(y, smoothing)), color, label,
+                              'class="series smoothed"', data="data-smoothed")
+    out += hover_layer([(label, x, raw, to_px[1](y)) for label, x, y, raw in prepared],
+                       to_px[0], colors, (LEFT, top, pw, ph), xlabel)
     out.append("</svg>")
     return "".join(out)
 
 
-def svg_panels(panels, *, xlabel: str = "step", log_y: bool = False) -> str:
-    """All panels side by side, wrapping: the HTML for a live chart widget."""
+def _polylines(px, py, color: str, label: str, attrs: str, data: str = "data-label"):
+    out = []
+    for seg_x, seg_y in _segments(px, py):
+        if seg_x.size == 1:
+            out.append(f'<circle cx="{seg_x[0]}" cy="{seg_y[0]}" r="2.5" fill="{color}"/>')
+            continue
+        xy = np.empty(2 * seg_x.size)
+        xy[0::2], xy[1::2] = seg_x, seg_y
+        points = ("%.1f,%.1f " * seg_x.size % tuple(xy.tolist()))[:-1]   # fastest in C
+        out.append(f'<polyline {attrs} {data}="{html.escape(label)}" points="{points}" '
+                   f'fill="none" stroke="{color}" stroke-width="1.5"/>')
+    return out
+
+
+def svg_panels(panels, *, xlabel: str = "step", log_y: bool = False, smoothing: float = 0.0,
+               large: bool = False) -> str:
+    """All panels side by side, wrapping: the HTML for a live chart widget; ``large``: each
+    panel enlarged to a row of its own."""
     if not panels:
         return ""
-    body = "".join(svg_panel(title, lines, xlabel=xlabel, log_y=log_y)
+    size = {"width": LARGE_WIDTH, "height": LARGE_HEIGHT} if large else {}
+    body = "".join(svg_panel(title, lines, xlabel=xlabel, log_y=log_y, smoothing=smoothing,
+                             **size)
                    for title, lines in panels)
     return f'<div class="celltrain-charts" style="display:flex;flex-wrap:wrap;gap:6px">{body}</div>'
 

@@ -248,8 +248,10 @@ class RunView:
         return [(title, [(n, *self.display_series(n, x)) for n in names])
                 for title, names in list(self.panels().items())[:MAX_PANELS]]
 
-    def chart_svg(self, x: str = "step", log_y: bool = False) -> str:
-        return charts.svg_panels(self.chart_panels(x), xlabel=_xlabel(x), log_y=log_y)
+    def chart_svg(self, x: str = "step", log_y: bool = False, smoothing: float = 0.0,
+                  large: bool = False) -> str:
+        return charts.svg_panels(self.chart_panels(x), xlabel=_xlabel(x), log_y=log_y,
+                                 smoothing=smoothing, large=large)
 
     def chart_png(self, x: str = "step", log_y: bool = False) -> bytes:
         return charts.png_panels(self.chart_panels(x), xlabel=_xlabel(x), log_y=log_y)

@@ -3,7 +3,7 @@
 Two halves.  ``RunView`` (``views.run_view``) is the model: plain Python that reads the workspace store (rule 1: it
 keeps nothing the store lacks, only what it has read so far) and decides when a redraw is due,
 at most ``max_fps`` a second by an injectable clock.  ``RunWidget`` is the view: core ipywidgets
-8 controls only (HTML, FloatProgress, Button, ToggleButtons, Checkbox, Accordion), which render
+8 controls only (HTML, FloatProgress, Button, ToggleButtons, Checkbox, FloatSlider, Accordion), which render
 in JupyterLab 4, Notebook 7 and VS Code without any front-end code of ours.  Charts are inline
 SVG drawn by the browser (``charts.svg_panels``), rebuilt only when new points arrived, from at
 most ``MAX_DISPLAY_POINTS`` points per series (``downsample``); the exact values stay in the
@@ -26,7 +26,6 @@ import threading
 import time
 from typing import Callable
 
-from . import charts
 from .. import states
 from ..runfiles import BUILD_LOG
 from .format import badge, format_duration, format_rate, rank_strip, warnings_badge
@@ -34,29 +33,11 @@ from .run_view import LOG_LINES_LONG, MAX_FPS, RunView
 from .subshell import route_to_subshell
 from .summary import summary_html, summary_text
 from .system_view import SystemSection
-from .logtail import log_pre, log_tail
+from .widget_html import chart_placeholder, pre_html, static_copy_css, tail_html
 
 POLL_S = 0.1                 # store poll interval: a logged point shows well within 1 s
 LINGER_S = 600.0             # after the end, keep looking for a registered model this long
 LINGER_POLL_S = 1.0
-
-
-def _chart_placeholder() -> str:
-    return (f'<div class="celltrain-chart-placeholder" style="height:{charts.HEIGHT}px;'
-            f'width:{charts.WIDTH}px;display:flex;align-items:center;justify-content:center;'
-            f'border:1px dashed var(--jp-border-color2, #ddd);box-sizing:border-box;'
-            f'color:var(--jp-ui-font-color2, #777);font-size:12px">'
-            f"charts appear here with the first log()</div>")
-
-
-def static_copy_css(token: str) -> str:
-    """Next to the live widget the static copy hides; where the widget's model is gone (a
-    reopened notebook, a new kernel) ipywidgets shows "Error displaying widget: model not found"
-    in the widget's output, which then hides, so that only the static copy shows.  (That error
-    output is the only widget output with the ``jupyter-widgets`` class on itself.)"""
-    return (f"body:has(.celltrain-live-{token}) .celltrain-static-{token}{{display:none}}"
-            f".jp-OutputArea-child:has(> .jp-OutputArea-output.jupyter-widgets)"
-            f":has(+ .jp-OutputArea-child .celltrain-static-{token}){{display:none}}")
 
 
 # -- the view ----------------------------------------------------------------------------------
@@ -99,6 +80,15 @@ class RunWidget:
                                       style={"button_width": "60px"})
         self.log_y = w.Checkbox(value=False, description="log scale", indent=False,
                                 layout=w.Layout(width="auto"))
+        self.smoothing = w.FloatSlider(value=0.0, min=0.0, max=0.99, step=0.01,
+                                       description="smoothing", readout_format=".2f",
+                                       tooltip="EMA weight (TensorBoard's); raw values faint",
+                                       layout=w.Layout(width="260px"))
+        self.enlarge = w.ToggleButton(value=False, description="Enlarge", icon="expand",
+                                      tooltip="charts full width, one a row",
+                                      layout=w.Layout(width="auto"))
+        self.smoothing.add_class("celltrain-smoothing")
+        self.enlarge.add_class("celltrain-enlarge")
         self.rank_picker = w.Dropdown(options=[("rank 0", 0)], value=0, description="",
                                       tooltip="whose metrics the charts show",
                                       layout=w.Layout(width="auto", display="none"))
@@ -114,7 +104,8 @@ class RunWidget:
         # its height while a run goes on; what never came is dropped at the end.
         self.bar_row = w.HBox([self.bar, self.bar_text],     # shown once progress() reports
                               layout=w.Layout(align_items="center", visibility="hidden"))
-        self.controls = w.HBox([self.x_axis, self.log_y, self.rank_picker],
+        self.controls = w.HBox([self.x_axis, self.log_y, self.smoothing, self.enlarge,
+                                self.rank_picker],
                                layout=w.Layout(align_items="center"))
         self.widget = w.VBox([
             w.HBox([self.header, self.cancel_button],
@@ -124,12 +115,13 @@ class RunWidget:
         ])
         self.widget.add_class("celltrain-run")
         self.widget.add_class(f"celltrain-live-{self.token}")
-        self.chart.value = _chart_placeholder()
-        self.log_short.value = log_tail([])
+        self.chart.value = chart_placeholder()
+        self.log_short.value = tail_html([])
 
         self.cancel_button.on_click(lambda _: self.cancel())
         self.x_axis.observe(lambda _: self._redraw("metrics"), names="value")
-        self.log_y.observe(lambda _: self._redraw("metrics"), names="value")
+        for control in (self.log_y, self.smoothing, self.enlarge):
+            control.observe(lambda _: self._redraw("metrics"), names="value")
         self.rank_picker.observe(lambda change: self.pick_rank(change["new"]), names="value")
         self.log_box.observe(lambda _: self._redraw("log"), names="selected_index")
 
@@ -147,7 +139,7 @@ class RunWidget:
         if get_ipython() is None:       # plain Python: nothing to show it in
             return self
         route_to_subshell([self.cancel_button, self.x_axis, self.log_y, self.log_box,
-                           self.rank_picker, self.system.box])
+                           self.rank_picker, self.smoothing, self.enlarge, self.system.box])
         display({"application/vnd.jupyter.widget-view+json": {
                     "version_major": 2, "version_minor": 0, "model_id": self.widget.model_id},
                  "text/plain": f"celltrain run {self.run.id}: live view (needs the kernel); "
@@ -177,8 +169,8 @@ class RunWidget:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         for child in (self.header, self.bar, self.bar_text, self.cancel_button, self.x_axis,
-                      self.log_y, self.rank_picker, self.ranks_strip, self.chart, self.log_short,
-                      self.log_long, self.log_box,
+                      self.log_y, self.smoothing, self.enlarge, self.rank_picker,
+                      self.ranks_strip, self.chart, self.log_short, self.log_long, self.log_box,
                       self.summary, self.controls, self.bar_row, *self.system.widgets(),
                       *self.widget.children,
                       self.widget):
@@ -252,14 +244,16 @@ class RunWidget:
         # Charts replace their placeholder with the first series; a picked rank without any
         # clears them.
         if "metrics" in parts and (m.series or self.chart_renders):
-            self.chart.value = m.chart_svg(self.x_axis.value, self.log_y.value)
+            self.chart.value = m.chart_svg(self.x_axis.value, self.log_y.value,
+                                           smoothing=self.smoothing.value,
+                                           large=self.enlarge.value)
             self.chart_renders += 1
         if "log" in parts:
             # A failed run's tail is its traceback, which the header and summary already say.
             failed = m.terminal and m.status != states.COMPLETED
-            self.log_short.value = "" if failed else log_tail(m.log_lines, not m.terminal)
+            self.log_short.value = "" if failed else tail_html(m.log_lines, not m.terminal)
             if self.log_box.selected_index is not None:
-                self.log_long.value = log_pre(m.log_lines, height="24em")
+                self.log_long.value = pre_html(m.log_lines, height="24em")
             source = "build log" if m.log_source == BUILD_LOG else "log"
             self.log_box.set_title(0, f"{source.capitalize()} (last {LOG_LINES_LONG} lines)")
         if "final" in parts and m.terminal:
