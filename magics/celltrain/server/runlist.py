@@ -1,8 +1,8 @@
 """The run list's metrics and the views' settings: what ``GET runs?metrics=1`` adds to a page
 and what ``GET/PUT settings`` read and write.
 
-Each run of the page gets ``metric`` (its last-logged metric: name and latest value, what a
-row shows by default) and ``metrics`` (the latest value of each chosen column); the page gets
+Each run of the page gets ``metric`` (its primary metric: a sweep's objective for the sweep and
+its trials, else the metric logged last; name and latest value, what a row shows by default) and ``metrics`` (the latest value of each chosen column); the page gets
 ``columns`` (the columns used: the request's, else the workspace's choice) and
 ``metric_names`` (every metric the page's runs logged, for a column picker).  One statement,
 all index seeks: two per metric of each run on the page.
@@ -47,13 +47,35 @@ def add_metrics(manager, page: dict[str, Any], columns: str | list[str] | None) 
             _LAST_POINTS, (json.dumps([r["id"] for r in page["runs"]]),)).fetchall()
         for run_id, name, point_id, value in rows:
             last.setdefault(run_id, {})[name] = (point_id, _number(value))
+    primary = _primary_metrics(manager, page["runs"]) if last else {}
     for run in page["runs"]:
         points = last.get(run["id"], {})
-        newest = max(points.items(), key=lambda item: item[1][0], default=None)
-        run["metric"] = {"name": newest[0], "value": newest[1][1]} if newest else None
+        name = primary.get(run["id"])
+        if name not in points:
+            name = max(points, key=lambda n: points[n][0], default=None)
+        run["metric"] = {"name": name, "value": points[name][1]} if name else None
         run["metrics"] = {c: points[c][1] if c in points else None for c in chosen}
     page["metric_names"] = sorted({name for points in last.values() for name in points})
     return page
+
+
+def _primary_metrics(manager, runs: list[dict[str, Any]]) -> dict[str, str]:
+    """The metric a sweep optimises, by run: its trials' ``metric``, the sweep's own
+    ``best_<metric>`` (runs of other kinds have none: they show their last-logged one)."""
+    sweeps = {r["id"] if r.get("kind") == "sweep" else r.get("parent_id")
+              for r in runs if r.get("kind") in ("sweep", "trial")} - {None}
+    if not sweeps:
+        return {}
+    found = dict(manager.store.conn.execute(
+        "SELECT id, json_extract(spec, '$.sweep.metric') FROM runs WHERE id IN "
+        "(SELECT value FROM json_each(?))", (json.dumps(sorted(sweeps)),)).fetchall())
+    out = {}
+    for r in runs:
+        if r.get("kind") == "sweep" and found.get(r["id"]):
+            out[r["id"]] = f"best_{found[r['id']]}"
+        elif r.get("kind") == "trial" and found.get(r.get("parent_id")):
+            out[r["id"]] = found[r["parent_id"]]
+    return out
 
 
 def _number(value) -> float | int | None:
