@@ -1,7 +1,7 @@
 /** The run list's metric: what a row shows next to its duration (its primary or last-logged
- * metric, or the columns the user chose), and the picker that chooses those columns.  The choice is kept
- * in the workspace (PUT /celltrain/settings), so `celltrain runs` and `%train list` show the
- * same columns. */
+ * metric, or the columns the user chose), and the picker that chooses those columns.  The
+ * choice is kept in the workspace (PUT /celltrain/settings), so `celltrain runs` and
+ * `%train list` show the same columns. */
 import { formatNumber } from './chart';
 import { h } from './dom';
 import { requestAPI } from './request';
