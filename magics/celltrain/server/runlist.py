@@ -2,8 +2,9 @@
 and what ``GET/PUT settings`` read and write.
 
 Each run of the page gets ``metric`` (its primary metric: a sweep's objective for the sweep and
-its trials, else the metric logged last; name and latest value, what a row shows by default) and ``metrics`` (the latest value of each chosen column); the page gets
-``columns`` (the columns used: the request's, else the workspace's choice) and
+its trials, else the metric logged last; name and latest value, what a row shows by default)
+and ``metrics`` (the latest value of each chosen column); the page gets ``columns`` (the
+columns used: the request's, else the workspace's choice) and
 ``metric_names`` (every metric the page's runs logged, for a column picker).  One statement,
 all index seeks: two per metric of each run on the page.
 """
