@@ -115,6 +115,23 @@ def test_the_search_pages_over_every_run_not_just_the_loaded_ones(tmp_path):
     assert page["total"] == 25 and len(page["runs"]) == 10
 
 
+def test_a_sweep_and_its_trials_show_the_metric_the_sweep_optimises(tmp_path):
+    from celltrain.server.runlist import add_metrics
+    ws = Workspace(tmp_path / "ws", reconcile=False)
+    store = ws.store
+    sweep = store.create_run("tune", run_id_for=new_run_id, status=states.COMPLETED,
+                             kind="sweep", spec={"sweep": {"metric": "acc", "goal": "max"}})
+    trial = store.create_run("tune", run_id_for=new_run_id, status=states.COMPLETED,
+                             kind="trial", parent_id=sweep["id"])
+    store.add_metrics(trial["id"], [("acc", 0, 0.8, 1.0), ("loss", 0, 0.3, 1.0)])
+    store.add_metrics(sweep["id"], [("best_acc", 0, 0.8, 1.0), ("trials", 0, 1, 1.0)])
+    page = add_metrics(CelltrainManager(ws.path, reconcile=False),
+                       CelltrainManager(ws.path, reconcile=False).list_runs(), None)
+    shown = {r["id"]: r["metric"] for r in page["runs"]}
+    assert shown == {trial["id"]: {"name": "acc", "value": 0.8},       # not loss, logged last
+                     sweep["id"]: {"name": "best_acc", "value": 0.8}}
+
+
 def test_columns_are_kept_in_the_workspace_and_checked(tmp_path):
     ws, _ = fill(tmp_path / "ws")
     assert ws.store.run_columns() == []

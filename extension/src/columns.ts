@@ -1,13 +1,14 @@
-/** The run list's metric: what a row shows next to its duration (its last-logged metric, or
- * the columns the user chose), and the picker that chooses those columns.  The choice is kept
- * in the workspace (PUT /celltrain/settings), so `celltrain runs` and `%train list` show the
- * same columns. */
+/** The run list's metric: what a row shows next to its duration (its primary or last-logged
+ * metric, or the columns the user chose), and the picker that chooses those columns.  The
+ * choice is kept in the workspace (PUT /celltrain/settings), so `celltrain runs` and
+ * `%train list` show the same columns. */
 import { formatNumber } from './chart';
 import { h } from './dom';
 import { requestAPI } from './request';
 import { IRunPage, IRunSummary, ISettings } from './types';
 
-/** The row's metric text: `val_loss 0.31 · acc 0.9` for chosen columns, else `acc 0.9`. */
+/** The row's metric text: `val_loss 0.31 · acc 0.9` for chosen columns, else its primary or
+ * last-logged metric, `acc 0.9`. */
 export function metricText(run: IRunSummary, columns: string[]): string {
   if (columns.length) {
     return columns.map(c => `${c} ${formatNumber(run.metrics?.[c])}`).join(' · ');
@@ -49,7 +50,8 @@ export class ColumnPicker {
       this.list.append(h('label', { class: 'ct-column', 'data-column': name }, box, name));
     }
     this.list.append(h('div', { class: 'ct-version-meta',
-      text: 'None ticked: each run shows the metric it logged last.' }));
+      text: 'None ticked: each run shows its primary metric (a sweep\'s objective) or the ' +
+        'one it logged last.' }));
   }
 
   columns: string[] = [];

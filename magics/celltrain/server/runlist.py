@@ -1,18 +1,39 @@
 """The run list's metrics and the views' settings: what ``GET runs?metrics=1`` adds to a page
 and what ``GET/PUT settings`` read and write.
 
-Each run of the page gets ``metric`` (its last-logged metric: name and latest value, what a
-row shows by default) and ``metrics`` (the latest value of each chosen column); the page gets
-``columns`` (the columns used: the request's, else the workspace's choice) and
-``metric_names`` (every metric the page's runs logged, for a column picker).  All reads are
-index seeks: a few per metric of each run on the page.
+Each run of the page gets ``metric`` (its primary metric: a sweep's objective for the sweep and
+its trials, else the metric logged last; name and latest value, what a row shows by default)
+and ``metrics`` (the latest value of each chosen column); the page gets ``columns`` (the
+columns used: the request's, else the workspace's choice) and
+``metric_names`` (every metric the page's runs logged, for a column picker).  One statement,
+all index seeks: two per metric of each run on the page.
 """
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 from ..store.settings import check_columns
 from .manager import BadRequest, Conflict
+
+
+# Every metric of each run on the page (rank 0's) with its newest point's id and value, in one
+# statement: the names by hopping through the (run_id, rank, name, id) index, one seek per name,
+# then one seek for each name's newest point.
+_LAST_POINTS = """
+WITH RECURSIVE ids(run_id) AS (SELECT value FROM json_each(?)),
+n(run_id, name) AS (
+    SELECT run_id, (SELECT MIN(name) FROM metrics m WHERE m.run_id = ids.run_id AND m.rank = 0)
+    FROM ids
+    UNION ALL
+    SELECT run_id, (SELECT MIN(name) FROM metrics m WHERE m.run_id = n.run_id AND m.rank = 0
+                    AND m.name > n.name)
+    FROM n WHERE n.name IS NOT NULL)
+SELECT n.run_id, n.name, p.id, p.value FROM n JOIN metrics p ON p.id = (
+    SELECT id FROM metrics WHERE run_id = n.run_id AND rank = 0 AND name = n.name
+    ORDER BY id DESC LIMIT 1)
+WHERE n.name IS NOT NULL"""
 
 
 def add_metrics(manager, page: dict[str, Any], columns: str | list[str] | None) -> dict[str, Any]:
@@ -20,34 +41,49 @@ def add_metrics(manager, page: dict[str, Any], columns: str | list[str] | None) 
     ``columns`` (a list, or names joined by commas) overrides the workspace's choice."""
     columns = _columns(columns)
     chosen = manager.store.run_columns() if columns is None and manager.exists else columns
-    page["columns"] = chosen or []
-    names_seen: dict[str, None] = {}
-    series = manager.metric_series if manager.exists else None
+    page["columns"] = chosen = chosen or []
+    last: dict[str, dict[str, tuple]] = {}
+    if manager.exists and page["runs"]:
+        rows = manager.store.conn.execute(
+            _LAST_POINTS, (json.dumps([r["id"] for r in page["runs"]]),)).fetchall()
+        for run_id, name, point_id, value in rows:
+            last.setdefault(run_id, {})[name] = (point_id, _number(value))
+    primary = _primary_metrics(manager, page["runs"]) if last else {}
     for run in page["runs"]:
-        names = series.metric_names(run["id"]) if series else []
-        names_seen.update(dict.fromkeys(names))
-        run["metric"] = _last_logged(manager.store, run["id"], names) if names else None
-        wanted = [c for c in page["columns"] if c in names]
-        latest = series.latest_metrics(run["id"], wanted) if wanted else {}
-        run["metrics"] = {c: latest.get(c) for c in page["columns"]}
-    page["metric_names"] = sorted(names_seen)
+        points = last.get(run["id"], {})
+        name = primary.get(run["id"])
+        if name not in points:
+            name = max(points, key=lambda n: points[n][0], default=None)
+        run["metric"] = {"name": name, "value": points[name][1]} if name else None
+        run["metrics"] = {c: points[c][1] if c in points else None for c in chosen}
+    page["metric_names"] = sorted({name for points in last.values() for name in points})
     return page
 
 
-def _last_logged(store, run_id: str, names: list[str]) -> dict[str, Any] | None:
-    """The metric whose newest point came last (rank 0's), with that point's value."""
-    best = None
-    for name in names:
-        row = store.conn.execute("SELECT id, value FROM metrics WHERE run_id=? AND rank=0 AND "
-                                 "name=? ORDER BY id DESC LIMIT 1", (run_id, name)).fetchone()
-        if row is not None and (best is None or row[0] > best[0]):
-            best = (row[0], name, row[1])
-    if best is None:
-        return None
-    value = best[2]
-    number = isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and value == value and abs(value) != float("inf")
-    return {"name": best[1], "value": value if number else None}
+def _primary_metrics(manager, runs: list[dict[str, Any]]) -> dict[str, str]:
+    """The metric a sweep optimises, by run: its trials' ``metric``, the sweep's own
+    ``best_<metric>`` (runs of other kinds have none: they show their last-logged one)."""
+    sweeps = {r["id"] if r.get("kind") == "sweep" else r.get("parent_id")
+              for r in runs if r.get("kind") in ("sweep", "trial")} - {None}
+    if not sweeps:
+        return {}
+    found = dict(manager.store.conn.execute(
+        "SELECT id, json_extract(spec, '$.sweep.metric') FROM runs WHERE id IN "
+        "(SELECT value FROM json_each(?))", (json.dumps(sorted(sweeps)),)).fetchall())
+    out = {}
+    for r in runs:
+        if r.get("kind") == "sweep" and found.get(r["id"]):
+            out[r["id"]] = f"best_{found[r['id']]}"
+        elif r.get("kind") == "trial" and found.get(r.get("parent_id")):
+            out[r["id"]] = found[r["parent_id"]]
+    return out
+
+
+def _number(value) -> float | int | None:
+    """A value JSON can carry: None for NaN, infinities and anything not a number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value if math.isfinite(value) else None
+    return None
 
 
 def _columns(raw: str | list[str] | None) -> list[str] | None:

@@ -19,7 +19,8 @@ import shlex
 
 MAX_QUERY = 1000
 _TERM = re.compile(r"^([^=<>!]+?)\s*(!=|<=|>=|=|<|>)\s*(.*)$", re.S)
-# A run's params and tags as (key, value, type) rows: SQLite's json_each over both.
+# A run's params and tags as (key, value, type) rows: SQLite's json_each over both (for keys
+# that no JSON path can name).
 _FIELDS = ("(SELECT key, value, type FROM json_each(r.params) "
            "UNION ALL SELECT key, value, type FROM json_each(r.tags))")
 
@@ -41,34 +42,60 @@ def _like(text: str) -> str:
 
 
 def _comparison(key: str, op: str, raw: str) -> tuple[str, list]:
-    """SQL true when the run has a param or tag ``key`` whose value is ``op`` ``raw``."""
+    """SQL true when the run has a param or tag ``key`` whose value is ``op`` ``raw``: each
+    read with json_type/json_extract at the key's path (a key that no JSON path can name, one
+    holding a quote or backslash, is looked for among json_each's rows instead)."""
     number = _number(raw)
     if op in ("<", "<=", ">", ">="):
         if number is None:
             raise SearchError(f"{key}{op}{raw}: {op} compares numbers, and {raw!r} is not one "
                               f"(write {key}{op}0.1, or {key}={raw} to match the text)")
-        return (f"EXISTS (SELECT 1 FROM {_FIELDS} WHERE key = ? AND type IN ('integer', 'real') "
-                f"AND value {op} ?)"), [key, number]
-    if raw.lower() in ("true", "false"):
-        match, args = "(type = ? OR (type = 'text' AND lower(value) = ?))", [raw.lower(),
-                                                                             raw.lower()]
+        match, values = f"({{v}} {op} ? AND {{t}} IN ('integer', 'real'))", [number]
+    elif raw.lower() in ("true", "false"):
+        match, values = "({t} = ? OR ({t} = 'text' AND lower({v}) = ?))", [raw.lower()] * 2
     elif number is not None:
-        match = ("((type IN ('integer', 'real') AND value = ?) OR "
-                 "(type = 'text' AND value = ?))")
-        args = [number, raw]
+        match = "(({v} = ? AND {t} IN ('integer', 'real')) OR ({v} = ? AND {t} = 'text'))"
+        values = [number, raw]
     else:
-        match, args = "(type = 'text' AND value = ?)", [raw]
-    sql = f"EXISTS (SELECT 1 FROM {_FIELDS} WHERE key = ? AND {match})"
-    return (f"NOT {sql}" if op == "!=" else sql), [key, *args]
+        match, values = "({v} = ? AND {t} = 'text')", [raw]
+    if '"' in key or "\\" in key:
+        sql, args = _fill(match, "type", "value", None, values)
+        sql, args = f"EXISTS (SELECT 1 FROM {_FIELDS} WHERE key = ? AND {sql})", [key, *args]
+    else:
+        path = f'$."{key}"'
+        parts = [_fill(match, f"json_type(r.{c}, ?)", f"json_extract(r.{c}, ?)", path, values)
+                 for c in ("params", "tags")]
+        sql, args = f"({parts[0][0]} OR {parts[1][0]})", parts[0][1] + parts[1][1]
+    return (f"NOT COALESCE({sql}, 0)" if op == "!=" else sql), args
+
+
+def _fill(template: str, t: str, v: str, path: str | None, values: list) -> tuple[str, list]:
+    """``template`` with {t} and {v} replaced by ``t`` and ``v`` (each taking ``path`` as its
+    argument when it has a ``?``), and its arguments in order."""
+    args, given = [], iter(values)
+    for token in re.findall(r"\{t\}|\{v\}|\?", template):
+        if token == "?":
+            args.append(next(given))
+        elif path is not None:
+            args.append(path)
+    return template.replace("{t}", t).replace("{v}", v), args
 
 
 def _text(word: str) -> tuple[str, list]:
-    """SQL true when ``word`` is in the run's name, id, or a param's or tag's name or value."""
+    """SQL true when ``word`` is in the run's name, id, or a param's or tag's name or value.
+    A word of plain ASCII is first looked for in the stored JSON text (where it must then be,
+    verbatim), so only the runs holding it are taken apart with json_each."""
+    like = _like(word)
+    found = ("EXISTS (SELECT 1 FROM json_each(r.{c}) WHERE key LIKE ? ESCAPE '\\' OR "
+             "(type NOT IN ('object', 'array') AND CAST(value AS TEXT) LIKE ? ESCAPE '\\'))")
+    if word.isascii() and word.isprintable() and '"' not in word and "\\" not in word:
+        fields = " OR ".join(f"(r.{c} LIKE ? ESCAPE '\\' AND {found.format(c=c)})"
+                             for c in ("params", "tags"))
+    else:
+        fields = " OR ".join(found.format(c=c) for c in ("params", "tags"))
     sql = ("(r.id LIKE ? ESCAPE '\\' OR e.name LIKE ? ESCAPE '\\' "
-           "OR (e.name || ' #' || r.number) LIKE ? ESCAPE '\\' "
-           f"OR EXISTS (SELECT 1 FROM {_FIELDS} WHERE key LIKE ? ESCAPE '\\' "
-           "OR (type NOT IN ('object', 'array') AND CAST(value AS TEXT) LIKE ? ESCAPE '\\')))")
-    return sql, [_like(word)] * sql.count("?")
+           f"OR (e.name || ' #' || r.number) LIKE ? ESCAPE '\\' OR {fields})")
+    return sql, [like] * sql.count("?")
 
 
 def parse(query: str | None) -> list[tuple[str, list]]:
