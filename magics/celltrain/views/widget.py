@@ -31,7 +31,7 @@ from .. import states
 from ..runfiles import BUILD_LOG
 from .format import badge, format_duration, format_rate, rank_strip, warnings_badge
 from .run_view import LOG_LINES_LONG, MAX_FPS, RunView
-from .subshell import route_to_subshell
+from .subshell import keep_status_busy, route_to_subshell
 from .summary import summary_html, summary_text
 
 POLL_S = 0.1                 # store poll interval: a logged point shows well within 1 s
@@ -91,6 +91,7 @@ class RunWidget:
                  linger_s: float = LINGER_S):
         import ipywidgets as w
 
+        keep_status_busy()    # before the widgets' comms open (JupyterLab asks for a subshell)
         self.run = run
         self.model = RunView(run.workspace.store, run.id, get_time=get_time, max_fps=max_fps)
         self.live, self.poll_s, self.linger_s = live, poll_s, linger_s
@@ -196,9 +197,8 @@ class RunWidget:
             self._thread.join(timeout=5)
         for child in (self.header, self.bar, self.bar_text, self.cancel_button, self.x_axis,
                       self.log_y, self.rank_picker, self.ranks_strip, self.chart, self.log_short,
-                      self.log_long, self.log_box,
-                      self.summary, self.controls, self.bar_row, *self.widget.children,
-                      self.widget):
+                      self.log_long, self.log_box, self.summary, self.controls, self.bar_row,
+                      *self.widget.children, self.widget):
             child.close()
 
     def wait(self, timeout: float | None = None) -> bool:
