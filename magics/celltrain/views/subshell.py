@@ -81,8 +81,8 @@ def keep_status_busy(kernel=None) -> bool:
     if publish is None or getattr(publish, "keeps_busy", False) or not hasattr(kernel,
                                                                              "get_parent"):
         return False
-    channel = getattr(kernel, "shell_channel_thread", None)
-    main = getattr(channel, "parent_thread", None) or threading.main_thread()
+    shells = getattr(kernel, "shell_channel_thread", None)       # ipykernel 7; 6: main thread
+    main = getattr(shells, "parent_thread", None) or threading.main_thread()
     lock = threading.Lock()
     running: list[dict] = []       # the main shell's requests being handled, innermost last
 
