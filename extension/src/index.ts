@@ -9,6 +9,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { ComparePanel } from './compare';
 import { RunPanel } from './panels';
 import { CelltrainSidebar } from './sidebar';
+import { untrackWidgetRequests } from './status';
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
 <path class="jp-icon3" fill="#616161" d="M3 20h18v2H3zM4 18l4-7 4 4 5-9 3 5v7z"/></svg>`;
@@ -28,6 +29,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
   optional: [ILayoutRestorer, INotebookTracker],
   activate: (app: JupyterFrontEnd, restorer: ILayoutRestorer | null,
     notebooks: INotebookTracker | null) => {
+    untrackWidgetRequests();     // the status bar: Busy while a cell runs (status.ts)
     const tracker = new WidgetTracker<MainAreaWidget<RunPanel>>({ namespace: 'celltrain-run' });
 
     const insertCode = (code: string) => {

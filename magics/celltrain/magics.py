@@ -360,5 +360,8 @@ def _open_results(folder: Path, rel: str):
 
 def load_ipython_extension(ipython) -> None:
     ipython.register_magics(TrainMagics)
+    if getattr(ipython, "kernel", None) is not None:     # the status stays Busy while a cell waits
+        from .views.subshell import keep_status_busy
+        keep_status_busy(ipython.kernel)
     from .magics_sweep import load_ipython_extension as load_sweep   # %%sweep
     load_sweep(ipython)

@@ -30,7 +30,7 @@ from .. import states
 from ..runfiles import BUILD_LOG
 from .format import badge, format_duration, format_rate, rank_strip, warnings_badge
 from .run_view import LOG_LINES_LONG, MAX_FPS, RunView
-from .subshell import route_to_subshell
+from .subshell import keep_status_busy, route_to_subshell
 from .summary import summary_html, summary_text
 from .system_view import SystemSection
 from .widget_html import chart_placeholder, pre_html, static_copy_css, tail_html
@@ -53,6 +53,7 @@ class RunWidget:
                  linger_s: float = LINGER_S):
         import ipywidgets as w
 
+        keep_status_busy()    # before the widgets' comms open (JupyterLab asks for a subshell)
         self.run = run
         self.model = RunView(run.workspace.store, run.id, get_time=get_time, max_fps=max_fps)
         self.live, self.poll_s, self.linger_s = live, poll_s, linger_s

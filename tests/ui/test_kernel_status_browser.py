@@ -1,0 +1,120 @@
+"""The kernel reads Busy while a ``%%train`` cell waits (issue 15, item 2), in a real JupyterLab 4
+and Chromium: Run All of a notebook with two ``%%train`` cells (local runs of ~20 s that log
+metrics), clicking the second one's widget controls while it runs.
+
+The kernel's status is read where a person reads it, in the status bar ("Python 3 (ipykernel) |
+Busy"), sampled in the page every 100 ms while a run's badge says Running: the cell then
+certainly still waits.  JupyterLab 4.6 asks the kernel for a subshell when the first widget
+appears and sends widget messages there, and the clicks are handled on a subshell too; each of
+those requests ends with an "idle" that JupyterLab took as the whole kernel's (the first cell
+read Idle from its widget's first moments, the second from the first click).  celltrain's
+JupyterLab extension now has those requests' status ignored (``extension/src/status.ts``).  The
+status messages the page received are listed when the test fails.
+"""
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+
+from views import open_notebook, write_notebook
+
+pytestmark = pytest.mark.browser
+
+TRAIN_CELL = """\
+%%train --target local --experiment {name}
+import time
+for i in progress(range(50), desc="epoch"):
+    log("loss", 2.0 / (1 + i), step=i)
+    log("val_loss", 2.4 / (1 + i), step=i)
+    time.sleep(0.4)
+"""
+CELLS = ["%load_ext celltrain", "lr = 0.01", TRAIN_CELL.format(name="first"),
+         TRAIN_CELL.format(name="second"), "after = 1"]
+TRAIN_CELLS = (2, 3)
+
+# Every 100 ms, per train cell: its prompt, its run's badge; and the status bar's kernel status.
+SAMPLER = """(cells) => {
+    window.ctSamples = [];
+    window.ctSampler = setInterval(() => {
+        const bar = document.querySelector('#jp-main-statusbar');
+        const state = bar && /\\|\\s*([A-Z][a-z]+)/.exec(bar.textContent);
+        const all = document.querySelectorAll('.jp-Notebook .jp-Cell');
+        for (const i of cells) {
+            const badge = all[i] && all[i].querySelector('.celltrain-badge');
+            window.ctSamples.push({cell: i, prompt: all[i].querySelector('.jp-InputPrompt')
+                .textContent, run: badge ? badge.textContent : '', kernel: state ? state[1] : ''});
+        }
+    }, 100);
+}"""
+STATUS_BAR_STATES = {"Idle", "Busy", "Starting", "Connecting", "Restarting", "Unknown", "Dead",
+                     "Initializing", "Reconnecting", "Terminating", "Autorestarting"}
+
+
+def _status_messages(page, record: list) -> None:
+    """Keep (state, parent's msg_type, parent's subshell) of each status message the page gets
+    (the v1 kernel websocket protocol: part offsets, then the channel and JSON parts)."""
+    def frame(payload):
+        if isinstance(payload, str):
+            return
+        try:
+            n = struct.unpack_from("<Q", payload, 0)[0]
+            offsets = [*struct.unpack_from(f"<{n}Q", payload, 8), len(payload)]
+            part = [payload[offsets[i]:offsets[i + 1]] for i in range(n)]
+            header, parent = json.loads(part[1]), json.loads(part[2])
+            if part[0] == b"iopub" and header["msg_type"] == "status":
+                record.append((json.loads(part[4])["execution_state"],
+                               parent.get("msg_type"), parent.get("subshell_id")))
+        except (struct.error, IndexError, ValueError, KeyError):
+            pass     # not a kernel message of this protocol
+    page.on("websocket", lambda ws: ws.on("framereceived", frame))
+
+
+def _click_the_controls(cell) -> None:
+    """What a person does while a run goes on: log scale, x by time, open the log."""
+    widget = cell.locator(".celltrain-run")
+    widget.get_by_text("log scale").first.click()
+    widget.locator("button", has_text="time").click()
+    widget.locator(".jupyter-widget-Collapse-header").first.click()
+    widget.locator("button", has_text="step").click()
+
+
+def test_the_kernel_reads_busy_while_train_cells_run_all_through(
+        workspace, monkeypatch, request, page, screenshots):
+    monkeypatch.setenv("CELLTRAIN_WORKSPACE", str(workspace.path))
+    base, token, root = request.getfixturevalue("lab_server")
+    write_notebook(root / "runall.ipynb", *CELLS)
+    statuses: list = []
+    _status_messages(page, statuses)
+    open_notebook(page, base, token, "runall.ipynb")
+    page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first.wait_for(timeout=90_000)
+    page.locator(".jp-StatusBar-Widget", has_text="Idle").first.wait_for(timeout=180_000)
+    page.evaluate(SAMPLER, list(TRAIN_CELLS))
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+
+    second = page.locator(".jp-Notebook .jp-Cell").nth(TRAIN_CELLS[1])
+    second.locator(".celltrain-run", has_text="Running").wait_for(timeout=120_000)
+    second.locator(".celltrain-run polyline.series").first.wait_for(timeout=60_000)
+    _click_the_controls(second)
+    page.wait_for_function(
+        "n => /\\[\\d+\\]/.test(document.querySelectorAll('.jp-Notebook .jp-Cell')[n]"
+        ".querySelector('.jp-InputPrompt').textContent)", arg=len(CELLS) - 1, timeout=120_000)
+    samples = page.evaluate("() => { clearInterval(window.ctSampler); return window.ctSamples; }")
+    page.screenshot(path=str(screenshots / "views-kernel-status-after-run-all.png"))
+
+    assert "Completed" in second.locator(".celltrain-run").inner_text()
+    seen = {s["kernel"] for s in samples}
+    assert seen <= STATUS_BAR_STATES and "Busy" in seen, f"no kernel status read: {seen}"
+    for i in TRAIN_CELLS:
+        running = [s for s in samples if s["cell"] == i and s["run"] == "Running"
+                   and "*" in s["prompt"]]
+        assert len(running) >= 5, f"cell {i} was seen Running only {len(running)} times"
+        idle = [s for s in running if s["kernel"] != "Busy"]
+        assert not idle, (
+            f"cell {i}: the status bar read {sorted({s['kernel'] for s in idle})} in "
+            f"{len(idle)} of {len(running)} samples while its run was Running and the cell "
+            f"[*]; the status messages the page got (state, parent, parent's subshell): "
+            + "; ".join(" ".join(map(str, m)) for m in statuses
+                        if m[1] not in ("execute_request", "debug_request")))
