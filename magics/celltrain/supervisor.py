@@ -234,7 +234,7 @@ class Supervisor:
             if self.cancel_requested():   # created, never started: nothing ran
                 target.cleanup(handle)
                 raise Canceled
-            target.launch(handle)
+            handle = self.launch(target, handle)
             self.status(states.RUNNING, started=time.time())
         elif not self.engine_call(target.exists, handle):
             self.status(states.FAILED, f"{target.noun} vanished", ended=time.time(),
@@ -243,10 +243,20 @@ class Supervisor:
             return
         elif run["status"] in (states.STARTING,):
             if not target.is_running(handle):
-                target.launch(handle)
+                handle = self.launch(target, handle)
             self.status(states.RUNNING, started=time.time())
         canceled, timed_out = self.watch(target, handle, resumed)
         self.finalize(target, handle, canceled, timed_out)
+
+    def launch(self, target, handle: Handle) -> Handle:
+        """Set the run going; a target that had to start it another way (a warm worker that
+        was gone: a cold container) gives a new handle, stored in place of the first."""
+        new = target.launch(handle)
+        if new is not None:
+            handle = self.handle = new
+            self.store.update_run(self.run_id, container_id=handle.legacy_id(),
+                                  handle=handle.to_dict())
+        return handle
 
     def stop_requested(self) -> float | None:
         """For a pull or build: the cancel's grace once a cancel was asked for, else None."""

@@ -1,4 +1,4 @@
-"""Faults and holds for tests/test_faults_docker.py, in the supervisor processes it spawns.
+"""Faults and holds for tests/test_faults_docker.py (and test_warm_docker.py), in the supervisor processes it spawns.
 
 A test puts this folder on PYTHONPATH and sets one of the variables below; a supervisor then
 waits at a chosen point until a file exists (so a test can act while a run is in a given state),
@@ -40,6 +40,7 @@ def _install():
         _hold(env["CELLTRAIN_TEST_HOLD_SUPERVISOR"])      # the run stays Queued
     _hold_before("start", "CELLTRAIN_TEST_HOLD_START")        # the run stays Starting
     _hold_before("collect", "CELLTRAIN_TEST_HOLD_COLLECT")    # the run stays Finalizing
+    _hold_before("launch", "CELLTRAIN_TEST_HOLD_LAUNCH")      # started (claimed), not launched
     if env.get("CELLTRAIN_TEST_FAIL_WATCH"):
         _fail_once_running()
 

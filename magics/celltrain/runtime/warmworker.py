@@ -9,9 +9,12 @@ container (``targets/docker/warm.py`` starts it).  ``FOLDER`` is the workspace's
 - ``claim`` (host, created exclusively): the run the worker is lent to; the worker takes it
   itself ("closing") when it leaves after ``IDLE_S`` seconds without one, so a host never
   claims a worker that is leaving;
-- ``request.json`` (host): the run to start: ``{"run", "argv", "env"}``;
-- ``<run>/`` (host: ``snapshot/`` and ``telemetry/``; worker: ``stdout``, ``stderr``, ``stop``
-  handling, ``exit.json``).
+- ``request.json`` (host): the run to start: ``{"run", "argv", "env"}``.  The worker takes it
+  by renaming it to ``<run>/request.json``; the host may withdraw it the same way (to
+  ``<run>/withdrawn.json``) when the worker does not take it, and then starts the run cold: one
+  rename wins, so a run never starts twice;
+- ``<run>/`` (host: ``snapshot/`` and ``telemetry/``; worker: ``started`` (the child's pid,
+  written once it is forked), ``stdout``, ``stderr``, ``stop`` handling, ``exit.json``).
 
 Each run is a child forked from the worker: a new session, its own environment, working folder
 (a copy of the snapshot) and output files; it runs the script as ``python -u script args``
@@ -228,6 +231,18 @@ def supervise(folder, run, pid, before):
         {"code": code, "signal": killed, "oom": oom, "present": present}))
 
 
+def take(folder, request_file):
+    """The posted request, taken (renamed into its run's folder), or None: none posted, or
+    the host withdrew it first."""
+    try:
+        with open(request_file) as f:
+            request = json.load(f)
+        os.rename(request_file, os.path.join(folder, request["run"], "request.json"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return request
+
+
 def serve(folder, idle_s):
     base_env = dict(os.environ)
     baseline = set(os.listdir("/tmp"))
@@ -241,10 +256,8 @@ def serve(folder, idle_s):
     claim = os.path.join(folder, "claim")
     idle_since = time.monotonic()
     while True:
-        if os.path.exists(request_file):
-            with open(request_file) as f:
-                request = json.load(f)
-            os.remove(request_file)
+        request = take(folder, request_file)
+        if request is not None:
             tidy(folder, request["run"], baseline)
             before = oom_kills()
             sys.stdout.flush()
@@ -252,6 +265,7 @@ def serve(folder, idle_s):
             pid = os.fork()
             if pid == 0:
                 os._exit(finish(folder, request, base_env))
+            write_atomic(os.path.join(folder, request["run"], "started"), str(pid))
             supervise(folder, request["run"], pid, before)
             idle_since = time.monotonic()
         elif not os.path.exists(ready):
