@@ -9,7 +9,7 @@ container (``targets/docker/warm.py`` starts it).  ``FOLDER`` is the workspace's
 - ``claim`` (host, created exclusively): the run the worker is lent to; the worker takes it
   itself ("closing") when it leaves after ``IDLE_S`` seconds without one, so a host never
   claims a worker that is leaving;
-- ``request.json`` (host): the run to start: ``{"run", "argv", "env"}``.  The worker takes it
+- ``request.json`` (host): the run to start: ``{"run", "argv", "env", "boot"}``.  The worker takes it
   by renaming it to ``<run>/request.json``; the host may withdraw it the same way (to
   ``<run>/withdrawn.json``) when the worker does not take it, and then starts the run cold: one
   rename wins, so a run never starts twice;
@@ -25,6 +25,7 @@ next but the modules imported before the fork.
 
 Standard library only, Python 3.8.
 """
+import importlib.util
 import json
 import os
 import runpy
@@ -110,7 +111,8 @@ def tidy(folder, keep, baseline):
 
 
 def child(folder, request, base_env):
-    """In the forked child: become the run's process and run its script; returns the code."""
+    """In the forked child: become the run's process and run its script (behind the boot
+    module, ``request["boot"]``, when there is one); returns the code."""
     run = request["run"]
     here = os.path.join(folder, run)
     os.setsid()
@@ -150,15 +152,23 @@ def child(folder, request, base_env):
     if "numpy.random" in sys.modules:   # `random` reseeds itself after a fork; numpy does not
         sys.modules["numpy.random"].seed()
     script = os.path.abspath(request["argv"][0])
-    sys.argv = [request["argv"][0]] + list(request["argv"][1:])
-    sys.path[0] = os.path.dirname(script)
+    boot = request.get("boot")
     try:
-        runpy.run_path(script, run_name="__main__")
+        if boot:    # as ``python -u -m BOOT SCRIPT ARGS``: run_module sets argv[0] itself
+            sys.argv = ["-m"] + list(request["argv"])
+            sys.path[0] = workdir
+            first = importlib.util.find_spec(boot).origin
+            runpy.run_module(boot, run_name="__main__", alter_sys=True)
+        else:       # as ``python -u SCRIPT ARGS``
+            sys.argv = list(request["argv"])
+            sys.path[0] = os.path.dirname(script)
+            first = script
+            runpy.run_path(script, run_name="__main__")
     except SystemExit:
         raise
     except BaseException as e:  # noqa: BLE001  (as Python would: the traceback, exit code 1)
-        tb = e.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename != script:
+        tb = e.__traceback__    # from the first frame of the user's (or the boot's) code on
+        while tb is not None and tb.tb_frame.f_code.co_filename != first:
             tb = tb.tb_next
         sys.excepthook(type(e), e, tb or e.__traceback__)
         return 1

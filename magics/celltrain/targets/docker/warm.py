@@ -30,10 +30,10 @@ PER_RUN_ENV = set(run_environ("", "", {}, "", parent="-")) | {RUN_ID_ENV}
 
 
 def eligible(spec) -> bool:
-    """Whether a run may start warm: asked for, one process, nothing published, no boot module
-    (the Azure layer's runs start cold), not a sweep's own record.  Limits are part of the key, so the worker's container has the run's own."""
+    """Whether a run may start warm: asked for, one process, nothing published, not a sweep's
+    own record.  Limits are part of the key, so the worker's container has the run's own."""
     return (bool(getattr(spec, "warm", False)) and not spec.distribution.distributed
-            and not spec.ports and not spec.boot and spec.kind in ("run", "trial"))
+            and not spec.ports and spec.kind in ("run", "trial"))
 
 
 def worker_kwargs(kwargs: dict) -> dict:
@@ -173,7 +173,7 @@ def hand(target, handle, container) -> bool:
     """Hand the claimed run to its worker container (False: start it cold)."""
     run, spec = target.run, target.spec
     telemetry = f"{IN_CONTAINER}/{run['id']}/telemetry"
-    body = {"run": run["id"], "argv": [spec.script, *spec.args],
+    body = {"run": run["id"], "argv": [spec.script, *spec.args], "boot": spec.boot,
             "env": run_environ(run["id"], run["experiment"], spec.params, telemetry,
                                spec.parent)}
     return hand_over(folder(target.store, handle.ids["warm"]), run["id"], body,
