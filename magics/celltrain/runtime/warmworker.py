@@ -175,10 +175,12 @@ def child(folder, request, base_env):
     return 0
 
 
-def finish(folder, request, base_env):
+def finish(folder, request, base_env, done_fd):
     """The child's whole life: its script, then what Python does at exit (non-daemon threads
     joined, ``atexit``, output flushed) but not the teardown of every module the worker
-    imported, which would touch, and so copy, all of the worker's memory (seconds for torch)."""
+    imported, which would touch, and so copy, all of the worker's memory (seconds for torch).
+    The exit code goes to ``done_fd`` too: the worker need not wait for the kernel to take
+    down a process of torch's size (0.1-0.5 s) to say how the run ended."""
     try:
         code = child(folder, request, base_env)
     except SystemExit as e:
@@ -204,14 +206,29 @@ def finish(folder, request, base_env):
             stream.flush()
         except (OSError, ValueError):
             pass
+    try:
+        os.write(done_fd, bytes([code & 0xFF]))
+    except OSError:
+        pass
     return code & 0xFF
 
 
-def supervise(folder, run, pid, before):
-    """Wait for the run's child; a ``stop`` file asks for SIGTERM, then SIGKILL after its grace."""
+def supervise(folder, run, pid, before, done_fd):
+    """Wait for the run's child; a ``stop`` file asks for SIGTERM, then SIGKILL after its grace.
+    A child that said its exit code on ``done_fd`` has ended as far as the run goes: what is
+    left of it (and any process it started) is killed and the exit noted at once."""
     here = os.path.join(folder, run)
     kill_at = None
+    said = None
     while True:
+        try:
+            said = os.read(done_fd, 1) or None
+        except BlockingIOError:
+            pass
+        if said is not None:
+            kill_others()             # its leftovers; the process itself may still be exiting
+            status = said[0] << 8     # as waitpid reports an exit with that code
+            break
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             break
@@ -227,7 +244,8 @@ def supervise(folder, run, pid, before):
             os.killpg(pid, signal.SIGKILL)
             kill_at = float("inf")
         time.sleep(POLL_S)
-    kill_others()
+    if said is None:
+        kill_others()
     killed = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     code = 128 + killed if killed else os.WEXITSTATUS(status)
     oom = killed == signal.SIGKILL and oom_kills() > before
@@ -239,6 +257,8 @@ def supervise(folder, run, pid, before):
         present = None
     write_atomic(os.path.join(here, "exit.json"), json.dumps(
         {"code": code, "signal": killed, "oom": oom, "present": present}))
+    if said is not None:
+        os.waitpid(pid, 0)
 
 
 def take(folder, request_file):
@@ -258,6 +278,12 @@ def serve(folder, idle_s):
     baseline = set(os.listdir("/tmp"))
     preload(folder)
     import gc
+    import weakref
+    for thing in gc.get_objects():
+        # The imports' own exit-time finalizers (torch unregisters 144 operator libraries:
+        # 0.1-0.6 s) are the worker's: a run's process neither needs nor may run them.
+        if isinstance(thing, weakref.finalize):
+            thing.atexit = False
     gc.collect()
     gc.freeze()     # the children's collections leave the worker's objects (and pages) alone
     write_atomic(os.path.join(folder, "ready"), str(os.getpid()))
@@ -272,11 +298,16 @@ def serve(folder, idle_s):
             before = oom_kills()
             sys.stdout.flush()
             sys.stderr.flush()
+            done_r, done_w = os.pipe()
             pid = os.fork()
             if pid == 0:
-                os._exit(finish(folder, request, base_env))
+                os.close(done_r)
+                os._exit(finish(folder, request, base_env, done_w))
+            os.close(done_w)
+            os.set_blocking(done_r, False)
             write_atomic(os.path.join(folder, request["run"], "started"), str(pid))
-            supervise(folder, request["run"], pid, before)
+            supervise(folder, request["run"], pid, before, done_r)
+            os.close(done_r)
             idle_since = time.monotonic()
         elif not os.path.exists(ready):
             return 0            # the host removed the folder: the workspace is gone

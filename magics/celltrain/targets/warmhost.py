@@ -31,6 +31,13 @@ POLL_S = 0.005
 TAKE_S = 10.0        # an idle worker takes a request within ms: one that does not is stuck
 
 
+def eligible(spec) -> bool:
+    """Whether a run may start warm: asked for, one process, nothing published, not a sweep's
+    own record.  Limits are part of the key, so the worker's container has the run's own."""
+    return (bool(getattr(spec, "warm", False)) and not spec.distribution.distributed
+            and not spec.ports and spec.kind in ("run", "trial"))
+
+
 def folder(store, key: str) -> Path:
     return Path(store.root) / WARM_DIR / key
 
@@ -97,7 +104,8 @@ def hand_over(here: Path, run_id: str, body: dict, alive: Callable[[], bool],
         tmp = here / "request.tmp"
         tmp.write_text(json.dumps(body))
         os.rename(tmp, here / "request.json")
-    start, next_check, taken = time.monotonic(), 0.0, False
+    start, taken = time.monotonic(), False
+    next_check = start + 0.1       # the worker takes it within ms: ask Docker only after
     while not (mine / "started").exists():
         now = time.monotonic()
         if now > next_check:

@@ -2,8 +2,9 @@
 
 The container gets the code snapshot mounted read-only and copied into its workdir (so the
 snapshot stays what ran), the telemetry folder mounted read-write, data mounts read-only,
-``no-new-privileges``, a 2 GB ``/dev/shm`` for DataLoader workers, and never the Docker socket.  ``./outputs`` and ``./logs``
-are copied back at the end, from a stopped container too, so a failed run keeps its checkpoints.
+``no-new-privileges``, a 2 GB ``/dev/shm`` for DataLoader workers, and never the Docker socket.
+``./outputs`` and ``./logs`` are copied back at the end, from a stopped container too, so a
+failed run keeps its checkpoints.
 """
 from __future__ import annotations
 
@@ -19,12 +20,13 @@ from ...runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 from ..base import ComputeTarget, Handle, Prepared, Result
 from ...runtime.wire import TELEMETRY_DIR, WORKDIR_NOTE, ports_environ, run_environ
 from ...errors import DockerUnavailable
+from ..warmhost import eligible
 from . import engine, warm
 from .engine import LABEL_BUILD, LABEL_RUN, LABEL_WORKSPACE
 from .users import container_user, let_write
 from .images import ensure_image
-from .nodes import NodeGroup, create as nodes_create, mpi_env, node_command, settle_distribution
-from .nodes import extract_archive
+from .nodes import (NodeGroup, create as nodes_create, extract_archive, mpi_env, node_command,
+                    settle_distribution)
 
 WORKDIR = "/celltrain-run/src"
 TELEMETRY_IN_CONTAINER = "/celltrain-run/telemetry"
@@ -79,11 +81,7 @@ class DockerTarget(ComputeTarget):
     def reconcile(cls, store, supervisor_alive) -> None:
         from .leftovers import clean
         clean(store, supervisor_alive)
-        if (Path(store.root) / warm.WARM_DIR).is_dir():
-            try:
-                warm.tidy(store, engine.client(timeout=10))
-            except Exception:  # noqa: BLE001  (no engine now: next time)
-                pass
+        warm.tidy(store)
 
     @classmethod
     def describe_environment(cls, environment, cache_dir: Path) -> dict | None:
@@ -176,7 +174,7 @@ class DockerTarget(ComputeTarget):
                            container_user(self.client.containers.get(cid)))
             return handle
         kwargs = self.container_kwargs(0, None)
-        if warm.eligible(self.spec):
+        if eligible(self.spec):
             image = prepared.image_digest or prepared.image
             self.warm_setup = (image, kwargs)
             borrowed = warm.claim(self, image, kwargs)

@@ -21,19 +21,13 @@ from pathlib import Path
 from ...runtime.wire import RUN_ID_ENV, run_environ
 from ..warmhost import (WARM_DIR, WarmRun, folder, hand_over, imports_of, lend, release,
                         take_claim)
+from . import engine
 from .engine import LABEL_WORKSPACE
 from .users import container_user, let_write
 
 LABEL_WARM = "celltrain.warm"
 IN_CONTAINER = "/celltrain-warm"
 PER_RUN_ENV = set(run_environ("", "", {}, "", parent="-")) | {RUN_ID_ENV}
-
-
-def eligible(spec) -> bool:
-    """Whether a run may start warm: asked for, one process, nothing published, not a sweep's
-    own record.  Limits are part of the key, so the worker's container has the run's own."""
-    return (bool(getattr(spec, "warm", False)) and not spec.distribution.distributed
-            and not spec.ports and spec.kind in ("run", "trial"))
 
 
 def worker_kwargs(kwargs: dict) -> dict:
@@ -180,10 +174,15 @@ def hand(target, handle, container) -> bool:
                      lambda: running(container), lambda: remove(container))
 
 
-def tidy(store, client) -> None:
-    """On workspace open: remove workers whose folder is gone and folders with no worker."""
+def tidy(store) -> None:
+    """On workspace open: remove workers whose folder is gone and folders with no worker (the
+    local target's workers, ``local-*``, leave by themselves)."""
     root = Path(store.root) / WARM_DIR
     if not root.is_dir():
+        return
+    try:
+        client = engine.client(timeout=10)
+    except Exception:  # noqa: BLE001  (no engine now: next time)
         return
     alive = set()
     for container in workers(client, store):
@@ -196,5 +195,5 @@ def tidy(store, client) -> None:
         else:
             alive.add(key)
     for path in root.iterdir():
-        if path.name not in alive:
+        if path.name not in alive and not path.name.startswith("local-"):
             shutil.rmtree(path, ignore_errors=True)
