@@ -1,4 +1,5 @@
-"""Finding the detached processes celltrain starts (supervisors, sweep controllers) by their
+"""Finding the detached processes celltrain starts (supervisors, sweep controllers, local warm
+workers) by their
 command line, so a test can kill one the way a crash or an OOM killer would; and waiting
 for what processes and threads do (``until``)."""
 from __future__ import annotations
@@ -29,3 +30,15 @@ def until(check, what, within=60.0):
         if time.monotonic() > deadline:
             pytest.fail(f"{what} did not happen within {within}s")
         time.sleep(0.05)
+
+
+def stop_local_workers(workspace) -> None:
+    """The local target's warm workers are processes of this machine: end them with the test
+    (a worker still importing too)."""
+    import signal
+    from celltrain.targets.localwarm import worker_pid
+    from celltrain.targets.warmhost import WARM_DIR
+    for here in (workspace.path / WARM_DIR).glob("local-*"):
+        pid = worker_pid(here)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)

@@ -1,7 +1,9 @@
 """A warm worker: a Python that has paid for ``import torch`` once and forks one process per run.
 
 ``python -m celltrain.runtime.warmworker FOLDER IDLE_S`` runs as the main process of a worker
-container (``targets/docker/warm.py`` starts it).  ``FOLDER`` is the workspace's
+container (``targets/docker/warm.py`` starts it); with ``--host`` it is a process of this
+machine (``targets/localwarm.py``), which kills only its own descendants, leaves ``/tmp`` alone
+and reports no OOM (no cgroup of its own).  ``FOLDER`` is the workspace's
 ``warm/<key>/``, mounted read-write; the host and the worker speak through files in it:
 
 - ``imports.json`` (host): the statements to run before waiting (torch, the cell's imports);
@@ -9,7 +11,9 @@ container (``targets/docker/warm.py`` starts it).  ``FOLDER`` is the workspace's
 - ``claim`` (host, created exclusively): the run the worker is lent to; the worker takes it
   itself ("closing") when it leaves after ``IDLE_S`` seconds without one, so a host never
   claims a worker that is leaving;
-- ``request.json`` (host): the run to start: ``{"run", "argv", "env", "boot"}``.  The worker takes it
+- ``request.json`` (host): the run to start: ``{"run", "argv", "env", "boot"}``; a host
+  worker's also names the run's own ``snapshot``, ``workdir``, ``stdout`` and ``stderr``, and
+  ``env_only`` (the child gets ``env``, not the worker's environment plus ``env``).  The worker takes it
   by renaming it to ``<run>/request.json``; the host may withdraw it the same way (to
   ``<run>/withdrawn.json``) when the worker does not take it, and then starts the run cold: one
   rename wins, so a run never starts twice;
@@ -39,12 +43,13 @@ from .wire import TELEMETRY_ENV, WORKDIR_NOTE
 
 POLL_S = 0.005
 RUN_ROOT = "/celltrain-run"
+HOST = {"on": False}    # --host: a process of this machine, not a container's main process
 OOM_FILES = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
 
 
 def oom_kills():
     """The container's OOM-kill count (cgroup v2 ``memory.events``, v1 ``oom_control``)."""
-    for path in OOM_FILES:
+    for path in OOM_FILES if not HOST["on"] else ():
         try:
             with open(path) as f:
                 for line in f:
@@ -78,19 +83,43 @@ def preload(folder):
 
 
 def kill_others():
-    """Kill every process in the container but its init and this worker (a run's leftovers)."""
+    """Kill every process in the container but its init and this worker (a run's leftovers);
+    on the host, every descendant of this worker (orphans come to it: a subreaper)."""
     me = os.getpid()
+    parents = {}
     for name in os.listdir("/proc"):
         if name.isdigit() and int(name) not in (1, me):
             try:
-                os.kill(int(name), signal.SIGKILL)
-            except OSError:
-                pass
+                with open("/proc/%s/stat" % name) as f:
+                    parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    doomed = set(parents) if not HOST["on"] else set()
+    grew = HOST["on"]
+    while grew:
+        found = {pid for pid, parent in parents.items() if parent in doomed | {me}}
+        grew = not found <= doomed
+        doomed |= found
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def reap():
+    """Collect the exits of processes that came to this worker (a host worker's orphans)."""
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                return
+        except ChildProcessError:
+            return
 
 
 def tidy(folder, keep, baseline):
     """Remove earlier runs' folders (here and in the container) and what they left in /tmp."""
-    for root in (folder, RUN_ROOT):
+    for root in (folder,) if HOST["on"] else (folder, RUN_ROOT):
         try:
             names = os.listdir(root)
         except OSError:
@@ -99,7 +128,7 @@ def tidy(folder, keep, baseline):
             path = os.path.join(root, name)
             if name != keep and os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)
-    for name in set(os.listdir("/tmp")) - baseline:
+    for name in set(os.listdir("/tmp")) - baseline if not HOST["on"] else ():
         path = os.path.join("/tmp", name)
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
@@ -125,10 +154,11 @@ def child(folder, request, base_env):
     except OSError:
         pass
     os.environ.clear()
-    os.environ.update(base_env)
+    os.environ.update({} if request.get("env_only") else base_env)
     os.environ.update(request["env"])
-    out = os.open(os.path.join(here, "stdout"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    err = os.open(os.path.join(here, "stderr"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    out = os.open(request.get("stdout") or os.path.join(here, "stdout"), flags, 0o644)
+    err = os.open(request.get("stderr") or os.path.join(here, "stderr"), flags, 0o644)
     os.dup2(out, 1)
     os.dup2(err, 2)
     os.close(out)
@@ -139,14 +169,15 @@ def child(folder, request, base_env):
     sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.FileIO(2, "w", closefd=False),
                                                    errors="backslashreplace",
                                                    write_through=True)
-    workdir = os.path.join(RUN_ROOT, run, "src")
+    workdir = request.get("workdir") or os.path.join(RUN_ROOT, run, "src")
     try:
         os.makedirs(workdir)
     except OSError:
         workdir = tempfile.mkdtemp()
-    shutil.copytree(os.path.join(here, "snapshot"), workdir, symlinks=True, dirs_exist_ok=True)
+    shutil.copytree(request.get("snapshot") or os.path.join(here, "snapshot"), workdir,
+                    symlinks=True, dirs_exist_ok=True)
     telemetry = request["env"].get(TELEMETRY_ENV)
-    if telemetry:
+    if telemetry and not request.get("workdir"):   # where the host finds ./outputs
         write_atomic(os.path.join(telemetry, WORKDIR_NOTE), workdir + "\n")
     os.chdir(workdir)
     if "numpy.random" in sys.modules:   # `random` reseeds itself after a fork; numpy does not
@@ -274,6 +305,12 @@ def take(folder, request_file):
 
 
 def serve(folder, idle_s):
+    if HOST["on"]:
+        try:    # PR_SET_CHILD_SUBREAPER: a run's orphans become this worker's, to be killed
+            import ctypes
+            ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
     base_env = dict(os.environ)
     baseline = set(os.listdir("/tmp"))
     preload(folder)
@@ -308,6 +345,7 @@ def serve(folder, idle_s):
             write_atomic(os.path.join(folder, request["run"], "started"), str(pid))
             supervise(folder, request["run"], pid, before, done_r)
             os.close(done_r)
+            reap()
             idle_since = time.monotonic()
         elif not os.path.exists(ready):
             return 0            # the host removed the folder: the workspace is gone
@@ -330,6 +368,7 @@ def serve(folder, idle_s):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    HOST["on"] = "--host" in argv[2:]
     return serve(argv[0], float(argv[1]))
 
 
