@@ -42,3 +42,23 @@ def stop_local_workers(workspace) -> None:
         pid = worker_pid(here)
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
+
+
+HOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fault_hooks")
+
+
+def with_fault_hooks(monkeypatch) -> None:
+    """Supervisors started from now on load tests/fault_hooks (each run its own: no spare)."""
+    import celltrain.workspace
+    monkeypatch.setattr(celltrain.workspace, "SPARES", False)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (HOOKS, os.environ.get("PYTHONPATH")) if p))
+
+
+def until_held(hold, run, within: float = 120.0) -> None:
+    """Wait until the run's supervisor waits at a fault hook's ``hold`` file."""
+    from celltrain import states
+    deadline = time.monotonic() + within
+    while not os.path.exists(f"{hold}.reached"):
+        assert time.monotonic() < deadline and run.status in states.ACTIVE, run.reason
+        time.sleep(0.1)

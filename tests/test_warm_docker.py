@@ -3,20 +3,16 @@ forked from a worker container that imported torch after the first; everything a
 a run is as for a cold one.  Real Docker, the offline image."""
 from __future__ import annotations
 
-import os
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
-import celltrain.workspace
 from celltrain import Workspace, states
 from celltrain.targets.docker.warm import LABEL_WARM, WARM_DIR
 
+from procs import until_held, with_fault_hooks
 from test_azureml import make_compute, v1  # noqa: F401  (v1 is a fixture)
-
-HOOKS = str(Path(__file__).parent / "fault_hooks")
 
 SCRIPT = """
 import os, sys, tempfile, torch
@@ -165,19 +161,14 @@ def test_a_worker_lost_after_the_claim_means_a_cold_start_not_a_failed_run(
         docker_workspace, docker_client, make_source, warm_env, monkeypatch, tmp_path):
     """The worker dies between the claim (the run's handle names it) and the hand-over: the
     run starts cold in a container of its own and completes as a cold run would."""
-    monkeypatch.setattr(celltrain.workspace, "SPARES", False)   # each run its own supervisor
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (HOOKS, os.environ.get("PYTHONPATH")) if p))
+    with_fault_hooks(monkeypatch)
     src = make_source(SCRIPT)
     cold = finished(submit(docker_workspace, src))
     key = worker(docker_client, docker_workspace).labels[LABEL_WARM]
     hold = tmp_path / "launch"
     monkeypatch.setenv("CELLTRAIN_TEST_HOLD_LAUNCH", str(hold))
     run = submit(docker_workspace, src)
-    deadline = time.monotonic() + 120
-    while not Path(f"{hold}.reached").exists():
-        assert time.monotonic() < deadline and run.status in states.ACTIVE, run.reason
-        time.sleep(0.1)
+    until_held(hold, run)
     assert run.started_warm                       # claimed: the handle is the worker's
     worker(docker_client, docker_workspace).kill()
     hold.touch()

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import pytest
 
-import celltrain.workspace
 from celltrain import states
 from celltrain.targets.localwarm import alive
 from celltrain.targets.warmhost import WARM_DIR
-from procs import stop_local_workers
-
-HOOKS = str(Path(__file__).parent / "fault_hooks")
+from procs import stop_local_workers, until_held, with_fault_hooks
 
 SCRIPT = """
 import os, subprocess, sys, torch
@@ -116,19 +112,14 @@ def test_nothing_of_one_local_warm_run_reaches_the_next(warm_local, make_source,
 
 def test_a_local_worker_lost_after_the_claim_means_a_cold_start(warm_local, make_source,
                                                                 monkeypatch, tmp_path):
-    monkeypatch.setattr(celltrain.workspace, "SPARES", False)   # each run its own supervisor
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (HOOKS, os.environ.get("PYTHONPATH")) if p))
+    with_fault_hooks(monkeypatch)
     src = make_source(SCRIPT)
     cold = finished(submit(warm_local, src))
     pid = worker_pid(warm_local)
     hold = tmp_path / "launch"
     monkeypatch.setenv("CELLTRAIN_TEST_HOLD_LAUNCH", str(hold))
     run = submit(warm_local, src)
-    deadline = time.monotonic() + 120
-    while not Path(f"{hold}.reached").exists():
-        assert time.monotonic() < deadline and run.status in states.ACTIVE, run.reason
-        time.sleep(0.1)
+    until_held(hold, run)
     assert run.started_warm                       # claimed: the handle is the worker's
     os.kill(pid, 9)
     hold.touch()
