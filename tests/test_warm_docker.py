@@ -11,6 +11,9 @@ import pytest
 from celltrain import Workspace, states
 from celltrain.targets.docker.warm import LABEL_WARM, WARM_DIR
 
+from procs import until_held, with_fault_hooks
+from test_azureml import make_compute, v1  # noqa: F401  (v1 is a fixture)
+
 SCRIPT = """
 import os, sys, tempfile, torch
 mode = sys.argv[1] if len(sys.argv) > 1 else "plain"
@@ -152,6 +155,58 @@ def test_a_worker_killed_between_runs_means_a_cold_start(docker_workspace, docke
     run = finished(submit(docker_workspace, src))
     assert not run.started_warm
     assert run.metrics()["loss"] == [45.0, 90.0]
+
+
+def test_a_worker_lost_after_the_claim_means_a_cold_start_not_a_failed_run(
+        docker_workspace, docker_client, make_source, warm_env, monkeypatch, tmp_path):
+    """The worker dies between the claim (the run's handle names it) and the hand-over: the
+    run starts cold in a container of its own and completes as a cold run would."""
+    with_fault_hooks(monkeypatch)
+    src = make_source(SCRIPT)
+    cold = finished(submit(docker_workspace, src))
+    key = worker(docker_client, docker_workspace).labels[LABEL_WARM]
+    hold = tmp_path / "launch"
+    monkeypatch.setenv("CELLTRAIN_TEST_HOLD_LAUNCH", str(hold))
+    run = submit(docker_workspace, src)
+    until_held(hold, run)
+    assert run.started_warm                       # claimed: the handle is the worker's
+    worker(docker_client, docker_workspace).kill()
+    hold.touch()
+    finished(run)
+    assert not run.started_warm
+    assert run.metrics() == cold.metrics()
+    assert f"out line [0.0, 1.0, 2.0] run {run.id}" in run.logs()
+    assert (run.folder / "outputs" / "result.txt").read_text() == "4.5"
+    # the next run's worker came up after this cold run, under the same key
+    assert worker(docker_client, docker_workspace).labels[LABEL_WARM] == key
+
+
+def test_a_layer_run_with_a_boot_module_starts_warm_with_the_cold_result(
+        v1, docker_workspace, docker_client, warm_env, monkeypatch):  # noqa: F811
+    """An Azure ML v1 script (the layer's runs go through its boot module, ``RunSpec.boot``)
+    runs warm as it ran cold: its azureml imports mapped, the same metrics, tags, outputs."""
+    from azureml.core import Experiment, ScriptRunConfig, Workspace
+    monkeypatch.setenv("CELLTRAIN_AZUREML_COMPUTE", "docker")
+    ws = Workspace.from_config()
+    target = make_compute(ws, "box")
+
+    def one():
+        run = Experiment(ws, "boot").submit(ScriptRunConfig(
+            "src", "train.py", arguments=["--num_epochs", 3], compute_target=target))
+        details = run.wait_for_completion(show_output=False)
+        assert details["status"] == "Completed", run._handle.logs()[-3000:]
+        return run
+    cold = one()
+    worker(docker_client, docker_workspace)
+    hot = one()
+    assert hot._handle.started_warm and not cold._handle.started_warm
+    assert hot._handle.record["spec"]["boot"] == "celltrain.runtime.azureml_boot"
+    for run in (cold, hot):
+        assert "online 0" in run._handle.logs()
+        assert run.get_tags()["framework"] == "pytorch"
+        assert (run._handle.folder / "outputs" / "model.pt").read_text().startswith("weights")
+    metrics = [{k: v for k, v in r.get_metrics().items() if k != "curve"} for r in (cold, hot)]
+    assert metrics[0] == metrics[1] and len(metrics[0]["val_acc"]) == 3
 
 
 def test_the_off_switch(docker_workspace, docker_client, make_source, monkeypatch):

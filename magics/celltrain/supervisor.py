@@ -235,7 +235,7 @@ class Supervisor:
             if self.cancel_requested():   # created, never started: nothing ran
                 target.cleanup(handle)
                 raise Canceled
-            target.launch(handle)
+            handle = self.launch(target, handle)
             self.status(states.RUNNING, started=time.time())
         elif not self.engine_call(target.exists, handle):
             self.status(states.FAILED, f"{target.noun} vanished", ended=time.time(),
@@ -244,7 +244,7 @@ class Supervisor:
             return
         elif run["status"] in (states.STARTING,):
             if not target.is_running(handle):
-                target.launch(handle)
+                handle = self.launch(target, handle)
             self.status(states.RUNNING, started=time.time())
         sampler = self.start_sampler(target, handle)
         try:
@@ -262,6 +262,16 @@ class Supervisor:
                                    f"{e}; sampled every {DEFAULT_INTERVAL_S:g}s")
             every = DEFAULT_INTERVAL_S
         return Sampler(self.store, self.run_id, target, handle, every, self.log).start()
+
+    def launch(self, target, handle: Handle) -> Handle:
+        """Set the run going; a target that had to start it another way (a warm worker that
+        was gone: a cold container) gives a new handle, stored in place of the first."""
+        new = target.launch(handle)
+        if new is not None:
+            handle = self.handle = new
+            self.store.update_run(self.run_id, container_id=handle.legacy_id(),
+                                  handle=handle.to_dict())
+        return handle
 
     def stop_requested(self) -> float | None:
         """For a pull or build: the cancel's grace once a cancel was asked for, else None."""

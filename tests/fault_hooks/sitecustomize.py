@@ -1,4 +1,4 @@
-"""Faults and holds for tests/test_faults_docker.py, in the supervisor processes it spawns.
+"""Faults and holds for tests/test_faults_docker.py (and test_warm_docker.py), in the supervisor processes it spawns.
 
 A test puts this folder on PYTHONPATH and sets one of the variables below; a supervisor then
 waits at a chosen point until a file exists (so a test can act while a run is in a given state),
@@ -14,18 +14,21 @@ def _hold(path):
         time.sleep(0.05)
 
 
-def _hold_before(method, variable):
-    """Make the Docker target's ``method`` wait for the file named by ``variable``, if set."""
+def _hold_before(method, variable, local=False):
+    """Make the Docker target's ``method`` (and the local target's, with ``local``) wait for
+    the file named by ``variable``, if set."""
     path = os.environ.get(variable)
     if not path:
         return
     from celltrain.targets.docker.target import DockerTarget
-    original = getattr(DockerTarget, method)
+    from celltrain.targets.local import LocalTarget
+    for cls in (DockerTarget, LocalTarget) if local else (DockerTarget,):
+        original = getattr(cls, method)
 
-    def held(self, *args, **kwargs):
-        _hold(path)
-        return original(self, *args, **kwargs)
-    setattr(DockerTarget, method, held)
+        def held(self, *args, _original=original, **kwargs):
+            _hold(path)
+            return _original(self, *args, **kwargs)
+        setattr(cls, method, held)
 
 
 def _install():
@@ -40,6 +43,7 @@ def _install():
         _hold(env["CELLTRAIN_TEST_HOLD_SUPERVISOR"])      # the run stays Queued
     _hold_before("start", "CELLTRAIN_TEST_HOLD_START")        # the run stays Starting
     _hold_before("collect", "CELLTRAIN_TEST_HOLD_COLLECT")    # the run stays Finalizing
+    _hold_before("launch", "CELLTRAIN_TEST_HOLD_LAUNCH", True)  # started (claimed), not launched
     if env.get("CELLTRAIN_TEST_FAIL_WATCH"):
         _fail_once_running()
 

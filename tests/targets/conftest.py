@@ -11,9 +11,12 @@ import time
 
 import pytest
 
-# "docker-warm": the Docker target with the environment's warm worker up, so every run of the
-# suite is forked from it (README "Warm starts"); "ray": a real local Ray cluster (head + 2 workers).
-TARGETS = ["local", "docker", "docker-warm", "ray"]
+from procs import stop_local_workers
+
+# "docker-warm", "local-warm": the Docker and local targets with the environment's warm worker
+# up, so every run of the suite is forked from it (README "Warm starts"); "ray": a real local
+# Ray cluster (head + 2 workers).
+TARGETS = ["local", "local-warm", "docker", "docker-warm", "ray"]
 
 
 @dataclass
@@ -37,19 +40,24 @@ def target(request, workspace, tmp_path, monkeypatch):
         request.getfixturevalue("docker_workspace")      # engine, image, container cleanup
         yield TargetUnderTest("docker", workspace, {"gpus": "none"})
         return
-    if request.param == "docker-warm":
-        request.getfixturevalue("docker_workspace")
+    if request.param in ("docker-warm", "local-warm"):
+        kind = request.param.split("-")[0]
+        if kind == "docker":
+            request.getfixturevalue("docker_workspace")
         monkeypatch.setenv("CELLTRAIN_WARM", "1")
         monkeypatch.setenv("CELLTRAIN_WARM_IDLE", "120")
         # The suite's runs are a workspace's first, each started by its own supervisor
         # process (which one test kills): no spare one from the warm-up run.
         monkeypatch.setattr("celltrain.workspace.SPARES", False)
-        warm = TargetUnderTest("docker", workspace,
+        warm = TargetUnderTest(kind, workspace,
                                {"gpus": "none", "env_vars": {"GREETING": "hello"}})
-        start_worker(warm, tmp_path / "warm-up")
-        yield warm
+        try:
+            start_worker(warm, tmp_path / "warm-up")
+            yield warm
+        finally:
+            stop_local_workers(workspace)
         started = [run for run in warm.submitted[1:] if run.record.get("handle")]
-        assert all(run.started_warm for run in started), "a run of docker-warm started cold"
+        assert all(run.started_warm for run in started), f"a run of {request.param} started cold"
         return
     if request.param == "ray":
         cluster = request.getfixturevalue("ray_cluster")      # head + 2 workers, per session

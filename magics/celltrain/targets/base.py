@@ -13,7 +13,9 @@ The contract, which ``tests/targets`` checks for every registered target:
   ``Prepared``; it polls ``should_stop()`` at least once a second and raises ``PrepareStopped``
   when it says so, leaving nothing half-made behind.
 - ``start(prepared)`` creates the run's processes or containers, not yet running, and returns a
-  ``Handle``; ``launch(handle)`` sets them going.  The handle is stored with the run, so it must
+  ``Handle``; ``launch(handle)`` sets them going, and returns None, or a new handle where it
+  had to start them another way (a warm worker gone before the run reached it: a cold
+  container), which replaces the first.  The handle is stored with the run, so it must
   survive ``to_dict``/``from_dict``: a supervisor in another process re-attaches with it.
 - ``stream_output(handle, resumed)`` writes the run's output into ``output.log`` and
   ``stderr.log`` (a thread it returns, or None when the processes write those files themselves);
@@ -184,7 +186,7 @@ class ComputeTarget:
     def start(self, prepared: Prepared) -> Handle:
         raise NotImplementedError
 
-    def launch(self, handle: Handle) -> None:
+    def launch(self, handle: Handle) -> "Handle | None":
         raise NotImplementedError
 
     def exists(self, handle: Handle) -> bool:

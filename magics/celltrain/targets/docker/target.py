@@ -2,15 +2,15 @@
 
 The container gets the code snapshot mounted read-only and copied into its workdir (so the
 snapshot stays what ran), the telemetry folder mounted read-write, data mounts read-only,
-``no-new-privileges``, a 2 GB ``/dev/shm`` for DataLoader workers, and never the Docker socket.  ``./outputs`` and ``./logs``
-are copied back at the end, from a stopped container too, so a failed run keeps its checkpoints.
+``no-new-privileges``, a 2 GB ``/dev/shm`` for DataLoader workers, and never the Docker socket.
+``./outputs`` and ``./logs`` are copied back at the end, from a stopped container too, so a
+failed run keeps its checkpoints.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import posixpath
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,12 +20,13 @@ from ...runfiles import BUILD_LOG, OUTPUT_LOG, STDERR_LOG
 from ..base import ComputeTarget, Handle, Prepared, Result
 from ...runtime.wire import TELEMETRY_DIR, WORKDIR_NOTE, ports_environ, run_environ
 from ...errors import DockerUnavailable
+from ..warmhost import eligible
 from . import engine, warm
 from .engine import LABEL_BUILD, LABEL_RUN, LABEL_WORKSPACE
 from .users import container_user, let_write
 from .images import ensure_image
-from .nodes import NodeGroup, create as nodes_create, extract_archive, mpi_env, node_command
-from .nodes import settle_distribution
+from .nodes import (NodeGroup, create as nodes_create, extract_archive, mpi_env, node_command,
+                    settle_distribution)
 from .usage import ContainerUsage
 
 WORKDIR = "/celltrain-run/src"
@@ -60,8 +61,7 @@ class DockerTarget(ContainerUsage, ComputeTarget):
         self.client = self.container = None
         self.resumed = False
         self.group = NodeGroup(self)
-        self.warm_run = None          # a warm run's WarmRun; warm_setup: for the next run's worker
-        self.warm_setup = None
+        self.warm_run = self.warm_setup = None   # a warm run's WarmRun; the next run's worker
 
     # -- in the submitting process, and when a workspace opens -----------------------------------
     @classmethod
@@ -81,11 +81,7 @@ class DockerTarget(ContainerUsage, ComputeTarget):
     def reconcile(cls, store, supervisor_alive) -> None:
         from .leftovers import clean
         clean(store, supervisor_alive)
-        if (Path(store.root) / warm.WARM_DIR).is_dir():
-            try:
-                warm.tidy(store, engine.client(timeout=10))
-            except Exception:  # noqa: BLE001  (no engine now: next time)
-                pass
+        warm.tidy(store)
 
     @classmethod
     def describe_environment(cls, environment, cache_dir: Path) -> dict | None:
@@ -178,13 +174,17 @@ class DockerTarget(ContainerUsage, ComputeTarget):
                            container_user(self.client.containers.get(cid)))
             return handle
         kwargs = self.container_kwargs(0, None)
-        if warm.eligible(self.spec):
+        if eligible(self.spec):
             image = prepared.image_digest or prepared.image
             self.warm_setup = (image, kwargs)
             borrowed = warm.claim(self, image, kwargs)
             if borrowed:
                 self.container, key = borrowed
                 return Handle(self.kind, {"container": self.container.id, "warm": key})
+        return self.create_container(prepared.image, kwargs)
+
+    def create_container(self, image: str, kwargs: dict) -> Handle:
+        """The run's own container, created (not started)."""
         # A container of this name was created by a supervisor that died before recording it,
         # so it never started (launch follows the record): make room for the new one.
         import docker
@@ -192,7 +192,7 @@ class DockerTarget(ContainerUsage, ComputeTarget):
             self.client.containers.get(kwargs["name"]).remove(force=True)
         except docker.errors.NotFound:
             pass
-        self.container = self.client.containers.create(prepared.image, **kwargs)
+        self.container = self.client.containers.create(image, **kwargs)
         let_write(self.run_dir / TELEMETRY_DIR, container_user(self.container))
         return Handle(self.kind, {"container": self.container.id})
 
@@ -256,19 +256,20 @@ class DockerTarget(ContainerUsage, ComputeTarget):
             kwargs["group_add"] = [str(os.getgid())]
         return kwargs
 
-    def launch(self, handle: Handle) -> None:
+    def launch(self, handle: Handle) -> Handle | None:
         if "containers" in handle.ids:
             return self.group.launch(handle)
         if "warm" in handle.ids:
-            return warm.request(self, handle.ids["warm"])
+            return warm.launch(self, handle)
         self._get(handle).start()
+        return None
 
     # -- Running ----------------------------------------------------------------------------------
     def _warm(self, handle: Handle):
         if "warm" not in handle.ids:
             return None
         if self.warm_run is None:
-            self.warm_run = warm.WarmRun(self, handle)
+            self.warm_run = warm.follow(self, handle)
         return self.warm_run
 
     def _get(self, handle: Handle):
@@ -281,6 +282,8 @@ class DockerTarget(ContainerUsage, ComputeTarget):
         if "containers" in handle.ids:
             return self.group.exists(handle)
         import docker
+        if self._warm(handle) and not self._warm(handle).handed():
+            return True       # not handed yet: launch hands it over, or starts it cold
         try:
             self._get(handle)
             return True
@@ -326,7 +329,7 @@ class DockerTarget(ContainerUsage, ComputeTarget):
         if "containers" in handle.ids:
             return self.group.is_running(handle)
         if self._warm(handle):
-            return not self._warm(handle).ended(self._get(handle))
+            return self._warm(handle).handed() and not self._warm(handle).ended()
         container = self._get(handle)
         container.reload()
         return container.status in ("created", "running", "restarting", "paused")
@@ -335,7 +338,7 @@ class DockerTarget(ContainerUsage, ComputeTarget):
         if "containers" in handle.ids:
             return self.group.stop(handle, grace)
         if self._warm(handle):
-            return self._warm(handle).stop(self._get(handle), grace)
+            return self._warm(handle).stop(grace)
         self._get(handle).stop(timeout=int(max(grace, 0)))
 
     def result(self, handle: Handle) -> Result:
@@ -392,9 +395,4 @@ class DockerTarget(ContainerUsage, ComputeTarget):
         except docker.errors.APIError:  # gone already, or being removed by someone else
             pass
         if self.warm_setup is not None:   # the next run of this environment starts warm
-            try:
-                image, kwargs = self.warm_setup
-                warm.ensure_worker(self, image, kwargs, warm.imports_of(
-                    self.run_dir / "snapshot", self.spec.script))
-            except Exception as e:  # noqa: BLE001  (the next run starts cold, as before)
-                print(f"no warm worker: {type(e).__name__}: {e}", file=sys.stderr)
+            warm.after_cold(self, *self.warm_setup)
