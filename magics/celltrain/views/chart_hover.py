@@ -13,10 +13,10 @@ import math
 
 import numpy as np
 
-MAX_COLUMNS = 60
+MAX_COLUMNS = 40
 CHAR_W, LINE_H = 6.5, 14
-HOVER_CSS = (".celltrain-chart .readout{visibility:hidden;pointer-events:none}"
-             ".celltrain-chart .hover:hover .readout{visibility:visible}"
+HOVER_CSS = (".celltrain-chart .readout{display:none;pointer-events:none}"
+             ".celltrain-chart .hover:hover .readout{display:inline}"
              ".celltrain-chart .hit{fill:transparent;pointer-events:all}"
              ".celltrain-chart .readout rect{fill:var(--jp-layout-color0, white);"
              "stroke:var(--jp-border-color1, #999)}"
