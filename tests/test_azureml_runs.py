@@ -50,8 +50,8 @@ def cli(ws, *args) -> str:
 def test_the_cli_shows_the_users_script_of_a_layer_run(layer_run):
     ws, run = layer_run["ws"], layer_run["run"]
     shown = cli(ws, "show", run.id)
-    assert "script      train.py --num_epochs 2\n" in shown
-    assert "-m" not in shown.split("script", 1)[1].splitlines()[0]
+    assert "command     python train.py --num_epochs 2\n" in shown
+    assert "-m" not in shown.split("command", 1)[1].splitlines()[0]
     listing = cli(ws, "runs")
     assert run.id in listing and "azureml_boot" not in listing
     # what ran is still the boot module, so the script's azureml imports resolved

@@ -3,16 +3,13 @@ command line; ``run.code``, ``celltrain show`` and the widget's System section s
 sampled.  Real IPython shell, real local runs, the real CLI."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
-import pytest
-from IPython.testing import globalipapp
 from IPython.utils.capture import capture_output
 
 from celltrain import states
 from celltrain.run import Run
 from celltrain.views.widget import RunWidget
+from test_cli import cli
+from test_magics import ip, shell  # noqa: F401  (the real IPython shell, a fresh workspace)
 
 CELL = """%%train --target local
 total = 0
@@ -20,22 +17,6 @@ for i in range(3):
     total += i
 print("cell total", total)
 """
-
-
-def cli(workspace, *args):
-    return subprocess.run([sys.executable, "-m", "celltrain.cli", "-w", str(workspace.path),
-                           *args], capture_output=True, text=True, timeout=120)
-
-
-@pytest.fixture
-def ip(tmp_path, monkeypatch):
-    shell = globalipapp.get_ipython()
-    shell.run_cell("%load_ext celltrain")
-    monkeypatch.chdir(tmp_path)
-    shell.run_line_magic("train", f"config workspace={tmp_path / 'ws'} target=local "
-                                  "experiment=code")
-    yield shell
-    shell.run_line_magic("train", "config workspace= target= experiment= image=")
 
 
 def test_train_cell_keeps_its_source_and_notebook(ip, monkeypatch):

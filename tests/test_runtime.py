@@ -30,7 +30,8 @@ HOST_SETTINGS = {"CELLTRAIN_WORKSPACE", "CELLTRAIN_SPARE", "CELLTRAIN_SPARE_IDLE
                  "CELLTRAIN_ENGINE_WAIT", "CELLTRAIN_WARM", "CELLTRAIN_WARM_IDLE",
                  "CELLTRAIN_VERBOSE", "CELLTRAIN_DATA",
                  "CELLTRAIN_AZUREML_COMPUTE",   # the v1 layer: what new compute maps to
-                 "CELLTRAIN_RAY_DIR"}           # a Ray node: where its agents keep runs' files
+                 "CELLTRAIN_RAY_DIR",           # a Ray node: where its agents keep runs' files
+                 "CELLTRAIN_SYS_INTERVAL"}      # the supervisor: seconds between system samples
 WIRE_FILES = {"events.bin", "failure.txt", "cell-results.pkl"}
 
 

@@ -184,6 +184,7 @@ def test_gpus_through_nvml_sample_only_the_runs_gpus(tmp_path, monkeypatch):
     while not sampler.samples:
         time.sleep(0.05)
     sampler.stop()
+    sampler.thread.join(timeout=5)
     assert fake.shut and store.latest_system("r1")["sys/gpu1_util"] == 80.0
 
 

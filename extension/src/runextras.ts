@@ -78,7 +78,7 @@ export class SystemSection {
     names.forEach((name, i) => {
       const s = answer.series[name];
       const bytes = name.endsWith('_bytes');
-      const box = h('div', { class: 'ct-chart-box', 'data-system': name });
+      const box = h('div', { class: 'ct-system-chart', 'data-system': name }); // not a metric's
       renderChart(box, `${systemLabel(name)} (${bytes ? 'MiB' : '%'}) over seconds`, [{
         label: systemLabel(name), color: COLORS[i % COLORS.length], x: s.t,
         y: s.v.map(v => v === null ? null : bytes ? v / 2 ** 20 : v) }]);

@@ -168,9 +168,9 @@ class Sampler:
         return self
 
     def stop(self) -> None:
+        """Sample no more.  Not waited for: a Docker stats call in flight (about a second)
+        must not hold up the run's end; what it brings is stored or dropped."""
         self._stop.set()
-        if self.thread.is_alive():
-            self.thread.join(timeout=10)
 
     def sample(self) -> None:
         values = sample_once(self.target, self.handle, self.gpus)
@@ -183,14 +183,15 @@ class Sampler:
             self.gpus = gpu_source() if asks_gpus(self.target.spec.resources.gpus) else None
         try:
             while not self._stop.is_set():
+                began = time.monotonic()      # a Docker stats call waits ~1 s for the daemon
                 try:
                     self.sample()
                 except Exception as e:  # noqa: BLE001  (a gone container, a locked database)
-                    if not self.failed:
+                    if not self.failed and not self._stop.is_set():
                         self.log(f"system metrics: a sample failed ({type(e).__name__}: {e}); "
                                  "trying again")
                     self.failed = True
-                self._stop.wait(self.interval)
+                self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
         finally:
             if self.gpus is not None and self.gpus != "find":
                 self.gpus.close()

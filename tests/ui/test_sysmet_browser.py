@@ -67,9 +67,9 @@ def test_widget_and_run_panel_show_system_metrics_and_the_code(
     row.wait_for(timeout=UI_TIMEOUT_MS)
     row.locator(".ct-run-name").click()
     panel = page.locator(f"#celltrain-run-{run.id}")
-    panel.locator('.ct-system .ct-chart-box[data-system="sys/cpu_percent"] path.ct-line') \
+    panel.locator('.ct-system .ct-system-chart[data-system="sys/cpu_percent"] path.ct-line') \
         .wait_for(timeout=UI_TIMEOUT_MS)
-    assert panel.locator('.ct-system .ct-chart-box[data-system="sys/mem_bytes"] path.ct-line') \
+    assert panel.locator('.ct-system .ct-system-chart[data-system="sys/mem_bytes"] path.ct-line') \
         .count() == 1
     latest = panel.locator(".ct-system-latest").inner_text()
     assert "CPU" in latest and "MiB" in latest, latest
@@ -82,3 +82,31 @@ def test_widget_and_run_panel_show_system_metrics_and_the_code(
     panel.locator(".ct-system").scroll_into_view_if_needed()
     page.screenshot(path=str(screenshots / f"views-run-panel-system-code-{theme}.png"),
                     full_page=True)
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_notebook7_widget_has_the_closed_system_section(theme, workspace, make_source,
+                                                        monkeypatch, request, page, screenshots):
+    """The same System section in Notebook 7: closed, then CPU and memory charts in the
+    theme's colours (a run sampled here, shown by a notebook's cell)."""
+    monkeypatch.setenv("CELLTRAIN_SYS_INTERVAL", "0.5")
+    src = make_source(CELL.split("\n", 1)[1])
+    run = workspace.experiment("sys").submit("train.py", src, target="local")
+    assert run.wait(timeout=120) == states.COMPLETED, run.logs()
+    assert "sys/mem_bytes" in run.system_metrics()
+    base, token, root = request.getfixturevalue("notebook_server")
+    set_theme(base, token, theme)
+    write_notebook(root / "sys7.ipynb",
+                   f"from celltrain import Workspace\n"
+                   f"Workspace({str(workspace.path)!r}, reconcile=False).run({run.id!r}).show()")
+    open_notebook(page, base, token, "sys7.ipynb", "notebook")
+    run_first_cell(page, "notebook")
+    box = page.locator(".celltrain-run .celltrain-system-box")
+    header = box.locator(".jupyter-widget-Collapse-header", has_text="System")
+    header.wait_for(timeout=60_000)
+    assert not box.locator(".celltrain-system").is_visible(), "the section starts closed"
+    header.click()
+    box.locator(".celltrain-system svg.celltrain-chart").nth(1).wait_for(timeout=UI_TIMEOUT_MS)
+    assert contrast(page, ".celltrain-system svg.celltrain-chart text") >= READABLE
+    page.locator(".celltrain-run").first.screenshot(
+        path=str(screenshots / f"views-widget-system-notebook7-{theme}.png"))
