@@ -92,6 +92,16 @@ def test_gpu_ids_are_refused_on_a_cluster(workspace, make_source):
                                          nodes=2, launcher="mpi")
 
 
+def test_celltrain_targets_says_when_a_cluster_does_not_answer(workspace):
+    require_ray()
+    workspace.add_target("gone", "ray", address="127.0.0.1:1")
+    out = subprocess.run([sys.executable, "-m", "celltrain.cli", "-w", str(workspace.path),
+                          "targets"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "gone (ray):\n  the Ray cluster at '127.0.0.1:1' does not answer" in out.stdout, \
+        out.stdout
+
+
 def test_two_nodes_ddp_ranks_land_on_different_ray_nodes(cluster_ws, ray_cluster, docker_client,
                                                          tmp_path):
     src = tmp_path / "src"

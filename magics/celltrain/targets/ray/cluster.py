@@ -18,6 +18,7 @@ NAMESPACE = "celltrain"
 RAY_MISSING = ("the ray target needs Ray in this Python: pip install 'celltrain[ray]' (the "
                "same Ray version as the cluster's)")
 DEFAULT_SCALE_TIMEOUT_S = 600.0
+PROBE_S = 5.0              # a cluster address that does not take a connection within this is down
 CALL_TIMEOUT_S = 60.0       # an agent that does not answer a call within this is lost
 
 
@@ -40,6 +41,7 @@ def connect(address: str):
     if ray.is_initialized():
         return ray
     try:
+        _answers(address)    # ray.init would retry a dead address for minutes
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
                  logging_level="WARNING", include_dashboard=False)
     except Exception as e:  # ConnectionError, RuntimeError, ValueError: all say "no cluster"
@@ -48,6 +50,19 @@ def connect(address: str):
                            "saved target's address= (a GCS address host:6379, ray://host:10001 "
                            "or auto)") from e
     return ray
+
+
+def _answers(address: str) -> None:
+    """ConnectionError unless something listens at ``address`` ("host:port", "ray://host:port";
+    "auto" and other forms are left to Ray)."""
+    import socket
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_S).close()
+    except OSError as e:
+        raise ConnectionError(f"nothing answers at {host}:{port} ({e})") from None
 
 
 def group_name(run_id: str) -> str:
