@@ -63,7 +63,6 @@ class RayCluster:
     root: Path
     marker: str
     nodes: list[RayNode] = field(default_factory=list)
-    client_port: int = 0
 
     @property
     def workers(self) -> list[RayNode]:
@@ -88,9 +87,8 @@ class RayCluster:
                 f"--metrics-export-port={free_port()}",
                 f"--runtime-env-agent-port={free_port()}"]
         if head_port:
-            self.client_port = free_port()    # Ray Client's server: ray://127.0.0.1:<port>
             args += ["--head", f"--port={head_port}", "--num-cpus=0",
-                     "--include-dashboard=false", f"--ray-client-server-port={self.client_port}"]
+                     "--include-dashboard=false"]
         else:
             custom = {f"celltrain-test-{name}": 1, **(resources or {})}
             args += [f"--address={self.address}", "--num-cpus=1",
@@ -186,10 +184,18 @@ def _start(name: str, args: list, env: dict, folder: Path):
 def _favoured() -> None:
     """A little ahead of the machine's other work, where allowed: Ray's raylet gives its Python
     agents ~30 s to start (not configurable for all of them) and a loaded 2-core machine
-    does not always give them that.  The run containers are dockerd's children: not affected."""
+    does not always give them that (the raylet waits ~15 s for its dashboard agent's port
+    file).  The run containers are dockerd's children: not affected.  With the kernel's
+    autogroups (one per session, and ``ray start`` gets a session of its own) a process's nice
+    value only ranks it within its session: the session's own nice value is set as well."""
     try:
         os.nice(-10)
     except PermissionError:
+        return
+    try:
+        with open("/proc/self/autogroup", "w") as f:
+            f.write("-10")
+    except OSError:     # no autogroups in this kernel
         pass
 
 

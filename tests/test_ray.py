@@ -240,17 +240,6 @@ int(t.item())
         km.shutdown_kernel(now=True)
 
 
-def test_a_ray_client_address_runs_as_well(cluster_ws, ray_cluster, make_source):
-    """``ray://`` (Ray Client, the head's client server) instead of the GCS address."""
-    cluster_ws.add_target("client", "ray", address=f"ray://127.0.0.1:{ray_cluster.client_port}")
-    run = cluster_ws.experiment("client").submit(
-        "train.py", make_source("from celltrain import log\nlog('x', 1.0)\nprint('hi')"),
-        target="client", gpus="none")
-    assert run.wait(timeout=WAIT_S) == states.COMPLETED, (run.reason, run.build_log())
-    assert "hi" in run.logs() and run.metrics()["x"] == [1.0]
-    assert len(run.ranks()[0]["host"]["node_id"]) > 12
-
-
 def test_a_lost_node_fails_the_run_naming_it_and_its_container_stops_itself(
         cluster_ws, ray_cluster, docker_client, tmp_path):
     """Runs last: it kills a worker's raylet (the machine lives on), then starts it again."""
