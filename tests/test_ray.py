@@ -212,6 +212,7 @@ def test_opening_the_workspace_removes_an_ended_runs_group_agents_and_containers
 
 def test_train_magic_nodes_2_on_the_cluster_from_a_real_kernel(cluster_ws, tmp_path):
     from jupyter_client.manager import start_new_kernel
+    from test_distributed_magics import ALL_REDUCE
     km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
 
     def execute(code):
@@ -223,16 +224,7 @@ def test_train_magic_nodes_2_on_the_cluster_from_a_real_kernel(cluster_ws, tmp_p
     try:
         execute(f"%load_ext celltrain\n%train config workspace={cluster_ws.path} "
                 "experiment=ray")
-        execute("""%%train --target cluster --nodes 2 --gpus none --out world -o r
-import os
-import torch, torch.distributed as dist
-dist.init_process_group("gloo")
-t = torch.tensor([float(dist.get_rank() + 1)])
-dist.all_reduce(t)
-world = (dist.get_rank(), dist.get_world_size(), os.environ["NODE_RANK"])
-dist.destroy_process_group()
-int(t.item())
-""")
+        execute("%%train --target cluster --nodes 2 --gpus none --out world -o r\n" + ALL_REDUCE)
         out.clear()
         text = execute("print(world, r.status, len({x['host']['node_id'] for x in r.ranks()}))")
         assert text.strip() == "(0, 2, '0') Completed 2", text
