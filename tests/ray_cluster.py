@@ -68,6 +68,58 @@ class RayCluster:
     def workers(self) -> list[RayNode]:
         return self.nodes[1:]
 
+    def add_node(self, name: str, head_port: int | None = None, env: dict | None = None,
+                 resources: dict | None = None) -> RayNode:
+        """Start one more node: the head (``head_port``) or a worker of 1 CPU with the custom
+        resources {"celltrain-test-<name>": 1, **resources}; ``env``: its raylet's extra
+        environment (its agents inherit it)."""
+        import json
+        ray_cli = Path(sys.executable).with_name("ray")
+        folder = self.root / name
+        (folder / "agents").mkdir(parents=True)
+        args = [str(ray_cli), "start", "--block", "--disable-usage-stats",
+                "--include-log-monitor=false",
+                f"--temp-dir={folder / 'ray'}", f"--object-store-memory={OBJECT_STORE}",
+                # ports given: the raylet does not wait for its agents to report theirs
+                # (on a loaded machine that wait times out and the raylet gives up)
+                f"--dashboard-agent-grpc-port={free_port()}",
+                f"--dashboard-agent-listen-port={free_port()}",
+                f"--metrics-export-port={free_port()}",
+                f"--runtime-env-agent-port={free_port()}"]
+        if head_port:
+            args += ["--head", f"--port={head_port}", "--num-cpus=0",
+                     "--include-dashboard=false"]
+        else:
+            custom = {f"celltrain-test-{name}": 1, **(resources or {})}
+            args += [f"--address={self.address}", "--num-cpus=1",
+                     f"--resources={json.dumps(custom)}"]
+        node_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+                    "RAY_agent_register_timeout_ms": "300000",
+                    # how long the raylet waits for its agents' port files (a loaded machine)
+                    "RAY_raylet_start_wait_time_s": "120",
+                    "CELLTRAIN_RAY_DIR": str(folder / "agents"), "CELLTRAIN_TEST_RAY": self.marker,
+                    "CELLTRAIN_TEST_RAY_NODE": f"{self.marker}-{name}", **(env or {})}
+        node_env.pop("RAY_ADDRESS", None)
+        process, log = _start(name, args, node_env, folder)
+        node = RayNode(name, process, log, folder / "agents", args, node_env)
+        self.nodes.append(node)
+        return node
+
+    def remove_node(self, node: RayNode) -> None:
+        """Stop one worker (its process group and the workers it started) for good."""
+        _signal_group(node.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_S
+        while time.monotonic() < deadline and _group_pids(node.process.pid):
+            time.sleep(0.5)
+        _signal_group(node.process.pid, signal.SIGKILL)
+        node.process.wait()
+        for pid in _marked_pids(node.env["CELLTRAIN_TEST_RAY_NODE"], "CELLTRAIN_TEST_RAY_NODE"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.nodes.remove(node)
+
     def stop(self) -> None:
         for node in reversed(self.nodes):       # workers first, then the head
             _signal_group(node.process.pid, signal.SIGTERM)
@@ -99,7 +151,6 @@ def require_ray() -> None:
 
 def start_cluster() -> RayCluster:
     """Start the head and two workers; skips (fails under CI) without Ray installed."""
-    ray_cli = Path(sys.executable).with_name("ray")
     require_ray()
     root = Path(tempfile.mkdtemp(prefix="ctray-"))   # short: Ray's socket paths live under it
     marker = f"celltrain-test-ray-{os.getpid()}-{root.name}"
@@ -107,29 +158,7 @@ def start_cluster() -> RayCluster:
     cluster = RayCluster(address=f"127.0.0.1:{port}", root=root, marker=marker)
     try:
         for name in ("head", "w1", "w2"):
-            folder = root / name
-            (folder / "agents").mkdir(parents=True)
-            args = [str(ray_cli), "start", "--block", "--disable-usage-stats",
-                    "--include-log-monitor=false",
-                    f"--temp-dir={folder / 'ray'}", f"--object-store-memory={OBJECT_STORE}",
-                    # ports given: the raylet does not wait for its agents to report theirs
-                    # (on a loaded machine that wait times out and the raylet gives up)
-                    f"--dashboard-agent-grpc-port={free_port()}",
-                    f"--dashboard-agent-listen-port={free_port()}",
-                    f"--metrics-export-port={free_port()}",
-                    f"--runtime-env-agent-port={free_port()}"]
-            if name == "head":
-                args += ["--head", f"--port={port}", "--num-cpus=0",
-                         "--include-dashboard=false"]
-            else:
-                args += [f"--address={cluster.address}", "--num-cpus=1",
-                         f'--resources={{"celltrain-test-{name}": 1}}']
-            env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
-                   "RAY_agent_register_timeout_ms": "300000",
-                   "CELLTRAIN_RAY_DIR": str(folder / "agents"), "CELLTRAIN_TEST_RAY": marker}
-            env.pop("RAY_ADDRESS", None)
-            process, log = _start(name, args, env, folder)
-            cluster.nodes.append(RayNode(name, process, log, folder / "agents", args, env))
+            cluster.add_node(name, head_port=port if name == "head" else None)
     except BaseException:
         cluster.stop()
         raise
@@ -155,10 +184,18 @@ def _start(name: str, args: list, env: dict, folder: Path):
 def _favoured() -> None:
     """A little ahead of the machine's other work, where allowed: Ray's raylet gives its Python
     agents ~30 s to start (not configurable for all of them) and a loaded 2-core machine
-    does not always give them that.  The run containers are dockerd's children: not affected."""
+    does not always give them that (the raylet waits ~15 s for its dashboard agent's port
+    file).  The run containers are dockerd's children: not affected.  With the kernel's
+    autogroups (one per session, and ``ray start`` gets a session of its own) a process's nice
+    value only ranks it within its session: the session's own nice value is set as well."""
     try:
         os.nice(-10)
     except PermissionError:
+        return
+    try:
+        with open("/proc/self/autogroup", "w") as f:
+            f.write("-10")
+    except OSError:     # no autogroups in this kernel
         pass
 
 
@@ -204,9 +241,9 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _marked_pids(marker: str) -> list[int]:
-    """Processes whose environment carries this cluster's marker (started under it)."""
-    needle = f"CELLTRAIN_TEST_RAY={marker}".encode()
+def _marked_pids(marker: str, key: str = "CELLTRAIN_TEST_RAY") -> list[int]:
+    """Processes whose environment carries this cluster's (or node's) marker."""
+    needle = f"{key}={marker}".encode()
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():

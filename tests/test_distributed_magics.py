@@ -6,6 +6,16 @@ from IPython.testing import globalipapp
 from IPython.utils.capture import capture_output
 
 pytestmark = pytest.mark.docker
+# A cell for two nodes: the all-reduce of rank + 1 is 3 when it crossed them (also test_ray.py)
+ALL_REDUCE = """import os
+import torch, torch.distributed as dist
+dist.init_process_group("gloo")
+t = torch.tensor([float(dist.get_rank() + 1)])
+dist.all_reduce(t)
+world = (dist.get_rank(), dist.get_world_size(), os.environ["NODE_RANK"])
+dist.destroy_process_group()
+int(t.item())
+"""
 
 
 @pytest.fixture
@@ -21,16 +31,8 @@ def ip(tmp_path, monkeypatch, docker_workspace):
 
 def test_train_nodes_2_round_trip(ip):
     with capture_output() as out:
-        result = ip.run_cell("""%%train --nodes 2 --gpus none --out world -o r
-import os
-import torch, torch.distributed as dist
-dist.init_process_group("gloo")
-t = torch.tensor([float(dist.get_rank() + 1)])
-dist.all_reduce(t)
-world = (dist.get_rank(), dist.get_world_size(), os.environ["NODE_RANK"])
-dist.destroy_process_group()
-int(t.item())
-""", store_history=True)
+        result = ip.run_cell("%%train --nodes 2 --gpus none --out world -o r\n" + ALL_REDUCE,
+                             store_history=True)
     assert result.error_in_exec is None, out.stdout + out.stderr
     assert result.result == 3                      # 1 + 2: the all-reduce ran across nodes
     assert ip.user_ns["world"] == (0, 2, "0")      # rank 0's values come back

@@ -5,6 +5,8 @@ target suite (tests/targets) runs against the same cluster."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,7 +25,10 @@ WAIT_S = 300
 @pytest.fixture
 def cluster_ws(ray_cluster, docker_workspace):
     docker_workspace.add_target("cluster", "ray", address=ray_cluster.address)
-    return docker_workspace
+    yield docker_workspace
+    import ray
+    if ray.is_initialized():     # this process joined the cluster (reconcile, a check)
+        ray.shutdown()
 
 
 def _settled(run, docker_client, workspace):
@@ -62,9 +67,13 @@ def test_without_ray_naming_the_target_says_how_to_install_it(tmp_path):
 
 
 @pytest.mark.parametrize("settings, words", [
-    ({"adress": "auto"}, "a ray target takes address, scale_timeout, not adress"),
+    ({"adress": "auto"}, "a ray target takes address, scale_timeout, image_from, resources, "
+                         "not adress"),
     ({"address": ""}, "address='' is not a Ray address"),
     ({"scale_timeout": "soon"}, "scale_timeout='soon' is not a number of seconds"),
+    ({"image_from": "hub"}, "image_from='hub': give 'submitter'"),
+    ({"resources": {"CPU": 2}}, "resources=.*give the Ray custom resources"),
+    ({"resources": '{"a100": -1}'}, "resources=.*positive numbers"),
 ])
 def test_bad_settings_are_refused_naming_them(workspace, settings, words):
     require_ray()
@@ -81,6 +90,16 @@ def test_gpu_ids_are_refused_on_a_cluster(workspace, make_source):
     with pytest.raises(ValueError, match="launcher='mpi'"):
         workspace.experiment("e").submit("train.py", make_source("pass"), target="c",
                                          nodes=2, launcher="mpi")
+
+
+def test_celltrain_targets_says_when_a_cluster_does_not_answer(workspace):
+    require_ray()
+    workspace.add_target("gone", "ray", address="127.0.0.1:1")
+    out = subprocess.run([sys.executable, "-m", "celltrain.cli", "-w", str(workspace.path),
+                          "targets"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "gone (ray):\n  the Ray cluster at '127.0.0.1:1' does not answer" in out.stdout, \
+        out.stdout
 
 
 def test_two_nodes_ddp_ranks_land_on_different_ray_nodes(cluster_ws, ray_cluster, docker_client,
@@ -131,6 +150,89 @@ def test_a_run_the_cluster_cannot_hold_waits_scaling_then_fails_saying_what_is_m
     assert "# Scaling: waiting for 3 nodes" in run.build_log()
 
 
+def test_celltrain_targets_lists_the_clusters_nodes_and_free_gpus(cluster_ws, ray_cluster):
+    out = subprocess.run([sys.executable, "-m", "celltrain.cli", "-w", str(cluster_ws.path),
+                          "targets"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "cluster (ray):" in text, text
+    rows = [line.split() for line in text.split("cluster (ray):")[1].splitlines()
+            if "alive" in line.split() or "dead" in line.split()]
+    alive = [r for r in rows if r[2] == "alive"]    # a node an earlier test removed: dead
+    assert len(alive) == len(ray_cluster.nodes), text          # head and workers
+    assert all(r[1].count(".") == 3 for r in rows), text        # their addresses
+    assert sorted(r[3] for r in alive) == ["0", "1", "1"], text       # CPUs: head, w1, w2
+    assert all(r[4:6] == ["0", "(0)"] and r[6] == "Docker" for r in alive), text
+    assert f"{len(alive)} of {len(rows)} nodes alive; GPUs: 0 free of 0" in text, text
+
+
+def test_a_sweep_on_the_cluster_runs_trials_at_once_on_different_nodes(cluster_ws, make_source):
+    from celltrain import choice
+    from test_sweeps import most_at_once
+    src = make_source("import sys, time\n"
+                      "from celltrain import Run\n"
+                      "time.sleep(30)   # long enough for the other trial to start\n"
+                      "Run.get_context().log('score', float(sys.argv[-1]))\n")
+    sweep = cluster_ws.experiment("sweep").sweep(
+        "train.py", src, target="cluster", gpus="none", params={"x": choice([1, 2])},
+        metric="score", sampler="grid", max_runs=2, max_concurrent=2)
+    assert sweep.wait(timeout=WAIT_S * 2) == states.COMPLETED, sweep.reason
+    children = cluster_ws.store.child_runs(sweep.id)
+    assert [c["status"] for c in children] == [states.COMPLETED] * 2, \
+        [c["reason"] for c in children]
+    assert most_at_once([(c["started"], c["ended"]) for c in children]) == 2
+    nodes = [json.loads((cluster_ws.store.run_dir(c["id"]) / "nodes.json").read_text())[0]
+             for c in children]
+    assert nodes[0]["node_id"] != nodes[1]["node_id"], nodes
+
+
+def test_opening_the_workspace_removes_an_ended_runs_group_agents_and_containers(
+        cluster_ws, docker_client, tmp_path):
+    """A supervisor killed after its run ended, before its clean-up, leaves them behind."""
+    from ray.util.placement_group import get_placement_group
+    from celltrain import Workspace
+    from celltrain.targets.ray import cluster
+    from test_runs_local import _supervisor_pid
+    run = _two_waiting_nodes(cluster_ws, tmp_path)
+    os.kill(_supervisor_pid(run.folder), signal.SIGKILL)
+    cluster_ws.store.set_status(run.id, states.FAILED, "its supervisor died after the end")
+    ray = cluster.connect(cluster_ws.store.saved_target("cluster")["settings"]["address"])
+    try:
+        assert cluster.agent(ray, run.id, 0) is not None
+        Workspace(cluster_ws.path)
+        assert cluster.agent(ray, run.id, 0) is None and cluster.agent(ray, run.id, 1) is None
+        with pytest.raises(ValueError):
+            get_placement_group(cluster.group_name(run.id))
+    finally:
+        ray.shutdown()
+    label = {"label": f"celltrain.run={run.id}"}
+    assert docker_client.containers.list(all=True, filters=label) == []
+    assert not (cluster_ws.path / "ray-leftovers" / run.id).exists()
+
+
+def test_train_magic_nodes_2_on_the_cluster_from_a_real_kernel(cluster_ws, tmp_path):
+    from jupyter_client.manager import start_new_kernel
+    from test_distributed_magics import ALL_REDUCE
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+
+    def execute(code):
+        reply = kc.execute_interactive(code, timeout=WAIT_S * 2, output_hook=out.append)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        return "".join(m["content"].get("text", "") for m in out if m["msg_type"] == "stream")
+
+    out: list = []
+    try:
+        execute(f"%load_ext celltrain\n%train config workspace={cluster_ws.path} "
+                "experiment=ray")
+        execute("%%train --target cluster --nodes 2 --gpus none --out world -o r\n" + ALL_REDUCE)
+        out.clear()
+        text = execute("print(world, r.status, len({x['host']['node_id'] for x in r.ranks()}))")
+        assert text.strip() == "(0, 2, '0') Completed 2", text
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
 def test_a_lost_node_fails_the_run_naming_it_and_its_container_stops_itself(
         cluster_ws, ray_cluster, docker_client, tmp_path):
     """Runs last: it kills a worker's raylet (the machine lives on), then starts it again."""
@@ -157,5 +259,12 @@ def test_a_lost_node_fails_the_run_naming_it_and_its_container_stops_itself(
         assert [c.name for c in left] == [f"celltrain-{run.id}-node0"], left
         assert left[0].status == "exited"
         assert b"agent is gone" in left[0].logs()
+        assert (cluster_ws.path / "ray-leftovers" / run.id).is_file()
     finally:
         lost.restart()
+    # the node is back: opening the workspace removes the stopped container and its folder
+    from celltrain import Workspace
+    Workspace(cluster_ws.path)
+    assert docker_client.containers.list(all=True, filters=label) == []
+    assert not (lost.folder / f"{run.id}-node0").exists()
+    assert not (cluster_ws.path / "ray-leftovers" / run.id).exists()

@@ -182,6 +182,12 @@ def cmd_targets(ws, args) -> int:
     rows = [[t["name"], t["kind"], "saved" if t["saved"] else "built-in",
              json.dumps(t["settings"]) if t["settings"] else "-"] for t in ws.targets()]
     print(format_table(rows, ["TARGET", "KIND", "", "SETTINGS"]))
+    from .targets import target_class
+    for t in ws.targets():
+        lines = target_class(t["kind"]).overview(t["settings"]) if t["saved"] else []
+        if lines:
+            print(f"\n{t['name']} ({t['kind']}):")
+            print("\n".join(lines))
     return 0
 
 

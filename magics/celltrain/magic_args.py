@@ -17,7 +17,7 @@ CONFIG_KEYS = {
     "image": "base image for runs (default: the PyTorch image matching this kernel's torch)",
     "gpus": "'all', 'none', a count or comma-separated ids (default: auto)",
     "experiment": f"experiment name (default: {DEFAULT_EXPERIMENT!r})",
-    "target": "docker or local",
+    "target": "docker, local or a target saved in the workspace (`celltrain targets`)",
     "workspace": "workspace folder (default: $CELLTRAIN_WORKSPACE or ./.celltrain)",
     "memory": "memory limit, e.g. 8g",
     "cpus": "CPU limit, e.g. 2",
@@ -96,8 +96,9 @@ def flatten(values) -> list[str]:
 
 def config_value(key: str, value: str):
     from .options import parse_gpus
-    if key == "target" and value not in ("docker", "local"):
-        raise UsageError(f"%train config target={value}: use docker or local")
+    if key == "target" and not value.strip():
+        raise UsageError("%train config target=: give docker, local or a target saved in the "
+                         "workspace (`celltrain targets` lists them)")
     if key == "gpus":
         if value in ("all", "none", "auto"):
             return value

@@ -72,8 +72,9 @@ class TrainMagics(TrainCommands, Magics):
     @plain_usage
     @magic_arguments()
     @argument("--experiment", "-e", help="experiment to record the run under")
-    @argument("--target", choices=("docker", "local"),
-              help="docker (default) or local: a subprocess on this machine, no Docker")
+    @argument("--target", help="docker (default), local (a subprocess on this machine, no "
+                                "Docker) or a target saved in the workspace (`celltrain "
+                                "targets`), e.g. a Ray cluster")
     @argument("--gpus", help="'all', 'none', a count or comma-separated device ids "
                              "(default: all when the engine has a GPU runtime)")
     @argument("--image", help="base image (default: PyTorch image matching this kernel)")

@@ -48,7 +48,7 @@ class SweepMagics(TrainMagics):
               help="end the sweep after this long: no new trial starts, running ones are "
                    "canceled")
     @argument("--experiment", "-e")
-    @argument("--target", choices=("docker", "local"))
+    @argument("--target", help="docker (default), local or a target saved in the workspace")
     @argument("--gpus")
     @argument("--image")
     @argument("--pip", nargs="+", action="append", metavar="PKG")

@@ -150,8 +150,9 @@ class Controller:
     def concurrency(self, spec) -> int:
         """max_concurrent, bounded by the GPUs the target has for trials that ask for some."""
         from ..targets import target_class
-        self.gpus_total = (target_class(self.store.get_run(self.sweep_id)["target"])
-                           .gpu_count(spec.target_settings)
+        cls = target_class(self.store.get_run(self.sweep_id)["target"])
+        self.one_machine = cls.one_machine
+        self.gpus_total = (cls.gpu_count(spec.target_settings)
                            if spec.resources.gpus not in (None, "none", 0) else None)
         limit = concurrency_limit(self.cfg["max_concurrent"], spec.resources.gpus,
                                   self.gpus_total)
@@ -209,7 +210,8 @@ class Controller:
         holds, so two trials never share a GPU (the target only counts them otherwise)."""
         res = self.spec.resources
         free = getattr(self, "gpus_total", None)
-        if free is None or isinstance(res.gpus, (bool, str, list, tuple)) or not res.gpus:
+        if free is None or isinstance(res.gpus, (bool, str, list, tuple)) or not res.gpus \
+                or not getattr(self, "one_machine", True):   # a cluster places GPUs itself
             return res
         held = set()
         for child in self.store.child_runs(self.sweep_id):

@@ -116,6 +116,7 @@ class ComputeTarget:
     kind: ClassVar[str] = ""
     noun: ClassVar[str] = "process"              # what a run is made of here, for reasons
     unreachable_name: ClassVar[str] = "the compute target"
+    one_machine: ClassVar[bool] = True           # GPU ids name its GPUs (a sweep hands them out)
 
     def __init__(self, store: "Store", run: dict, spec: "RunSpec",
                  notify: Callable[[str], None], settings: dict | None = None):
@@ -153,6 +154,12 @@ class ComputeTarget:
         """GPUs the target can give runs at once (a sweep keeps its trials within them);
         None when it cannot say (no bound)."""
         return None
+
+    @classmethod
+    def overview(cls, settings: dict | None = None) -> list[str]:
+        """Lines ``celltrain targets`` shows under a saved target of this kind (a cluster's
+        nodes and free GPUs); none by default."""
+        return []
 
     @classmethod
     def warm_up(cls) -> None:

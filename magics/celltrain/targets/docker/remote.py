@@ -28,6 +28,8 @@ BEAT_IN_CONTAINER = "/celltrain-run/agent"
 BEAT_FILE = "beat"    # touched by the agent every BEAT_S seconds while it lives
 BEAT_S = 2
 BEAT_STALE_S = 30
+IMAGE_CHUNK = 8 << 20    # bytes of `docker save` per piece sent to a node
+IMAGE_TAR = "image.tar"  # where a node gathers the pieces before `docker load`
 # Runs beside the script in the container: once the agent has stopped beating (its node's
 # raylet died while the machine lives), every process in the container is stopped, so the
 # container ends and gives back its GPUs.  Without stat/date in the image there is no watchdog.
@@ -36,6 +38,18 @@ WATCHDOG = (f'if command -v stat >/dev/null && command -v date >/dev/null; then 
             f'if [ $(( $(date +%s) - t )) -gt {BEAT_STALE_S} ]; then echo "celltrain: this '
             'node\'s agent is gone (its Ray node was lost): stopping" >&2; kill -TERM -1; '
             'sleep 10; kill -KILL -1; exit; fi; done ) & fi; ')
+
+
+def saved_image(tag: str, chunk: int = IMAGE_CHUNK):
+    """``docker save`` of ``tag`` from this machine's engine, in pieces of ``chunk`` bytes."""
+    buffered = b""
+    for piece in engine.client().images.get(tag).save(chunk_size=chunk, named=True):
+        buffered += piece
+        if len(buffered) >= chunk:
+            yield buffered
+            buffered = b""
+    if buffered:
+        yield buffered
 
 
 class NodeContainer:
@@ -69,6 +83,34 @@ class NodeContainer:
         self.folder.mkdir(parents=True, exist_ok=True)
         return ensure_image(self.client, Environment.from_dict(environment),
                             self.folder / "build.log", container_labels=self.labels)
+
+    def has_image(self, image_id: str, tag: str) -> bool:
+        """Whether this node's engine has the image ``image_id`` (then tagged ``tag``)."""
+        import docker
+        try:
+            image = self.client.images.get(image_id)
+        except docker.errors.ImageNotFound:
+            return False
+        if tag not in image.tags and tag != image_id:
+            repo, _, name = tag.rpartition(":")
+            image.tag(repo, name) if repo and "/" not in name else image.tag(tag)
+        return True
+
+    def receive_image(self, piece: bytes, first: bool) -> int:
+        """One piece of a ``docker save`` tar (the first starts a new one); its size."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / IMAGE_TAR, "wb" if first else "ab") as f:
+            f.write(piece)
+        return len(piece)
+
+    def load_image(self) -> list[str]:
+        """``docker load`` of the pieces received: the ids of the images loaded."""
+        path = self.folder / IMAGE_TAR
+        try:
+            with open(path, "rb") as f:
+                return [image.id for image in self.client.images.load(f)]
+        finally:
+            path.unlink(missing_ok=True)
 
     def create(self, image: str, kwargs: dict, snapshot_tar: bytes, telemetry_host: str,
                snapshot_host: str) -> str:
@@ -191,3 +233,25 @@ class NodeContainer:
                 pass
             except docker.errors.APIError:   # being removed already
                 pass
+
+
+def engine_here() -> str:
+    """This machine's Docker engine in a few words: its version, or why it does not answer."""
+    try:
+        return f"Docker {engine.client(timeout=10).version().get('Version', '?')}"
+    except Exception as e:  # DockerUnavailable says why; anything else: in its own words
+        return f"no Docker ({str(e).strip()[:160] or type(e).__name__})"
+
+
+def remove_all(labels: dict) -> int:
+    """Remove this engine's containers that carry ``labels``, running or not; how many."""
+    import docker
+    client = engine.client(timeout=30)
+    found = client.containers.list(all=True, filters={"label": [f"{k}={v}"
+                                                                for k, v in labels.items()]})
+    for container in found:
+        try:
+            container.remove(force=True)
+        except docker.errors.APIError:  # removed meanwhile
+            pass
+    return len(found)

@@ -57,6 +57,15 @@ class NodeAgent:
     def prepare(self, environment: dict) -> tuple:
         return self.box.prepare(environment)
 
+    def has_image(self, image_id: str, tag: str) -> bool:
+        return self.box.has_image(image_id, tag)
+
+    def receive_image(self, piece: bytes, first: bool) -> int:
+        return self.box.receive_image(piece, first)
+
+    def load_image(self) -> list[str]:
+        return self.box.load_image()
+
     def create(self, image: str, kwargs: dict, snapshot_tar: bytes, telemetry_host: str,
                snapshot_host: str) -> str:
         return self.box.create(image, kwargs, snapshot_tar, telemetry_host, snapshot_host)

@@ -18,6 +18,7 @@ NAMESPACE = "celltrain"
 RAY_MISSING = ("the ray target needs Ray in this Python: pip install 'celltrain[ray]' (the "
                "same Ray version as the cluster's)")
 DEFAULT_SCALE_TIMEOUT_S = 600.0
+PROBE_S = 5.0              # a cluster address that does not take a connection within this is down
 CALL_TIMEOUT_S = 60.0       # an agent that does not answer a call within this is lost
 
 
@@ -40,6 +41,7 @@ def connect(address: str):
     if ray.is_initialized():
         return ray
     try:
+        _answers(address)    # ray.init would retry a dead address for minutes
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
                  logging_level="WARNING", include_dashboard=False)
     except Exception as e:  # ConnectionError, RuntimeError, ValueError: all say "no cluster"
@@ -50,6 +52,19 @@ def connect(address: str):
     return ray
 
 
+def _answers(address: str) -> None:
+    """ConnectionError unless something listens at ``address`` ("host:port", "ray://host:port";
+    "auto" and other forms are left to Ray)."""
+    import socket
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_S).close()
+    except OSError as e:
+        raise ConnectionError(f"nothing answers at {host}:{port} ({e})") from None
+
+
 def group_name(run_id: str) -> str:
     return f"celltrain-{run_id}"
 
@@ -58,8 +73,27 @@ def agent_name(run_id: str, node: int) -> str:
     return f"celltrain-{run_id}-node{node}"
 
 
-def bundles(spec) -> list[dict]:
-    """One bundle per node: its CPUs (1 unless cpus= says), GPUs and memory."""
+def custom_resources(value) -> dict:
+    """A target's ``resources=``: Ray custom resources every node of its runs needs, e.g.
+    {"a100": 1} for the nodes started with ``ray start --resources='{"a100": 1}'``."""
+    if isinstance(value, str):
+        import json
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = None
+    if not isinstance(value, dict) or not value or not all(
+            isinstance(k, str) and k not in ("CPU", "GPU", "memory") and not isinstance(v, bool)
+            and isinstance(v, (int, float)) and v > 0 for k, v in value.items()):
+        raise ValueError(f"resources={value!r}: give the Ray custom resources each node needs "
+                         "as a dict of positive numbers, e.g. resources={'a100': 1} (CPUs, GPUs "
+                         "and memory come from the run's cpus=, gpus=, memory=)")
+    return {k: float(v) for k, v in value.items()}
+
+
+def bundles(spec, settings: dict | None = None) -> list[dict]:
+    """One bundle per node: its CPUs (1 unless cpus= says), GPUs, memory and the target's
+    custom resources."""
     from ...options import size_bytes
     res, nodes = spec.resources, spec.distribution.nodes
     bundle = {"CPU": float(res.cpus or 1)}
@@ -68,6 +102,7 @@ def bundles(spec) -> list[dict]:
         bundle["GPU"] = float(gpus)
     if res.memory:
         bundle["memory"] = float(size_bytes("memory", res.memory))
+    bundle.update((settings or {}).get("resources") or {})
     return [dict(bundle) for _ in range(nodes)]
 
 
@@ -77,6 +112,7 @@ def describe(bundle: dict) -> str:
         words.append(f"{bundle['GPU']:g} GPU")
     if bundle.get("memory"):
         words.append(f"{bundle['memory'] / 2**30:.1f} GiB memory")
+    words += [f"{v:g} {k}" for k, v in bundle.items() if k not in ("CPU", "GPU", "memory")]
     return ", ".join(words)
 
 
@@ -91,12 +127,11 @@ def shortfall(ray, bundle: dict, count: int) -> str:
             f"in all")
 
 
-def reserve(ray, run_id: str, spec, status, should_stop, timeout: float):
+def reserve(ray, run_id: str, wanted: list[dict], status, should_stop, timeout: float):
     """The run's placement group once the cluster has room for it; ``status(words)`` shows
     the Scaling wait.  On a cancel or a timeout the group is removed (PrepareStopped, or a
     ClusterError saying what was missing)."""
     from ray.util.placement_group import placement_group, remove_placement_group
-    wanted = bundles(spec)
     nodes = len(wanted)
     release(ray, run_id)      # an earlier supervisor's, for this same run
     group = placement_group(wanted, strategy="STRICT_SPREAD" if nodes > 1 else "PACK",
@@ -136,6 +171,9 @@ def start_agents(ray, group, run_id: str, wanted: list[dict], labels: dict) -> l
                            group, placement_group_bundle_index=k))
         if bundle.get("memory"):
             options["memory"] = bundle["memory"]
+        custom = {r: v for r, v in bundle.items() if r not in ("CPU", "GPU", "memory")}
+        if custom:
+            options["resources"] = custom
         agents.append(actor.options(**options).remote(run_id, k, labels))
     return agents
 

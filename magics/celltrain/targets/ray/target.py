@@ -19,11 +19,12 @@ import time
 from ... import copyback, distributed
 from ...errors import CelltrainError
 from ..base import ComputeTarget, Handle, Prepared, Result
-from . import cluster
+from . import cluster, leftovers
 from .cluster import ClusterError, agent_name, require_ray
+from .images import IMAGE_FROM, on_every_node
 from .transfer import Inbox, extract_outputs, snapshot_tar
 
-SETTINGS = ("address", "scale_timeout")
+SETTINGS = ("address", "scale_timeout", "image_from", "resources")
 ALIVE = ("created", "running", "restarting", "paused")
 PULL_S = 0.2
 STOP_OTHERS_S = 3
@@ -35,6 +36,7 @@ class RayTarget(ComputeTarget):
     kind = "ray"
     noun = "container"
     unreachable_name = "the Ray cluster"
+    one_machine = False
 
     def __init__(self, store, run: dict, spec, notify, settings: dict | None = None):
         super().__init__(store, run, spec, notify, settings)
@@ -61,6 +63,14 @@ class RayTarget(ComputeTarget):
         checked = {"address": address.strip()}
         if "scale_timeout" in settings:
             checked["scale_timeout"] = _seconds(settings["scale_timeout"])
+        if "image_from" in settings:
+            if settings["image_from"] not in IMAGE_FROM:
+                raise ValueError(f"image_from={settings['image_from']!r}: give 'submitter' "
+                                 "(made where the run is submitted, sent to nodes lacking it) "
+                                 "or 'nodes' (each node builds it)")
+            checked["image_from"] = settings["image_from"]
+        if "resources" in settings:
+            checked["resources"] = cluster.custom_resources(settings["resources"])
         return checked
 
     @classmethod
@@ -89,6 +99,24 @@ class RayTarget(ComputeTarget):
             spec = distributed.settle(spec, gpus)
         return spec
 
+    @classmethod
+    def gpu_count(cls, settings: dict | None = None) -> int | None:
+        """The GPUs of the cluster's live nodes (a sweep runs at most that many trials of one
+        GPU at once; Ray places each on a node with a free one)."""
+        from .nodes import gpu_count
+        return gpu_count((settings or {}).get("address", "auto"))
+
+    @classmethod
+    def describe_environment(cls, environment, cache_dir):
+        """As the Docker target: the image is made on the submitter's engine (``images``)."""
+        from ..docker.target import DockerTarget
+        return DockerTarget.describe_environment(environment, cache_dir)
+
+    @classmethod
+    def overview(cls, settings: dict | None = None) -> list[str]:
+        from .nodes import overview
+        return overview((settings or {}).get("address", "auto"))
+
     # -- the cluster ----------------------------------------------------------------------------
     def connect(self) -> None:
         self.ray = cluster.connect(self.settings.get("address", "auto"))
@@ -105,6 +133,7 @@ class RayTarget(ComputeTarget):
         for k in range(self.spec.distribution.nodes):
             cluster.kill(self.ray, agent_name(self.run["id"], k))
         cluster.release(self.ray, self.run["id"])
+        leftovers.unmark(self.store, self.run["id"])
 
     @property
     def labels(self) -> dict:
@@ -115,6 +144,7 @@ class RayTarget(ComputeTarget):
     def prepare(self, should_stop=lambda: None) -> Prepared:
         ray, run_id = self.ray, self.run["id"]
         self.clean_prepare()
+        leftovers.mark(self.store, run_id, self.settings.get("address", "auto"))
 
         def status(words: str) -> None:
             from ... import states
@@ -122,17 +152,12 @@ class RayTarget(ComputeTarget):
             self.store.set_status(run_id, states.PREPARING, words)
 
         timeout = float(self.settings.get("scale_timeout", cluster.DEFAULT_SCALE_TIMEOUT_S))
-        self.group = cluster.reserve(ray, run_id, self.spec, status, should_stop, timeout)
-        self.agents = cluster.start_agents(ray, self.group, run_id, cluster.bundles(self.spec),
-                                           self.labels)
-        images = self._all("prepare", self.spec.environment.to_dict(), timeout=None)
-        tag, image_id, built = images[0]
-        if any(b for _, _, b in images):
-            self.notify("image built on " + ", ".join(
-                f"node {k}" for k, (_, _, b) in enumerate(images) if b))
-        return Prepared(tag, image_id, built)
+        wanted = cluster.bundles(self.spec, self.settings)
+        self.group = cluster.reserve(ray, run_id, wanted, status, should_stop, timeout)
+        self.agents = cluster.start_agents(ray, self.group, run_id, wanted, self.labels)
+        return on_every_node(self, should_stop)
 
-    def _all(self, method: str, *args, timeout: float | None = cluster.CALL_TIMEOUT_S) -> list:
+    def on_all(self, method: str, *args, timeout: float | None = cluster.CALL_TIMEOUT_S) -> list:
         """``method(*args)`` on every agent at once; a lost one raises ClusterError naming it."""
         refs = [getattr(a, method).remote(*args) for a in self.agents]
         out = []
@@ -156,7 +181,7 @@ class RayTarget(ComputeTarget):
     def start(self, prepared: Prepared) -> Handle:
         from ..docker.target import DockerTarget
         run_id, nodes = self.run["id"], self.spec.distribution.nodes
-        self.where = self._all("where")
+        self.where = self.on_all("where")
         endpoint = None
         if nodes > 1:
             port = self.ray.get(self.agents[0].free_port.remote(), timeout=cluster.CALL_TIMEOUT_S)
@@ -230,7 +255,7 @@ class RayTarget(ComputeTarget):
 
     def launch(self, handle: Handle) -> None:
         self._attach(handle)
-        self._all("start")
+        self.on_all("start")
 
     # -- Running --------------------------------------------------------------------------------
     def exists(self, handle: Handle) -> bool:
@@ -325,6 +350,16 @@ class RayTarget(ComputeTarget):
         for k in range(handle.ids["nodes"]):
             cluster.kill(self.ray, agent_name(self.run["id"], k))
         cluster.release(self.ray, self.run["id"])
+        if self.lost:     # their containers and folders: when the workspace is next opened
+            leftovers.mark(self.store, self.run["id"], self.settings.get("address", "auto"),
+                           [self.where[k]["ip"] for k in self.lost if k < len(self.where)])
+        else:
+            leftovers.unmark(self.store, self.run["id"])
+
+    @classmethod
+    def reconcile(cls, store, supervisor_alive) -> None:
+        """Ended runs' placement groups, agents and lost nodes' containers (``leftovers``)."""
+        leftovers.clean(store, supervisor_alive)
 
 
 def _rendezvous(command: list, node: int, name: str) -> list:
