@@ -62,28 +62,37 @@ export class SystemSection {
   async refresh(runId: string): Promise<void> {
     const answer = await requestAPI<ISystemSeries>(
       `runs/${encodeURIComponent(runId)}/system?max_points=400`);
-    this.node.textContent = '';
     const names = Object.keys(answer.series).filter(n => n !== 'sys/mem_percent')
       .sort((a, b) => Number(a.startsWith('sys/gpu')) - Number(b.startsWith('sys/gpu')) ||
         a.localeCompare(b));
     if (!names.length) {
-      this.node.append(h('div', { class: 'ct-empty', text: 'No system samples yet (the host ' +
-        'samples CPU, memory and GPUs every few seconds while the run runs).' }));
+      this.node.replaceChildren(h('div', { class: 'ct-empty', text: 'No system samples yet (the ' +
+        'host samples CPU, memory and GPUs every few seconds while the run runs).' }));
       return;
     }
-    this.node.append(h('div', { class: 'ct-system-latest' },
+    const latest = h('div', { class: 'ct-system-latest' },
       ...Object.entries(answer.latest).map(([name, v]) => h('span', {
-        'data-name': name }, h('b', { text: `${systemLabel(name)} ` }), formatSystem(name, v)))));
-    const charts = h('div', { class: 'ct-charts' });
+        'data-name': name }, h('b', { text: `${systemLabel(name)} ` }), formatSystem(name, v))));
+    // The chart boxes are kept across polls, so each chart keeps its state (and one uPlot).
+    const boxes = names.map(name => {
+      let box = this.boxes.get(name);
+      if (!box) {
+        box = h('div', { class: 'ct-system-chart', 'data-system': name });  // not a metric's
+        this.boxes.set(name, box);
+      }
+      return box;
+    });
+    this.charts.replaceChildren(...boxes);
+    this.node.replaceChildren(latest, this.charts);
     names.forEach((name, i) => {
       const s = answer.series[name];
       const bytes = name.endsWith('_bytes');
-      const box = h('div', { class: 'ct-system-chart', 'data-system': name }); // not a metric's
-      renderChart(box, `${systemLabel(name)} (${bytes ? 'MiB' : '%'}) over seconds`, [{
+      renderChart(boxes[i], `${systemLabel(name)} (${bytes ? 'MiB' : '%'}) over seconds`, [{
         label: systemLabel(name), color: COLORS[i % COLORS.length], x: s.t,
         y: s.v.map(v => v === null ? null : bytes ? v / 2 ** 20 : v) }]);
-      charts.append(box);
     });
-    this.node.append(charts);
   }
+
+  private charts = h('div', { class: 'ct-charts' });
+  private boxes = new Map<string, HTMLElement>();
 }

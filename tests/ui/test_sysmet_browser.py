@@ -67,9 +67,9 @@ def test_widget_and_run_panel_show_system_metrics_and_the_code(
     row.wait_for(timeout=UI_TIMEOUT_MS)
     row.locator(".ct-run-name").click()
     panel = page.locator(f"#celltrain-run-{run.id}")
-    panel.locator('.ct-system .ct-system-chart[data-system="sys/cpu_percent"] path.ct-line') \
+    panel.locator('.ct-system .ct-system-chart[data-system="sys/cpu_percent"] .ct-line') \
         .wait_for(timeout=UI_TIMEOUT_MS)
-    assert panel.locator('.ct-system .ct-system-chart[data-system="sys/mem_bytes"] path.ct-line') \
+    assert panel.locator('.ct-system .ct-system-chart[data-system="sys/mem_bytes"] .ct-line') \
         .count() == 1
     latest = panel.locator(".ct-system-latest").inner_text()
     assert "CPU" in latest and "MiB" in latest, latest
