@@ -2,7 +2,9 @@
 ``ray start`` (its own raylet, temp folder, resources and folder for the agents' files).
 
 The head has no CPUs, so a run's bundles land on the workers (1 CPU each): a run of 2 nodes
-has one container on each.  Everything is stopped by the process groups and the marker this
+has one container on each.  The head serves Ray Client (``ray://``, needs ``ray[client]``) on a
+port of its own: with grpcio installed ``ray start --head`` would take 10001, which two clusters
+on one machine cannot share.  Everything is stopped by the process groups and the marker this
 fixture started, never by ``ray stop`` (other users' clusters on the machine live on).
 """
 from __future__ import annotations
@@ -63,6 +65,12 @@ class RayCluster:
     root: Path
     marker: str
     nodes: list[RayNode] = field(default_factory=list)
+    client_port: int = 0
+
+    @property
+    def client_address(self) -> str:
+        """The head's Ray Client address, ray://host:port."""
+        return f"ray://127.0.0.1:{self.client_port}"
 
     @property
     def workers(self) -> list[RayNode]:
@@ -87,8 +95,9 @@ class RayCluster:
                 f"--metrics-export-port={free_port()}",
                 f"--runtime-env-agent-port={free_port()}"]
         if head_port:
+            self.client_port = free_port()
             args += ["--head", f"--port={head_port}", "--num-cpus=0",
-                     "--include-dashboard=false"]
+                     "--include-dashboard=false", f"--ray-client-server-port={self.client_port}"]
         else:
             custom = {f"celltrain-test-{name}": 1, **(resources or {})}
             args += [f"--address={self.address}", "--num-cpus=1",

@@ -102,12 +102,25 @@ def test_celltrain_targets_says_when_a_cluster_does_not_answer(workspace):
         out.stdout
 
 
+@pytest.mark.parametrize("form", ["gcs", "ray-client", "auto"])
 def test_two_nodes_ddp_ranks_land_on_different_ray_nodes(cluster_ws, ray_cluster, docker_client,
-                                                         tmp_path):
+                                                         tmp_path, monkeypatch, form):
+    """The same run and result whichever address form the target saved: the GCS address, the
+    head's Ray Client address (ray://, the supervisor a client driver: placement group,
+    detached agents and the snapshot's object ref through the client server) or "auto" (Ray's
+    RAY_ADDRESS, which the detached supervisor inherits)."""
+    target = "cluster"
+    if form == "ray-client":
+        target = "client"
+        cluster_ws.add_target(target, "ray", address=ray_cluster.client_address)
+    elif form == "auto":
+        target = "auto"
+        monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
+        cluster_ws.add_target(target, "ray", address="auto")
     src = tmp_path / "src"
     src.mkdir()
     (src / "ddp.py").write_text(DDP)
-    run = cluster_ws.experiment("ddp").submit("ddp.py", src, target="cluster", nodes=2,
+    run = cluster_ws.experiment("ddp").submit("ddp.py", src, target=target, nodes=2,
                                               procs_per_node=1)
     assert run.wait(timeout=WAIT_S) == states.COMPLETED, (run.reason, run.logs()[-3000:])
     out = run.folder / "outputs"
