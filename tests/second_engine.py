@@ -55,7 +55,8 @@ def start_engine(folder: Path) -> SecondEngine:
     """dockerd beside the main one, in a network namespace of its own (``unshare --net``: a
     dockerd started with ``--bridge=none`` deletes the host's ``docker0``, which broke every
     later container of the main engine), with its own pid file, exec root (its containerd's
-    sockets) and containerd namespace."""
+    sockets) and containerd namespace.  Its default bridge lives in that namespace (image
+    builds run on "bridge"); without iptables it reaches nothing outside."""
     if os.geteuid() != 0 or shutil.which("dockerd") is None:
         unavailable("a second Docker engine needs dockerd and root")
     sock = f"/run/{NAME}.sock"
@@ -63,7 +64,7 @@ def start_engine(folder: Path) -> SecondEngine:
         Path(sock).unlink()             # a socket an earlier, killed run of the tests left
     log = folder / "dockerd.log"
     args = ["unshare", "--net", "dockerd", f"--data-root=/var/lib/{NAME}", f"--host=unix://{sock}",
-            "--bridge=none", "--iptables=false", "--ip-masq=false", "--ip6tables=false",
+            "--iptables=false", "--ip-masq=false", "--ip6tables=false",
             f"--pidfile=/run/{NAME}.pid", f"--exec-root=/run/{NAME}",
             f"--containerd-namespace={NAME}", f"--containerd-plugins-namespace={NAME}-plugins"]
     with open(log, "wb") as out:
