@@ -55,7 +55,10 @@ def overview(address: str) -> list[str]:
                          ["NODE", "ADDRESS", "", "CPUS", "GPUS (FREE)", "DOCKER"])
     alive = [r for r in rows if r["alive"]]
     total = sum(r["gpus"] for r in alive)
-    free = sum(r["gpus_free"] or 0 for r in alive)
+    if all(r["gpus_free"] is not None for r in alive):
+        free = sum(r["gpus_free"] for r in alive)
+    else:    # through Ray Client (ray://) free GPUs per node are not served: the cluster's
+        free = ray.available_resources().get("GPU", 0)
     return ["  " + line for line in table.splitlines()] + [
         f"  {len(alive)} of {len(rows)} nodes alive; GPUs: {free:g} free of {total:g}"]
 
