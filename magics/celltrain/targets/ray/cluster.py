@@ -20,6 +20,7 @@ RAY_MISSING = ("the ray target needs Ray in this Python: pip install 'celltrain[
 DEFAULT_SCALE_TIMEOUT_S = 600.0
 PROBE_S = 5.0              # a cluster address that does not take a connection within this is down
 CALL_TIMEOUT_S = 60.0       # an agent that does not answer a call within this is lost
+CONNECTED = None            # the address this process is connected to (``connect``)
 
 
 class ClusterError(CelltrainError):
@@ -36,14 +37,21 @@ def require_ray():
 
 
 def connect(address: str):
-    """The ``ray`` module, connected to the cluster at ``address`` in celltrain's namespace."""
+    """The ``ray`` module, connected to the cluster at ``address`` in celltrain's namespace.
+    A process stays connected (one Ray driver): the spare supervisor connects ahead of the
+    run it is handed; a run for another address is connected afresh."""
+    global CONNECTED
     ray = require_ray()
-    if ray.is_initialized():
+    if ray.is_initialized() and CONNECTED == address:
         return ray
+    if ray.is_initialized():
+        ray.shutdown()
+    CONNECTED = None
     try:
         _answers(address)    # ray.init would retry a dead address for minutes
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
                  logging_level="WARNING", include_dashboard=False)
+        CONNECTED = address
     except Exception as e:  # ConnectionError, RuntimeError, ValueError: all say "no cluster"
         raise ClusterError(f"the Ray cluster at {address!r} does not answer ({_short(e)}): "
                            "start it (`ray start --head` on the head node), or give the "

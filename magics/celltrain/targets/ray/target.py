@@ -113,6 +113,14 @@ class RayTarget(ComputeTarget):
         return DockerTarget.describe_environment(environment, cache_dir)
 
     @classmethod
+    def warm_up(cls, settings: dict | None = None) -> None:
+        """With a saved target's settings (the spare supervisor of a workspace that has one):
+        Ray's import and the connection to the cluster, the most of a run's wait in Queued;
+        without settings nothing, so users of other targets never import Ray."""
+        if settings is not None and cluster.CONNECTED is None:   # the first saved one
+            cluster.connect(settings.get("address", "auto"))
+
+    @classmethod
     def overview(cls, settings: dict | None = None) -> list[str]:
         from .nodes import overview
         return overview((settings or {}).get("address", "auto"))
