@@ -168,6 +168,12 @@ class ComputeTarget:
         of this kind's settings."""
         return None
 
+    @classmethod
+    def cool_down(cls, kind: str | None, settings: dict) -> None:
+        """In a spare that was warmed up with a saved target's settings and then handed a run
+        of ``kind`` with ``settings``: let go of what the run does not use."""
+        return None
+
     # -- an engine that can stop answering -----------------------------------------------------
     def connect(self) -> None:
         return None

@@ -60,6 +60,16 @@ def connect(address: str):
     return ray
 
 
+def disconnect() -> None:
+    """Leave the cluster this process is connected to, if any."""
+    global CONNECTED
+    CONNECTED = None
+    import sys
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 def _answers(address: str) -> None:
     """ConnectionError unless something listens at ``address`` ("host:port", "ray://host:port";
     "auto" and other forms are left to Ray)."""

@@ -121,6 +121,12 @@ class RayTarget(ComputeTarget):
             cluster.connect(settings.get("address", "auto"))
 
     @classmethod
+    def cool_down(cls, kind: str | None, settings: dict) -> None:
+        """Disconnect unless the run is for the cluster this process is connected to."""
+        if kind != cls.kind or settings.get("address", "auto") != cluster.CONNECTED:
+            cluster.disconnect()
+
+    @classmethod
     def overview(cls, settings: dict | None = None) -> list[str]:
         from .nodes import overview
         return overview((settings or {}).get("address", "auto"))
