@@ -36,6 +36,16 @@ def require_ray():
     return ray
 
 
+def skip_slow_imports() -> None:
+    """For celltrain's own processes only (the spare, a supervisor), before Ray's import: Ray
+    imports jsonschema, which imports rfc3987-syntax where it is installed (Jupyter's
+    jsonschema extra brings it), and that builds a grammar on import: ~3.5 s of CPU.  Without
+    it jsonschema only skips checking the "iri" format, which these processes never use."""
+    import sys
+    if "ray" not in sys.modules and "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)   # its import raises ImportError
+
+
 def connect(address: str):
     """The ``ray`` module, connected to the cluster at ``address`` in celltrain's namespace.
     A process stays connected (one Ray driver): the spare supervisor connects ahead of the
