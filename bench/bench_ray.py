@@ -3,13 +3,17 @@
 A local Ray cluster (a head and two workers, as in the tests: tests/ray_cluster.py) is started
 for the benchmark and stopped after it.  Both targets run the same image and script; the Ray
 run adds the placement group, the node agent, the snapshot through the object store and the
-pulls back.  Interleaved rounds, medians, one ratio (target <= 1.5).
+pulls back.  Interleaved rounds, medians, one ratio (target <= 1.5).  Each submission waits
+until the workspace's spare supervisor is ready (as when a user submits a while after the last
+run).  A third column: the Ray run with the spare not connected to the cluster ahead of the run
+(CELLTRAIN_SPARE_CONNECT=0, how it was before), and each Ray run's time in each state.
 
 Also the telemetry latency from a node to the run folder: a script logs a point every 0.2 s
 with its wall time; the time each point's frame appears in the store, p50/p95.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tempfile
@@ -29,8 +33,29 @@ for i in range(40):
 """
 
 
-def one(ws, src: Path, target: str) -> float:
+PHASES: dict = {}     # (column, state) -> seconds in that state, one per Ray run
+SPARE_WAIT_S = 120
+
+
+def spare_ready(ws) -> bool:
+    """Wait until the workspace's spare supervisor reads its fifo (its warm-up done)."""
+    from celltrain.spare import SPARE_FIFO
+    deadline = time.monotonic() + SPARE_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            os.close(os.open(ws.path / SPARE_FIFO, os.O_WRONLY | os.O_NONBLOCK))
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def one(ws, src: Path, target: str, column: str | None = None, connect: bool = True) -> float:
+    """One trivial run, submitted once the spare is ready; ``connect``: whether the spare
+    started after it connects to the saved Ray target (the next run's)."""
     from celltrain import Environment
+    spare_ready(ws)
+    os.environ["CELLTRAIN_SPARE_CONNECT"] = "1" if connect else "0"
     t = time.perf_counter()
     run = ws.experiment("bench").submit("train.py", src, gpus="none", target=target,
                                         environment=Environment(base_image=IMAGE))
@@ -39,6 +64,11 @@ def one(ws, src: Path, target: str) -> float:
     assert status == "Completed", run.reason
     if target == "docker":
         WARM.append(run.started_warm)
+    if column:
+        history = ws.store.status_history(run.id)
+        for now, then in zip(history, history[1:]):
+            if now["status"] != then["status"]:
+                PHASES.setdefault((column, now["status"]), []).append(then["time"] - now["time"])
     return elapsed
 
 
@@ -76,19 +106,29 @@ def main(rounds: int = ROUNDS) -> float | None:
             ws = Workspace(Path(tmp) / "ws")
             ws.add_target("cluster", "ray", address=cluster.address)
             one(ws, src, "docker"), one(ws, src, "cluster")          # warm both paths
-            docker, ray = [], []
+            docker, ray, unconnected = [], [], []
             for _ in range(rounds):
-                docker.append(one(ws, src, "docker"))
-                ray.append(one(ws, src, "cluster"))
+                docker.append(one(ws, src, "docker"))                # its spare connects
+                ray.append(one(ws, src, "cluster", "connected", connect=False))
+                unconnected.append(one(ws, src, "cluster", "unconnected"))
+            spare_ready(ws)
             lags = latency(ws, src, "cluster")
     finally:
         cluster.stop()
     d, r = statistics.median(docker), statistics.median(ray)
+    u = statistics.median(unconnected)
     p50, p95 = lags[len(lags) // 2], lags[int(len(lags) * 0.95) - 1]
-    print(f"trivial script, cached image {IMAGE}, median of {rounds} interleaved rounds")
+    print(f"trivial script, cached image {IMAGE}, median of {rounds} interleaved rounds, "
+          f"load {os.getloadavg()[0]:.1f}")
     print(f"  docker target          {d:6.2f} s   ({sum(WARM[1:])} of {len(WARM) - 1} "
           "started warm)")
     print(f"  ray target (2 workers) {r:6.2f} s   ratio {r / d:.2f} (target <= 1.5)")
+    print(f"  ray, spare unconnected {u:6.2f} s   ratio {u / d:.2f} "
+          "(CELLTRAIN_SPARE_CONNECT=0)")
+    for column in ("connected", "unconnected"):
+        print(f"  {column:>11} ray run, median s per state: " + ", ".join(
+            f"{state} {statistics.median(v):.2f}" for (c, state), v in PHASES.items()
+            if c == column))
     print(f"  telemetry node -> store: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms "
           f"({len(lags)} points)")
     return r / d

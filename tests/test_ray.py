@@ -281,3 +281,56 @@ def test_a_lost_node_fails_the_run_naming_it_and_its_container_stops_itself(
     assert docker_client.containers.list(all=True, filters=label) == []
     assert not (lost.folder / f"{run.id}-node0").exists()
     assert not (cluster_ws.path / "ray-leftovers" / run.id).exists()
+
+
+def _ready_spare(workspace) -> subprocess.Popen:
+    """A spare supervisor of ``workspace``, once it waits for a run (its warm-up done)."""
+    from celltrain.spare import SPARE_FIFO
+    spare = subprocess.Popen([sys.executable, "-m", "celltrain.spare", str(workspace.path)],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline and spare.poll() is None:
+        try:
+            os.close(os.open(workspace.path / SPARE_FIFO, os.O_WRONLY | os.O_NONBLOCK))
+            return spare
+        except OSError:      # nobody reads the fifo yet
+            time.sleep(0.1)
+    spare.kill()
+    raise AssertionError(f"the spare did not get ready (exit code {spare.poll()})")
+
+
+def _imported_ray(pid: int) -> bool:
+    with open(f"/proc/{pid}/maps") as maps:
+        return "_raylet" in maps.read()
+
+
+def test_the_spare_of_a_workspace_with_a_ray_target_joins_the_cluster_before_the_run(
+        cluster_ws, ray_cluster, make_source):
+    spare = _ready_spare(cluster_ws)
+    try:
+        assert _imported_ray(spare.pid)
+        drivers = list(ray_cluster.root.glob(f"head/ray/session_*/logs/"
+                                             f"python-core-driver-*_{spare.pid}.log"))
+        assert drivers, "the spare is not a driver of the cluster"
+        run = cluster_ws.experiment("spare").submit(
+            "train.py", make_source("print('via the spare')"), target="cluster")
+        assert run.wait(timeout=WAIT_S) == states.COMPLETED, (run.reason, run.logs()[-2000:])
+        assert "via the spare" in run.logs()
+        log = (run.folder / "supervisor.log").read_text()
+        assert f"spare supervisor {spare.pid} was handed the run" in log, log
+        spare.wait(timeout=60)
+    finally:
+        if spare.poll() is None:
+            spare.kill()
+            spare.wait()
+
+
+def test_a_workspace_without_a_ray_target_never_imports_ray(workspace):
+    spare = _ready_spare(workspace)
+    try:
+        assert not _imported_ray(spare.pid)
+    finally:
+        spare.kill()
+        spare.wait()
+

@@ -13,11 +13,14 @@ import time
 from pathlib import Path
 
 from .locks import take_lock
+from .store import Store
 from .supervisor import Supervisor
 from .targets import kinds, target_class
 
 SPARE_IDLE_S = float(os.environ.get("CELLTRAIN_SPARE_IDLE", "300"))
 SPARE_LOCK, SPARE_FIFO = "spare.lock", "spare.fifo"
+# whether the spare connects to the saved targets' clusters ahead of a run (README "Ray clusters")
+CONNECT = os.environ.get("CELLTRAIN_SPARE_CONNECT", "1") != "0"
 
 
 def spare(workspace: str) -> int:
@@ -32,11 +35,7 @@ def spare(workspace: str) -> int:
     lock = open(root / SPARE_LOCK, "a")
     if not take_lock(lock, 0):
         return 0
-    for kind in kinds():               # pay for the targets' imports and connections now
-        try:
-            target_class(kind).warm_up()
-        except Exception:  # no engine now: the run's own supervisor will say so
-            pass
+    warmed = warm_up(root)
     fifo = root / SPARE_FIFO
     try:
         os.mkfifo(fifo)
@@ -59,7 +58,51 @@ def spare(workspace: str) -> int:
     supervisor = Supervisor(root, data.split(b"\n")[0].decode())
     _log_to(supervisor.run_dir / "supervisor.log")
     supervisor.log(f"spare supervisor {os.getpid()} was handed the run")
+    cool_down(supervisor, warmed)
     return supervisor.main()
+
+
+def warm_up(root: Path) -> list:
+    """Pay for the targets' imports and connections now: every kind's, then each saved
+    target's (a saved Ray target's cluster is connected to here, so its run's supervisor
+    does not wait for Ray's import and ``ray.init``; a workspace without one never imports
+    Ray).  Failures are left to the run's own supervisor to report.  Returns the classes
+    warmed up with a saved target's settings."""
+    for kind in kinds():
+        try:
+            target_class(kind).warm_up()
+        except Exception:  # no engine now: the run's own supervisor will say so
+            pass
+    if not CONNECT:
+        return []
+    try:
+        store = Store(root)
+        saved = store.saved_targets()
+        store.close()
+    except Exception:  # no store yet
+        saved = []
+    warmed = []
+    for target in saved:
+        try:
+            cls = target_class(target["kind"])
+            cls.warm_up(target["settings"])
+        except Exception:  # the kind's package is gone, its cluster is down: said at the run
+            continue
+        if cls not in warmed:
+            warmed.append(cls)
+    return warmed
+
+
+def cool_down(supervisor: Supervisor, warmed: list) -> None:
+    """Let go of the connections the run handed to this spare does not use (a Docker run's
+    supervisor is no Ray driver: it must not depend on a cluster staying up)."""
+    run = supervisor.store.get_run(supervisor.run_id) or {}
+    settings = (run.get("spec") or {}).get("target_settings") or {}
+    for cls in warmed:
+        try:
+            cls.cool_down(run.get("target"), settings)
+        except Exception as e:  # noqa: BLE001  the run goes on; the log says it
+            supervisor.log(f"letting go of {cls.kind}'s connection failed: {e}")
 
 
 def _log_to(path: Path) -> None:

@@ -162,8 +162,16 @@ class ComputeTarget:
         return []
 
     @classmethod
-    def warm_up(cls) -> None:
-        """Pay for imports and connections ahead of a run (the spare supervisor calls it)."""
+    def warm_up(cls, settings: dict | None = None) -> None:
+        """Pay for imports and connections ahead of a run (the spare supervisor calls it):
+        once per kind without settings, then once with each of the workspace's saved targets
+        of this kind's settings."""
+        return None
+
+    @classmethod
+    def cool_down(cls, kind: str | None, settings: dict) -> None:
+        """In a spare that was warmed up with a saved target's settings and then handed a run
+        of ``kind`` with ``settings``: let go of what the run does not use."""
         return None
 
     # -- an engine that can stop answering -----------------------------------------------------

@@ -95,7 +95,7 @@ class DockerTarget(ContainerUsage, ComputeTarget):
         return visible_gpu_count() if engine.gpu_runtime_available(engine.client()) else 0
 
     @classmethod
-    def warm_up(cls) -> None:
+    def warm_up(cls, settings: dict | None = None) -> None:
         engine.client()      # the SDK's import and the client's version negotiation
 
     # -- an engine that stops answering ------------------------------------------------------------

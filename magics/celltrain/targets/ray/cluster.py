@@ -20,6 +20,7 @@ RAY_MISSING = ("the ray target needs Ray in this Python: pip install 'celltrain[
 DEFAULT_SCALE_TIMEOUT_S = 600.0
 PROBE_S = 5.0              # a cluster address that does not take a connection within this is down
 CALL_TIMEOUT_S = 60.0       # an agent that does not answer a call within this is lost
+CONNECTED = None            # the address this process is connected to (``connect``)
 
 
 class ClusterError(CelltrainError):
@@ -35,21 +36,48 @@ def require_ray():
     return ray
 
 
+def skip_slow_imports() -> None:
+    """For celltrain's own processes only (the spare, a supervisor), before Ray's import: Ray
+    imports jsonschema, which imports rfc3987-syntax where it is installed (Jupyter's
+    jsonschema extra brings it), and that builds a grammar on import: ~3.5 s of CPU.  Without
+    it jsonschema only skips checking the "iri" format, which these processes never use."""
+    import sys
+    if "ray" not in sys.modules and "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)   # its import raises ImportError
+
+
 def connect(address: str):
-    """The ``ray`` module, connected to the cluster at ``address`` in celltrain's namespace."""
+    """The ``ray`` module, connected to the cluster at ``address`` in celltrain's namespace.
+    A process stays connected (one Ray driver): the spare supervisor connects ahead of the
+    run it is handed; a run for another address is connected afresh."""
+    global CONNECTED
     ray = require_ray()
-    if ray.is_initialized():
+    if ray.is_initialized() and CONNECTED == address:
         return ray
+    if ray.is_initialized():
+        ray.shutdown()
+    CONNECTED = None
     try:
         _answers(address)    # ray.init would retry a dead address for minutes
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
                  logging_level="WARNING", include_dashboard=False)
+        CONNECTED = address
     except Exception as e:  # ConnectionError, RuntimeError, ValueError: all say "no cluster"
         raise ClusterError(f"the Ray cluster at {address!r} does not answer ({_short(e)}): "
                            "start it (`ray start --head` on the head node), or give the "
                            "saved target's address= (a GCS address host:6379, ray://host:10001 "
                            "or auto)") from e
     return ray
+
+
+def disconnect() -> None:
+    """Leave the cluster this process is connected to, if any."""
+    global CONNECTED
+    CONNECTED = None
+    import sys
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 def _answers(address: str) -> None:

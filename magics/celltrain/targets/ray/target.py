@@ -22,7 +22,7 @@ from ..base import ComputeTarget, Handle, Prepared, Result
 from . import cluster, leftovers
 from .cluster import ClusterError, agent_name, require_ray
 from .images import IMAGE_FROM, on_every_node
-from .transfer import Inbox, extract_outputs, snapshot_tar
+from .transfer import Inbox, extract_outputs, snapshot_tar, write_nodes
 
 SETTINGS = ("address", "scale_timeout", "image_from", "resources")
 ALIVE = ("created", "running", "restarting", "paused")
@@ -113,12 +113,26 @@ class RayTarget(ComputeTarget):
         return DockerTarget.describe_environment(environment, cache_dir)
 
     @classmethod
+    def warm_up(cls, settings: dict | None = None) -> None:
+        """Given a saved target's settings (in the spare): Ray's import and ``ray.init`` now,
+        not in the run's Queued; without, nothing (other targets' users never import Ray)."""
+        if settings is not None and cluster.CONNECTED is None:   # the first saved one
+            cluster.skip_slow_imports()
+            cluster.connect(settings.get("address", "auto"))
+
+    @classmethod
+    def cool_down(cls, kind: str | None, settings: dict) -> None:
+        if kind != cls.kind or settings.get("address", "auto") != cluster.CONNECTED:
+            cluster.disconnect()     # the spare's run is not for this cluster
+
+    @classmethod
     def overview(cls, settings: dict | None = None) -> list[str]:
         from .nodes import overview
         return overview((settings or {}).get("address", "auto"))
 
     # -- the cluster ----------------------------------------------------------------------------
     def connect(self) -> None:
+        cluster.skip_slow_imports()      # a supervisor's process
         self.ray = cluster.connect(self.settings.get("address", "auto"))
 
     def explain(self, error: BaseException) -> str | None:
@@ -211,7 +225,7 @@ class RayTarget(ComputeTarget):
             refs.append(agent.create.remote(prepared.image, kwargs, snapshot, telemetry_host,
                                             snapshot_host))
         containers = [self.ray.get(ref, timeout=cluster.CALL_TIMEOUT_S) for ref in refs]
-        _write_nodes(self.run_dir, self.where)
+        write_nodes(self.run_dir, self.where)
         return Handle(self.kind, {"address": self.settings.get("address", "auto"),
                                   "containers": containers, "nodes": nodes,
                                   "where": [dict(w) for w in self.where]})
@@ -381,10 +395,3 @@ def _seconds(value) -> float:
                          "a run waits for room on the cluster, e.g. scale_timeout=600")
     return float(value)
 
-
-def _write_nodes(run_dir, where: list[dict]) -> None:
-    """Which Ray node ran each of the run's nodes (``run.ranks()`` shows it)."""
-    import json
-    from ...ranks import NODES_FILE
-    (run_dir / NODES_FILE).write_text(json.dumps(
-        [{k: w.get(k) for k in ("node_id", "ip", "hostname")} for w in where]))

@@ -95,3 +95,11 @@ def extract_outputs(run_dir: Path, node: int, tars: dict) -> list[str]:
         dest.mkdir(exist_ok=True)
         skipped += copyback.extract_tar(io.BytesIO(data), dest, f"node-{node}")
     return skipped
+
+
+def write_nodes(run_dir, where: list[dict]) -> None:
+    """Which Ray node ran each of the run's nodes (``run.ranks()`` shows it)."""
+    import json
+    from ...ranks import NODES_FILE
+    (run_dir / NODES_FILE).write_text(json.dumps(
+        [{k: w.get(k) for k in ("node_id", "ip", "hostname")} for w in where]))
