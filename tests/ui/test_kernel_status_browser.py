@@ -18,7 +18,7 @@ import struct
 
 import pytest
 
-from views import open_notebook, write_notebook
+from views import open_notebook, set_theme, write_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -118,3 +118,68 @@ def test_the_kernel_reads_busy_while_train_cells_run_all_through(
             f"[*]; the status messages the page got (state, parent, parent's subshell): "
             + "; ".join(" ".join(map(str, m)) for m in statuses
                         if m[1] not in ("execute_request", "debug_request")))
+
+
+# Notebook 7 has no status bar: the kernel's status shows as the tab's icon (its favicon turns
+# busy, "favicon-busy-1.ico", while the kernel is busy) and as the toolbar's circle (whose
+# data-status is the kernel's, or "busy" while cells it counted still run).
+NB7_SAMPLER = """(cells) => {
+    window.ctSamples = [];
+    window.ctSampler = setInterval(() => {
+        const icon = document.querySelector("link[rel*='icon']");
+        const circle = document.querySelector('.jp-Notebook-ExecutionIndicator');
+        const all = document.querySelectorAll('.jp-Notebook .jp-Cell');
+        for (const i of cells) {
+            const badge = all[i] && all[i].querySelector('.celltrain-badge');
+            window.ctSamples.push({cell: i, prompt: all[i].querySelector('.jp-InputPrompt')
+                .textContent, run: badge ? badge.textContent : '',
+                tab: icon && /favicon-busy/.test(icon.href) ? 'Busy' : 'Idle',
+                toolbar: circle ? circle.dataset.status : ''});
+        }
+    }, 100);
+}"""
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_notebook7_reads_busy_while_train_cells_run_all_through(
+        theme, workspace, monkeypatch, request, page, screenshots):
+    """The same Run All in Notebook 7: its tab icon and its toolbar's kernel circle say busy
+    as long as a %%train cell waits for its run, widget clicks included."""
+    monkeypatch.setenv("CELLTRAIN_WORKSPACE", str(workspace.path))
+    base, token, root = request.getfixturevalue("notebook_server")
+    set_theme(base, token, theme)
+    write_notebook(root / "runall.ipynb", *CELLS)
+    statuses: list = []
+    _status_messages(page, statuses)
+    open_notebook(page, base, token, "runall.ipynb", "notebook")
+    page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first.wait_for(timeout=90_000)
+    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
+        timeout=180_000)
+    page.evaluate(NB7_SAMPLER, list(TRAIN_CELLS))
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+
+    second = page.locator(".jp-Notebook .jp-Cell").nth(TRAIN_CELLS[1])
+    second.locator(".celltrain-run", has_text="Running").wait_for(timeout=120_000)
+    second.locator(".celltrain-run polyline.series").first.wait_for(timeout=60_000)
+    _click_the_controls(second)
+    page.screenshot(path=str(screenshots / f"views-kernel-status-notebook7-{theme}.png"))
+    page.wait_for_function(
+        "n => /\\[\\d+\\]/.test(document.querySelectorAll('.jp-Notebook .jp-Cell')[n]"
+        ".querySelector('.jp-InputPrompt').textContent)", arg=len(CELLS) - 1, timeout=120_000)
+    samples = page.evaluate("() => { clearInterval(window.ctSampler); return window.ctSamples; }")
+
+    assert "Completed" in second.locator(".celltrain-run").inner_text()
+    assert {s["tab"] for s in samples} == {"Busy", "Idle"}, "the tab icon never changed"
+    for i in TRAIN_CELLS:
+        running = [s for s in samples if s["cell"] == i and s["run"] == "Running"
+                   and "*" in s["prompt"]]
+        assert len(running) >= 5, f"cell {i} was seen Running only {len(running)} times"
+        for where in ("tab", "toolbar"):
+            idle = [s for s in running if s[where].lower() != "busy"]
+            assert not idle, (
+                f"cell {i}: Notebook 7's {where} read {sorted({s[where] for s in idle})} in "
+                f"{len(idle)} of {len(running)} samples while its run was Running and the "
+                f"cell [*]; the status messages the page got (state, parent, subshell): "
+                + "; ".join(" ".join(map(str, m)) for m in statuses
+                            if m[1] not in ("execute_request", "debug_request")))
