@@ -1,6 +1,6 @@
 """The kernel reads Busy while a ``%%train`` cell waits (issue 15, item 2), in a real JupyterLab 4
-and Chromium: Run All of a notebook with two ``%%train`` cells (local runs of ~20 s that log
-metrics), clicking the second one's widget controls while it runs.
+and Notebook 7 and Chromium: Run All of a notebook with two ``%%train`` cells (local runs of
+~20 s that log metrics), clicking the second one's widget controls while it runs.
 
 The kernel's status is read where a person reads it, in the status bar ("Python 3 (ipykernel) |
 Busy"), sampled in the page every 100 ms while a run's badge says Running: the cell then
@@ -8,7 +8,9 @@ certainly still waits.  JupyterLab 4.6 asks the kernel for a subshell when the f
 appears and sends widget messages there, and the clicks are handled on a subshell too; each of
 those requests ends with an "idle" that JupyterLab took as the whole kernel's (the first cell
 read Idle from its widget's first moments, the second from the first click).  celltrain's
-JupyterLab extension now has those requests' status ignored (``extension/src/status.ts``).  The
+JupyterLab extension now has those requests' status ignored (``extension/src/status.ts``; its
+plugin runs in Notebook 7 too).  Notebook 7 shows the status as its tab's icon (busy or not)
+and its toolbar's circle; on the old code the tab icon read idle all through a run.  The
 status messages the page received are listed when the test fails.
 """
 from __future__ import annotations
@@ -155,6 +157,9 @@ def test_notebook7_reads_busy_while_train_cells_run_all_through(
     page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first.wait_for(timeout=90_000)
     page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
         timeout=180_000)
+    # celltrain's front-end plugin (which untracks the widgets' requests) runs here too: its
+    # sidebar is in the page, in Notebook 7's hidden left area.
+    page.locator("#celltrain-sidebar").wait_for(state="attached", timeout=30_000)
     page.evaluate(NB7_SAMPLER, list(TRAIN_CELLS))
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
