@@ -92,30 +92,42 @@ def test_the_kernel_reads_busy_while_train_cells_run_all_through(
     open_notebook(page, base, token, "runall.ipynb")
     page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first.wait_for(timeout=90_000)
     page.locator(".jp-StatusBar-Widget", has_text="Idle").first.wait_for(timeout=180_000)
-    page.evaluate(SAMPLER, list(TRAIN_CELLS))
+    samples = _run_all_clicking(page, SAMPLER, screenshots / "views-kernel-status-run-all.png")
+    page.screenshot(path=str(screenshots / "views-kernel-status-after-run-all.png"))
+    seen = {s["kernel"] for s in samples}
+    assert seen <= STATUS_BAR_STATES and "Busy" in seen, f"no kernel status read: {seen}"
+    _check_busy_while_running(samples, "kernel", "the status bar", statuses)
+
+
+def _run_all_clicking(page, sampler: str, shot) -> list:
+    """Start ``sampler``, Run All, click the second train cell's controls while its run goes
+    on (then a screenshot to ``shot``); wait for the last cell; the samples."""
+    page.evaluate(sampler, list(TRAIN_CELLS))
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-
     second = page.locator(".jp-Notebook .jp-Cell").nth(TRAIN_CELLS[1])
     second.locator(".celltrain-run", has_text="Running").wait_for(timeout=120_000)
     second.locator(".celltrain-run polyline.series").first.wait_for(timeout=60_000)
     _click_the_controls(second)
+    page.screenshot(path=str(shot))
     page.wait_for_function(
         "n => /\\[\\d+\\]/.test(document.querySelectorAll('.jp-Notebook .jp-Cell')[n]"
         ".querySelector('.jp-InputPrompt').textContent)", arg=len(CELLS) - 1, timeout=120_000)
     samples = page.evaluate("() => { clearInterval(window.ctSampler); return window.ctSamples; }")
-    page.screenshot(path=str(screenshots / "views-kernel-status-after-run-all.png"))
-
     assert "Completed" in second.locator(".celltrain-run").inner_text()
-    seen = {s["kernel"] for s in samples}
-    assert seen <= STATUS_BAR_STATES and "Busy" in seen, f"no kernel status read: {seen}"
+    return samples
+
+
+def _check_busy_while_running(samples: list, key: str, where: str, statuses: list) -> None:
+    """Every sample of a train cell taken while its run was Running and the cell [*] read
+    busy at ``key``; else the status messages the page got are listed."""
     for i in TRAIN_CELLS:
         running = [s for s in samples if s["cell"] == i and s["run"] == "Running"
                    and "*" in s["prompt"]]
         assert len(running) >= 5, f"cell {i} was seen Running only {len(running)} times"
-        idle = [s for s in running if s["kernel"] != "Busy"]
+        idle = [s for s in running if s[key].lower() != "busy"]
         assert not idle, (
-            f"cell {i}: the status bar read {sorted({s['kernel'] for s in idle})} in "
+            f"cell {i}: {where} read {sorted({s[key] for s in idle})} in "
             f"{len(idle)} of {len(running)} samples while its run was Running and the cell "
             f"[*]; the status messages the page got (state, parent, parent's subshell): "
             + "; ".join(" ".join(map(str, m)) for m in statuses
@@ -160,31 +172,8 @@ def test_notebook7_reads_busy_while_train_cells_run_all_through(
     # celltrain's front-end plugin (which untracks the widgets' requests) runs here too: its
     # sidebar is in the page, in Notebook 7's hidden left area.
     page.locator("#celltrain-sidebar").wait_for(state="attached", timeout=30_000)
-    page.evaluate(NB7_SAMPLER, list(TRAIN_CELLS))
-    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-
-    second = page.locator(".jp-Notebook .jp-Cell").nth(TRAIN_CELLS[1])
-    second.locator(".celltrain-run", has_text="Running").wait_for(timeout=120_000)
-    second.locator(".celltrain-run polyline.series").first.wait_for(timeout=60_000)
-    _click_the_controls(second)
-    page.screenshot(path=str(screenshots / f"views-kernel-status-notebook7-{theme}.png"))
-    page.wait_for_function(
-        "n => /\\[\\d+\\]/.test(document.querySelectorAll('.jp-Notebook .jp-Cell')[n]"
-        ".querySelector('.jp-InputPrompt').textContent)", arg=len(CELLS) - 1, timeout=120_000)
-    samples = page.evaluate("() => { clearInterval(window.ctSampler); return window.ctSamples; }")
-
-    assert "Completed" in second.locator(".celltrain-run").inner_text()
+    samples = _run_all_clicking(
+        page, NB7_SAMPLER, screenshots / f"views-kernel-status-notebook7-{theme}.png")
     assert {s["tab"] for s in samples} == {"Busy", "Idle"}, "the tab icon never changed"
-    for i in TRAIN_CELLS:
-        running = [s for s in samples if s["cell"] == i and s["run"] == "Running"
-                   and "*" in s["prompt"]]
-        assert len(running) >= 5, f"cell {i} was seen Running only {len(running)} times"
-        for where in ("tab", "toolbar"):
-            idle = [s for s in running if s[where].lower() != "busy"]
-            assert not idle, (
-                f"cell {i}: Notebook 7's {where} read {sorted({s[where] for s in idle})} in "
-                f"{len(idle)} of {len(running)} samples while its run was Running and the "
-                f"cell [*]; the status messages the page got (state, parent, subshell): "
-                + "; ".join(" ".join(map(str, m)) for m in statuses
-                            if m[1] not in ("execute_request", "debug_request")))
+    _check_busy_while_running(samples, "tab", "Notebook 7's tab icon", statuses)
+    _check_busy_while_running(samples, "toolbar", "Notebook 7's toolbar circle", statuses)
