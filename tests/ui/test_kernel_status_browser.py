@@ -20,6 +20,7 @@ import struct
 
 import pytest
 
+from test_widget_browser import run_first_cell
 from views import open_notebook, set_theme, write_notebook
 
 pytestmark = pytest.mark.browser
@@ -167,13 +168,19 @@ def test_notebook7_reads_busy_while_train_cells_run_all_through(
     _status_messages(page, statuses)
     open_notebook(page, base, token, "runall.ipynb", "notebook")
     page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first.wait_for(timeout=90_000)
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
-        timeout=180_000)
+    # The toolbar's circle reads idle before the kernel is connected, and a Run All then does
+    # nothing: the first cell is run (with retries) until the kernel answers.
+    run_first_cell(page, "notebook")
+    page.locator(".jp-Cell .jp-InputPrompt", has_text="[1]").first.wait_for(timeout=90_000)
     # celltrain's front-end plugin (which untracks the widgets' requests) runs here too: its
     # sidebar is in the page, in Notebook 7's hidden left area.
     page.locator("#celltrain-sidebar").wait_for(state="attached", timeout=30_000)
-    samples = _run_all_clicking(
-        page, NB7_SAMPLER, screenshots / f"views-kernel-status-notebook7-{theme}.png")
+    try:
+        samples = _run_all_clicking(
+            page, NB7_SAMPLER, screenshots / f"views-kernel-status-notebook7-{theme}.png")
+    except Exception:
+        page.screenshot(path=str(screenshots / f"views-kernel-status-notebook7-{theme}-failed.png"))
+        raise
     assert {s["tab"] for s in samples} == {"Busy", "Idle"}, "the tab icon never changed"
     _check_busy_while_running(samples, "tab", "Notebook 7's tab icon", statuses)
     _check_busy_while_running(samples, "toolbar", "Notebook 7's toolbar circle", statuses)
