@@ -51,17 +51,21 @@ def _number(text: str, after: str) -> float:
     return float(found.group(1))
 
 
+@pytest.mark.parametrize("app", ["lab", "notebook"])
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_widget_chart_has_an_outside_legend_labelled_axes_a_readout_enlarge_and_smoothing(
-        theme, workspace, make_source, monkeypatch, request, page, screenshots):
+        app, theme, workspace, make_source, monkeypatch, request, page, screenshots):
+    """In JupyterLab and in Notebook 7 (the notebook's own page, with its own narrower
+    layout and without JupyterLab's shell)."""
     monkeypatch.setenv("CELLTRAIN_WORKSPACE", str(workspace.path))
     run = _finished_run(workspace, make_source)
-    base, token, root = request.getfixturevalue("lab_server")
+    base, token, root = request.getfixturevalue(f"{app}_server")
+    shot = "widget" if app == "lab" else "widget-notebook7"
     set_theme(base, token, theme)
     write_notebook(root / "charts.ipynb", f"from celltrain import Workspace\n"
                    f"Workspace({str(workspace.path)!r}, reconcile=False).run({run.id!r}).show()")
-    open_notebook(page, base, token, "charts.ipynb")
-    run_first_cell(page, "lab")
+    open_notebook(page, base, token, "charts.ipynb", app)
+    run_first_cell(page, app)
     svg = page.locator(".celltrain-run .celltrain-charts svg").first
     svg.locator("polyline.series").first.wait_for(timeout=60_000)
 
@@ -88,7 +92,7 @@ def test_widget_chart_has_an_outside_legend_labelled_axes_a_readout_enlarge_and_
     assert _number(text, "loss") == pytest.approx(loss(12), rel=1e-3), text
     assert _number(text, "val_loss") == pytest.approx(2.4 / 13, rel=1e-3), text
     page.locator(".celltrain-run").first.screenshot(
-        path=str(screenshots / f"charts-widget-hover-{theme}.png"))
+        path=str(screenshots / f"charts-{shot}-hover-{theme}.png"))
 
     # Smoothing draws the EMA over the raw values, which stay, faint.
     raw = svg.locator('polyline.series[data-label="loss"]').get_attribute("points")
@@ -104,7 +108,7 @@ def test_widget_chart_has_an_outside_legend_labelled_axes_a_readout_enlarge_and_
     assert faint.get_attribute("points") == raw and float(
         faint.get_attribute("stroke-opacity")) < 0.5
     page.locator(".celltrain-run").first.screenshot(
-        path=str(screenshots / f"charts-widget-smoothed-{theme}.png"))
+        path=str(screenshots / f"charts-{shot}-smoothed-{theme}.png"))
 
     # Enlarge: the chart is bigger.
     before = page.locator(".celltrain-run .celltrain-charts svg").first.bounding_box()
@@ -115,7 +119,7 @@ def test_widget_chart_has_an_outside_legend_labelled_axes_a_readout_enlarge_and_
     after = page.locator(".celltrain-run .celltrain-charts svg").first.bounding_box()
     assert after["height"] > before["height"]
     page.locator(".celltrain-run").first.screenshot(
-        path=str(screenshots / f"charts-widget-enlarged-{theme}.png"))
+        path=str(screenshots / f"charts-{shot}-enlarged-{theme}.png"))
 
 
 @pytest.mark.parametrize("theme", ["light", "dark"])

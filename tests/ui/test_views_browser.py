@@ -39,8 +39,9 @@ def _finished_run(ws, make_source, code=TRAIN, experiment="views"):
     return run
 
 
-def _submit_and_show(page, server, ws, name, src, submit_args, then=""):
-    """A notebook whose cell submits a run and shows it (then ``then``); run, the widget."""
+def _submit_and_show(page, server, ws, name, src, submit_args, then="", app="lab"):
+    """A notebook whose cell submits a run and shows it (then ``then``), opened in ``app``
+    (JupyterLab or Notebook 7) and run; returns the widget."""
     base, token, root = server
     write_notebook(root / f"{name}.ipynb", textwrap.dedent(f"""\
         from celltrain import Workspace
@@ -48,9 +49,14 @@ def _submit_and_show(page, server, ws, name, src, submit_args, then=""):
             "train.py", {str(src)!r}, {submit_args})
         w = run.show()
         """) + then)
-    open_notebook(page, base, token, f"{name}.ipynb")
-    run_first_cell(page, "lab")
+    open_notebook(page, base, token, f"{name}.ipynb", app)
+    run_first_cell(page, app)
     return page.locator(".celltrain-run")
+
+
+def _app(app: str) -> str:
+    """The screenshots' infix: none for JupyterLab (the names they had), "notebook7-" else."""
+    return "" if app == "lab" else "notebook7-"
 
 
 def _show_cell(ws, run) -> str:
@@ -140,18 +146,20 @@ def test_a_reopened_notebook_shows_the_static_copy_and_no_widget_error(
     page.screenshot(path=str(screenshots / f"views-reopened-{app}-{theme}.png"), full_page=True)
 
 
+@pytest.mark.parametrize("app", ["lab", "notebook"])
 @pytest.mark.parametrize("theme", ["light", "dark"])
-def test_a_failed_train_cell_shows_its_cause_once(theme, workspace, request, page, screenshots):
+def test_a_failed_train_cell_shows_its_cause_once(app, theme, workspace, request, page,
+                                                  screenshots):
     """Item 4: a %%train cell that raises: the cause shows once (the widget's header), the
     full reason and traceback one click away, the cell's red error output one line."""
-    base, token, root = request.getfixturevalue("lab_server")
+    base, token, root = request.getfixturevalue(f"{app}_server")
     set_theme(base, token, theme)
     write_notebook(root / "fails.ipynb",
                    f"%load_ext celltrain\n%train config workspace={workspace.path} target=local"
                    f" experiment=fails\n",
                    "%%train\nlr = 0.1234\nraise ValueError(f'{lr} is not a learning rate')\n")
-    open_notebook(page, base, token, "fails.ipynb")
-    run_first_cell(page, "lab")
+    open_notebook(page, base, token, "fails.ipynb", app)
+    run_first_cell(page, app)
     page.locator(".jp-Cell").nth(1).click()
     page.keyboard.press("Shift+Enter")
     cell = page.locator(".jp-Cell").nth(1)
@@ -166,7 +174,7 @@ def test_a_failed_train_cell_shows_its_cause_once(theme, workspace, request, pag
     details = cell.locator(".celltrain-run details.celltrain-failure-details")
     details.locator("summary").click()
     assert "Traceback (most recent call last)" in details.inner_text()
-    page.screenshot(path=str(screenshots / f"views-failure-{theme}.png"), full_page=True)
+    page.screenshot(path=str(screenshots / f"views-failure-{_app(app)}{theme}.png"), full_page=True)
 
 
 WAITS = """
@@ -198,29 +206,30 @@ def _height(page) -> float:
                          ".getBoundingClientRect().height")
 
 
+@pytest.mark.parametrize("app", ["lab", "notebook"])
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_the_widget_keeps_its_height_as_a_run_goes_on_and_cancel_stays_whole(
-        theme, workspace, make_source, tmp_path, request, page, screenshots, runs_canceled_after):
+        app, theme, workspace, make_source, tmp_path, request, page, screenshots, runs_canceled_after):
     """Item 5: the space for the progress bar, the charts and the log tail is kept from the
     start, so the first metric moves nothing; a long header is cut with an ellipsis on one line
     and the Cancel button keeps its whole label."""
     src = make_source(WAITS)
     go = tmp_path / "go"
-    server = request.getfixturevalue("lab_server")
+    server = request.getfixturevalue(f"{app}_server")
     set_theme(*server[:2], theme)
     widget = _submit_and_show(page, server, workspace, LONG_NAME, src,
-                              f'args=[{str(go)!r}], target="local"')
+                              f'args=[{str(go)!r}], target="local"', app=app)
     widget.filter(has_text="waiting for the go").wait_for(timeout=90_000)
     widget.filter(has_text="Running").wait_for(timeout=90_000)
     before = _height(page)
-    page.screenshot(path=str(screenshots / f"views-layout-before-{theme}.png"), full_page=True)
+    page.screenshot(path=str(screenshots / f"views-layout-before-{_app(app)}{theme}.png"), full_page=True)
 
     go.write_text("go")
     page.wait_for_function("() => [...document.querySelectorAll('.celltrain-run "
                            "polyline.series')].length == 2", timeout=60_000)
     widget.filter(has_text="step 12 ").wait_for(timeout=60_000)
     after = _height(page)
-    page.screenshot(path=str(screenshots / f"views-layout-after-{theme}.png"), full_page=True)
+    page.screenshot(path=str(screenshots / f"views-layout-after-{_app(app)}{theme}.png"), full_page=True)
     assert abs(after - before) <= 2, f"the widget went from {before} to {after} px"
 
     header = page.locator(".celltrain-run .celltrain-header")
@@ -306,16 +315,18 @@ def test_train_list_shows_whole_headers_one_line_rows_and_a_spaced_summary(
 
 
 @pytest.mark.docker
+@pytest.mark.parametrize("app", ["lab", "notebook"])
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_the_offline_image_notice_is_said_once_in_words_not_in_the_log(
-        theme, docker_workspace, make_source, request, page, screenshots):
+        app, theme, docker_workspace, make_source, request, page, screenshots):
     """Item 9: a run on the default base image, which cannot be pulled here, runs on the
     offline one; the widget's status line says so once, in words; the log tail holds only
     the script's output (no "[celltrain] notice", no "500 Server Error")."""
     src = make_source("print('hello from the script')\n")
-    server = request.getfixturevalue("lab_server")
+    server = request.getfixturevalue(f"{app}_server")
     set_theme(*server[:2], theme)
-    widget = _submit_and_show(page, server, docker_workspace, "offline", src, 'gpus="none"')
+    widget = _submit_and_show(page, server, docker_workspace, "offline", src, 'gpus="none"',
+                              app=app)
     widget.filter(has_text="Completed").wait_for(timeout=240_000)
     widget.filter(has_text="hello from the script").wait_for(timeout=30_000)
     shown = widget.inner_text()          # the log tail, header and summary as seen
@@ -323,7 +334,7 @@ def test_the_offline_image_notice_is_said_once_in_words_not_in_the_log(
         assert noise not in shown, f"{noise!r} in the widget: {shown!r}"
     header = widget.locator(".widget-html-content").first.inner_text()
     assert header.count("ran on the offline base image celltrain/base:offline") == 1, header
-    widget.screenshot(path=str(screenshots / f"views-offline-notice-{theme}.png"))
+    widget.screenshot(path=str(screenshots / f"views-offline-notice-{_app(app)}{theme}.png"))
 
 
 @pytest.mark.parametrize("theme", ["light", "dark"])

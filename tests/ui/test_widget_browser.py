@@ -37,6 +37,9 @@ def run_first_cell(page, app: str):
     run_button = page.locator(".jp-NotebookPanel-toolbar "
                               "[data-command='notebook:run-cell-and-select-next']").first
     for _ in range(6):           # a click while the kernel still connects can be lost
+        dialog = page.locator(".jp-Dialog")
+        if dialog.count() and dialog.first.is_visible():
+            raise AssertionError(f"a dialog is in the way: {dialog.first.inner_text()!r}")
         page.locator(".jp-Notebook .jp-Cell").first.click()
         run_button.click()
         try:
