@@ -59,8 +59,11 @@ def connect(address: str):
     CONNECTED = None
     try:
         _answers(address)    # ray.init would retry a dead address for minutes
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
-                 logging_level="WARNING", include_dashboard=False)
+        # A Ray Client (ray://) passes other arguments on to ray.init on the server, where
+        # they fail the connection: give it the namespace only.
+        quiet = {} if address.startswith("ray://") else dict(
+            log_to_driver=False, logging_level="WARNING", include_dashboard=False)
+        ray.init(address=address, namespace=NAMESPACE, **quiet)
         CONNECTED = address
     except Exception as e:  # ConnectionError, RuntimeError, ValueError: all say "no cluster"
         raise ClusterError(f"the Ray cluster at {address!r} does not answer ({_short(e)}): "
