@@ -305,7 +305,7 @@ def test_the_migration_notebook_runs_in_a_real_kernel(tmp_path, monkeypatch):
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
-    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                      for o in c.get("outputs", []) if o["output_type"] == "stream")
     assert "Creating a new compute target" in text
     assert "Completed" in text and "pytorch-birds 1" in text
