@@ -59,7 +59,13 @@ def start_engine(folder: Path) -> SecondEngine:
     builds run on "bridge"); without iptables it reaches nothing outside."""
     if os.geteuid() != 0 or shutil.which("dockerd") is None:
         unavailable("a second Docker engine needs dockerd and root")
-    sock = f"/run/{NAME}.sock"
+    sock, pidfile = f"/run/{NAME}.sock", Path(f"/run/{NAME}.pid")
+    if pidfile.exists():
+        pid = pidfile.read_text().strip()
+        if pid.isdigit() and Path(f"/proc/{pid}").exists():
+            raise RuntimeError(f"a second dockerd (pid {pid}) already runs: another test run "
+                               f"uses /var/lib/{NAME}; stop it or wait for that run")
+        pidfile.unlink()                # left by an earlier, killed run of the tests
     if Path(sock).exists():
         Path(sock).unlink()             # a socket an earlier, killed run of the tests left
     log = folder / "dockerd.log"
