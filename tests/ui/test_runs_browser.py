@@ -60,9 +60,15 @@ def _sidebar(page, base, token):
     page.add_script_tag(content=COLOUR_JS)
     tab = page.locator('.jp-SideBar .lm-TabBar-tab[data-id="celltrain-sidebar"]')
     tab.wait_for(timeout=60_000)
-    if page.locator("#celltrain-sidebar").is_hidden():
+    # JupyterLab restores the last layout a moment after the tab appears: a click made before
+    # that can be undone by it (the sidebar then stays hidden); click again while it is hidden.
+    sidebar = page.locator("#celltrain-sidebar")
+    for _ in range(5):
+        if sidebar.is_visible():
+            break
         tab.click()
-    page.locator("#celltrain-sidebar").wait_for(state="visible", timeout=UI_TIMEOUT_MS)
+        page.wait_for_timeout(2000)
+    sidebar.wait_for(state="visible", timeout=UI_TIMEOUT_MS)
 
 
 def _row(page, run_id):
