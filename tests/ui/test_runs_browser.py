@@ -17,6 +17,7 @@ import pytest
 
 from celltrain import states
 from celltrain.workspace import new_run_id
+from test_sidebar_browser import show_sidebar
 from test_widget_browser import run_first_cell
 from views import COLOUR_JS, READABLE, background, check_widget_theme, contrast, open_notebook, \
     set_theme, write_notebook
@@ -60,15 +61,7 @@ def _sidebar(page, base, token):
     page.add_script_tag(content=COLOUR_JS)
     tab = page.locator('.jp-SideBar .lm-TabBar-tab[data-id="celltrain-sidebar"]')
     tab.wait_for(timeout=60_000)
-    # JupyterLab restores the last layout a moment after the tab appears: a click made before
-    # that can be undone by it (the sidebar then stays hidden); click again while it is hidden.
-    sidebar = page.locator("#celltrain-sidebar")
-    for _ in range(5):
-        if sidebar.is_visible():
-            break
-        tab.click()
-        page.wait_for_timeout(2000)
-    sidebar.wait_for(state="visible", timeout=UI_TIMEOUT_MS)
+    show_sidebar(page, tab)
 
 
 def _row(page, run_id):

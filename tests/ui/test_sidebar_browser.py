@@ -75,9 +75,15 @@ def open_lab(page, base, token, path=""):
 
 
 def show_sidebar(page, tab):
-    if page.locator("#celltrain-sidebar").is_hidden():
+    """Open celltrain's sidebar.  JupyterLab restores the last layout a moment after the tab
+    appears, and a click made before that can be undone by it: click again while hidden."""
+    sidebar = page.locator("#celltrain-sidebar")
+    for _ in range(5):
+        if sidebar.is_visible():
+            break
         tab.click()
-    page.locator("#celltrain-sidebar").wait_for(state="visible", timeout=UI_TIMEOUT_MS)
+        page.wait_for_timeout(2000)
+    sidebar.wait_for(state="visible", timeout=UI_TIMEOUT_MS)
 
 
 def write_notebook(path):
