@@ -27,6 +27,7 @@ WIRE = PACKAGE / "runtime" / "wire.py"
 # Settings of the host (the notebook, the supervisor, the CLI, the demo data), never read by a
 # run's process on celltrain's behalf: they are spelled where they are used.
 HOST_SETTINGS = {"CELLTRAIN_WORKSPACE", "CELLTRAIN_SPARE", "CELLTRAIN_SPARE_IDLE",
+                 "CELLTRAIN_SPARE_CONNECT",     # the spare: connect to saved clusters ahead of a run
                  "CELLTRAIN_ENGINE_WAIT", "CELLTRAIN_WARM", "CELLTRAIN_WARM_IDLE",
                  "CELLTRAIN_VERBOSE", "CELLTRAIN_DATA",
                  "CELLTRAIN_AZUREML_COMPUTE",   # the v1 layer: what new compute maps to
