@@ -199,6 +199,14 @@ def test_a_sweep_on_the_cluster_runs_trials_at_once_on_different_nodes(cluster_w
     assert nodes[0]["node_id"] != nodes[1]["node_id"], nodes
 
 
+def _held(ray, run_id: str) -> list:
+    """[run id, node] of the run's agents the nodes' hosts hold."""
+    from celltrain.targets.ray import host
+    hosts = [host.host(ray, n, start=False) for n in host.live_nodes(ray)]
+    return sorted(h for found in hosts if found is not None
+                  for h in ray.get(found.held.remote()) if h[0] == run_id)
+
+
 def test_opening_the_workspace_removes_an_ended_runs_group_agents_and_containers(
         cluster_ws, docker_client, tmp_path):
     """A supervisor killed after its run ended, before its clean-up, leaves them behind."""
@@ -211,9 +219,9 @@ def test_opening_the_workspace_removes_an_ended_runs_group_agents_and_containers
     cluster_ws.store.set_status(run.id, states.FAILED, "its supervisor died after the end")
     ray = cluster.connect(cluster_ws.store.saved_target("cluster")["settings"]["address"])
     try:
-        assert cluster.agent(ray, run.id, 0) is not None
+        assert _held(ray, run.id) == [[run.id, 0], [run.id, 1]]
         Workspace(cluster_ws.path)
-        assert cluster.agent(ray, run.id, 0) is None and cluster.agent(ray, run.id, 1) is None
+        assert _held(ray, run.id) == []
         with pytest.raises(ValueError):
             get_placement_group(cluster.group_name(run.id))
     finally:

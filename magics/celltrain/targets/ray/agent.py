@@ -1,10 +1,10 @@
-"""The node agent: a Ray actor, one per node of a run, placed in that node's bundle.
+"""The node agent: one per node of a run, held by that node's host (``host.NodeHost``).
 
 It runs the node's container on the node's own Docker engine (``docker.remote.NodeContainer``)
 and answers the supervisor's calls: what is new in the output and telemetry since the offsets
 it already has, the container's state, and at the end ``./outputs`` and ``./logs`` as tars.
 Everything travels as bytes through Ray; nothing is shared between the machines but the
-cluster.  The class is plain Python: ``target.py`` makes it an actor with ``ray.remote``.
+cluster.  The class is plain Python; the host's actor calls it for the run's supervisor.
 """
 from __future__ import annotations
 
@@ -33,19 +33,20 @@ def node_root() -> Path:
 
 
 class NodeAgent:
-    def __init__(self, run_id: str, node: int, labels: dict):
-        self.run_id, self.node = run_id, node
+    def __init__(self, run_id: str, node: int, labels: dict, gpus=()):
+        self.run_id, self.node, self.gpus = run_id, node, [str(g) for g in gpus]
         self.folder = node_root() / f"{run_id}-node{node}"
         self.box = NodeContainer(self.folder, labels)
 
     # -- where it is ----------------------------------------------------------------------------
     def where(self) -> dict:
-        """The Ray node, its address on the cluster network and that address's interface."""
+        """The Ray node, its address on the cluster network and that address's interface, the
+        GPU ids Ray gave the run's bundle here."""
         import ray
         ip = ray.util.get_node_ip_address()
         return {"node_id": ray.get_runtime_context().get_node_id(), "ip": ip,
                 "hostname": socket.gethostname(), "ifname": interface_of(ip),
-                "gpus": [str(g) for g in ray.get_gpu_ids()]}
+                "gpus": list(self.gpus)}
 
     def free_port(self) -> int:
         """A TCP port free on this node now (node 0's rendezvous)."""

@@ -2,10 +2,11 @@
 
 A run of ``nodes`` nodes asks for a placement group of ``nodes`` bundles (CPUs, GPUs, memory of
 one node; STRICT_SPREAD, one bundle per Ray node, when there are several) and waits while the
-cluster makes room (its autoscaler adds nodes), saying what is missing.  In each bundle sits the
-node's agent (``agent.NodeAgent``), holding the bundle's resources for the node's container.
-The group and the agents are detached and named after the run, so they outlive a supervisor
-that dies and the next one finds them.
+cluster makes room (its autoscaler adds nodes), saying what is missing.  The group holds the
+bundles' resources for the nodes' containers; on each bundle's node the run gets an agent
+(``agent.NodeAgent``) from that node's long-lived host (``host``).  The group is detached and
+named after the run, and the hosts are detached and named after their nodes, so both outlive a
+supervisor that dies and the next one finds them.
 """
 from __future__ import annotations
 
@@ -100,7 +101,7 @@ def group_name(run_id: str) -> str:
     return f"celltrain-{run_id}"
 
 
-def agent_name(run_id: str, node: int) -> str:
+def container_name(run_id: str, node: int) -> str:
     return f"celltrain-{run_id}-node{node}"
 
 
@@ -188,40 +189,44 @@ def reserve(ray, run_id: str, wanted: list[dict], status, should_stop, timeout: 
                                "cpus=, or raise the target's scale_timeout")
 
 
-def start_agents(ray, group, run_id: str, wanted: list[dict], labels: dict) -> list:
-    """One detached agent per bundle, holding the bundle's resources."""
+def adopt(ray, group, run_id: str, wanted: list[dict], labels: dict) -> tuple[list, list]:
+    """The run's agent on each bundle's node, held by that node's host (started the first time
+    a run lands there): (agents, where each is)."""
+    from ray.util.placement_group import placement_group_table
+    from .host import START_S, RunAgent, host
+    on = placement_group_table(group)["bundles_to_node_id"]
+    node_ids = [on[k] for k in range(len(wanted))]
+    gpus = gpu_ids(ray, group, wanted)
+    hosts = [host(ray, node_id) for node_id in node_ids]
+    refs = [h.adopt.remote(run_id, k, labels, gpus[k]) for k, h in enumerate(hosts)]
+    where = []
+    for k, ref in enumerate(refs):
+        try:
+            where.append(ray.get(ref, timeout=START_S))
+        except Exception as e:
+            raise ClusterError(f"celltrain's host on Ray node {node_ids[k][:12]} (node {k} of "
+                               f"the run) did not answer within {START_S:g}s ({_short(e)}): "
+                               "is celltrain installed in that node's Python?") from e
+    return [RunAgent(h, run_id, k) for k, h in enumerate(hosts)], where
+
+
+def gpu_ids(ray, group, wanted: list[dict]) -> list[list[str]]:
+    """The GPU ids Ray gave each bundle (a task in the bundle asking for all of them reads
+    them); no task where a bundle has no GPU."""
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-    from .agent import NodeAgent
-    actor = ray.remote(NodeAgent)
-    agents = []
-    for k, bundle in enumerate(wanted):
-        kill(ray, agent_name(run_id, k))
-        options = dict(name=agent_name(run_id, k), namespace=NAMESPACE, lifetime="detached",
-                       num_cpus=bundle["CPU"], num_gpus=bundle.get("GPU", 0), max_restarts=0,
-                       scheduling_strategy=PlacementGroupSchedulingStrategy(
-                           group, placement_group_bundle_index=k))
-        if bundle.get("memory"):
-            options["memory"] = bundle["memory"]
-        custom = {r: v for r, v in bundle.items() if r not in ("CPU", "GPU", "memory")}
-        if custom:
-            options["resources"] = custom
-        agents.append(actor.options(**options).remote(run_id, k, labels))
-    return agents
+    out: list = [[] for _ in wanted]
+    refs = {k: ray.remote(_gpu_ids).options(
+        num_cpus=0, num_gpus=b["GPU"], scheduling_strategy=PlacementGroupSchedulingStrategy(
+            group, placement_group_bundle_index=k)).remote()
+        for k, b in enumerate(wanted) if b.get("GPU")}
+    for k, ref in refs.items():
+        out[k] = ray.get(ref, timeout=CALL_TIMEOUT_S)
+    return out
 
 
-def agent(ray, run_id: str, node: int):
-    """The node's agent, or None once it is gone."""
-    try:
-        return ray.get_actor(agent_name(run_id, node), namespace=NAMESPACE)
-    except ValueError:
-        return None
-
-
-def kill(ray, name: str) -> None:
-    try:
-        ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
-    except ValueError:   # no such actor
-        pass
+def _gpu_ids() -> list[str]:
+    import ray
+    return [str(g) for g in ray.get_gpu_ids()]
 
 
 def release(ray, run_id: str) -> None:
@@ -240,8 +245,9 @@ def release(ray, run_id: str) -> None:
 def lost(error: BaseException) -> bool:
     """Whether ``error`` means an agent (its node) is gone or does not answer."""
     import ray.exceptions as rex
+    from .host import RunUnknown
     return isinstance(error, (rex.RayActorError, rex.GetTimeoutError, rex.ActorUnavailableError,
-                              rex.NodeDiedError))
+                              rex.NodeDiedError, RunUnknown))
 
 
 def _short(e: BaseException) -> str:

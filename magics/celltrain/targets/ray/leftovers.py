@@ -1,7 +1,7 @@
 """What a finished Ray run may leave on the cluster, removed when the workspace is opened.
 
 A supervisor that dies between its run's end and its clean-up leaves the run's placement group
-and detached agents; a node lost mid-run leaves its container (stopped by its own watchdog, see
+and its agents in the nodes' hosts; a node lost mid-run leaves its container (stopped by its own watchdog, see
 ``docker.remote.WATCHDOG``) and its folder on that node, where no agent is left to remove them.
 The run is marked (``ray-leftovers/<run id>``: the cluster's address, the lost nodes'
 addresses) from its Preparing phase until its clean-up is done.  Opening the workspace connects
@@ -20,7 +20,7 @@ from ... import states
 from . import cluster
 
 MARKS = "ray-leftovers"
-ASK_S = 60.0
+ASK_S = 120.0          # a node's host may have to start first
 
 
 def mark(store, run_id: str, address: str, lost_ips=()) -> None:
@@ -35,10 +35,11 @@ def unmark(store, run_id: str) -> None:
     (Path(store.root) / MARKS / run_id).unlink(missing_ok=True)
 
 
-def marked(store) -> dict[str, dict]:
+def marked(store, run_id: str = "*") -> dict[str, dict]:
+    """{run id: its mark} of every marked run (or of ``run_id`` only)."""
     folder = Path(store.root) / MARKS
     out = {}
-    for path in sorted(folder.glob("*")) if folder.is_dir() else []:
+    for path in sorted(folder.glob(run_id)) if folder.is_dir() else []:
         if path.name.startswith("."):
             continue
         try:
@@ -71,24 +72,19 @@ def clean(store, supervisor_alive) -> None:
         try:
             address = note.get("address") or (run.get("spec") or {}).get(
                 "target_settings", {}).get("address", "auto")
-            nodes = ((run.get("spec") or {}).get("distribution") or {}).get("nodes", 1)
-            if tidy(cluster.connect(address), run_id, nodes, str(store.root),
+            if tidy(cluster.connect(address), run_id, str(store.root),
                     note.get("lost", [])):
                 unmark(store, run_id)
         except Exception:  # noqa: BLE001  (no cluster now: opening the workspace goes on;
             pass           # the mark stays for next time)
 
 
-def tidy(ray, run_id: str, nodes: int, workspace: str, lost_ips) -> bool:
-    """The run's agents and group gone, its stopped containers and folders removed on every
-    live node; whether nothing of it can be left."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-    for k in range(nodes):
-        cluster.kill(ray, cluster.agent_name(run_id, k))
+def tidy(ray, run_id: str, workspace: str, lost_ips) -> bool:
+    """The run's group gone, its agents, containers and folders removed on every live node
+    (by each node's host); whether nothing of it can be left."""
+    from .host import host
     cluster.release(ray, run_id)
-    ask = ray.remote(num_cpus=0)(tidy_here)
     alive = [n for n in ray.nodes() if n.get("Alive")]
-    refs = [ask.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-        n["NodeID"], soft=False)).remote(run_id, workspace) for n in alive]
+    refs = [host(ray, n["NodeID"]).tidy.remote(run_id, workspace) for n in alive]
     ray.get(refs, timeout=ASK_S)
     return set(lost_ips) <= {n.get("NodeManagerAddress") for n in alive}

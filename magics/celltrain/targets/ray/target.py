@@ -19,8 +19,8 @@ import time
 from ... import copyback, distributed
 from ...errors import CelltrainError
 from ..base import ComputeTarget, Handle, Prepared, Result
-from . import cluster, leftovers
-from .cluster import ClusterError, agent_name, require_ray
+from . import cluster, host, leftovers
+from .cluster import ClusterError, container_name, require_ray
 from .images import IMAGE_FROM, on_every_node
 from .transfer import Inbox, extract_outputs, snapshot_tar, write_nodes
 
@@ -141,13 +141,16 @@ class RayTarget(ComputeTarget):
         return None
 
     def clean_prepare(self) -> None:
-        """The agents and placement group an interrupted prepare of this run left."""
-        if self.ray is None:
+        """The agents and placement group an interrupted prepare of this run left (it marked
+        the run)."""
+        run_id = self.run["id"]
+        if self.ray is None or run_id not in leftovers.marked(self.store, run_id):
             return
-        for k in range(self.spec.distribution.nodes):
-            cluster.kill(self.ray, agent_name(self.run["id"], k))
-        cluster.release(self.ray, self.run["id"])
-        leftovers.unmark(self.store, self.run["id"])
+        hosts = [h for h in map(lambda n: host.host(self.ray, n, start=False),
+                                host.live_nodes(self.ray)) if h is not None]
+        self.ray.get([h.forget.remote(run_id) for h in hosts], timeout=cluster.CALL_TIMEOUT_S)
+        cluster.release(self.ray, run_id)
+        leftovers.unmark(self.store, run_id)
 
     @property
     def labels(self) -> dict:
@@ -168,7 +171,7 @@ class RayTarget(ComputeTarget):
         timeout = float(self.settings.get("scale_timeout", cluster.DEFAULT_SCALE_TIMEOUT_S))
         wanted = cluster.bundles(self.spec, self.settings)
         self.group = cluster.reserve(ray, run_id, wanted, status, should_stop, timeout)
-        self.agents = cluster.start_agents(ray, self.group, run_id, wanted, self.labels)
+        self.agents, self.where = cluster.adopt(ray, self.group, run_id, wanted, self.labels)
         return on_every_node(self, should_stop)
 
     def on_all(self, method: str, *args, timeout: float | None = cluster.CALL_TIMEOUT_S) -> list:
@@ -195,7 +198,7 @@ class RayTarget(ComputeTarget):
     def start(self, prepared: Prepared) -> Handle:
         from ..docker.target import DockerTarget
         run_id, nodes = self.run["id"], self.spec.distribution.nodes
-        self.where = self.on_all("where")
+        self.where = self.where or self.on_all("where")
         endpoint = None
         if nodes > 1:
             port = self.ray.get(self.agents[0].free_port.remote(), timeout=cluster.CALL_TIMEOUT_S)
@@ -208,10 +211,10 @@ class RayTarget(ComputeTarget):
         for k, agent in enumerate(self.agents):
             gpus = self.where[k].get("gpus") or None
             kwargs = docker_like.container_kwargs(k, gpus, endpoint)
-            kwargs["name"] = f"{agent_name(run_id, k)}"
+            kwargs["name"] = f"{container_name(run_id, k)}"
             kwargs["volumes"] = self._portable(kwargs["volumes"])
             if nodes > 1:
-                names = [agent_name(run_id, j) for j in range(nodes)]
+                names = [container_name(run_id, j) for j in range(nodes)]
                 kwargs["command"] = _rendezvous(kwargs["command"], k, names[k])
                 kwargs["network_mode"] = "host"
                 kwargs["hostname"] = names[k]
@@ -242,11 +245,12 @@ class RayTarget(ComputeTarget):
         return out
 
     def _attach(self, handle: Handle) -> None:
-        """The handle's agents (after a re-attach, found by name); a gone one is lost."""
+        """The handle's agents (after a re-attach, through the hosts of the nodes the handle
+        names); one whose host is gone is lost."""
         if len(self.agents) != handle.ids["nodes"]:
             self.where = handle.ids.get("where") or []
-            self.agents = [cluster.agent(self.ray, self.run["id"], k)
-                           for k in range(handle.ids["nodes"])]
+            self.agents = [host.run_agent(self.ray, w["node_id"], self.run["id"], k)
+                           for k, w in enumerate(self.where)]
         for k, agent in enumerate(self.agents):
             if agent is None and k not in self.lost:
                 self.lost[k] = self._lost(k, RuntimeError("its agent is gone"))
@@ -358,11 +362,9 @@ class RayTarget(ComputeTarget):
         copyback.report(self.store, self.run["id"], skipped)
 
     def cleanup(self, handle: Handle) -> None:
-        """Every live node's container and folder, every agent, the placement group."""
+        """Every live node's container, folder and agent, the placement group."""
         self._attach(handle)
         self._live("remove")
-        for k in range(handle.ids["nodes"]):
-            cluster.kill(self.ray, agent_name(self.run["id"], k))
         cluster.release(self.ray, self.run["id"])
         if self.lost:     # their containers and folders: when the workspace is next opened
             leftovers.mark(self.store, self.run["id"], self.settings.get("address", "auto"),
