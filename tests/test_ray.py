@@ -334,6 +334,37 @@ def test_the_spare_of_a_workspace_with_a_ray_target_joins_the_cluster_before_the
             spare.wait()
 
 
+def test_a_spare_handed_a_docker_run_leaves_the_cluster_before_running_it(
+        cluster_ws, ray_cluster, make_source):
+    """The spare joined the saved Ray target's cluster ahead of a run (above); handed a run of
+    another target it leaves the cluster (``cool_down``), so that run does not hang on it."""
+    import ray
+    spare = _ready_spare(cluster_ws)
+    try:
+        run = cluster_ws.experiment("spare").submit("train.py", make_source(
+            "import time\nprint('up', flush=True)\ntime.sleep(60)\n"), target="docker",
+            gpus="none")
+        deadline = time.monotonic() + WAIT_S
+        while "up" not in run.logs() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "up" in run.logs(), (run.status, run.reason)
+        log = (run.folder / "supervisor.log").read_text()
+        assert f"spare supervisor {spare.pid} was handed the run" in log, log
+        ray.init(address=ray_cluster.address, namespace="celltrain-test", log_to_driver=False)
+        try:
+            spares = [j for j in ray._private.state.jobs() if j["DriverPid"] == spare.pid]
+        finally:
+            ray.shutdown()
+        assert spares, "the spare never joined the cluster"
+        assert all(j["IsDead"] for j in spares), spares
+        assert spare.poll() is None              # it supervises the Docker run all the same
+        assert run.cancel(grace=1) == states.CANCELED
+    finally:
+        if spare.poll() is None:
+            spare.kill()
+            spare.wait()
+
+
 def test_a_workspace_without_a_ray_target_never_imports_ray(workspace):
     spare = _ready_spare(workspace)
     try:

@@ -15,8 +15,9 @@ from procs import stop_local_workers
 
 # "docker-warm", "local-warm": the Docker and local targets with the environment's warm worker
 # up, so every run of the suite is forked from it (README "Warm starts"); "ray": a real local
-# Ray cluster (head + 2 workers).
-TARGETS = ["local", "local-warm", "docker", "docker-warm", "ray"]
+# Ray cluster (head + 2 workers); "ray-warm": its runs forked from the worker on the node where
+# the warm-up run ended (the supervisor asks Ray to place them there).
+TARGETS = ["local", "local-warm", "docker", "docker-warm", "ray", "ray-warm"]
 
 
 @dataclass
@@ -40,22 +41,29 @@ def target(request, workspace, tmp_path, monkeypatch):
         request.getfixturevalue("docker_workspace")      # engine, image, container cleanup
         yield TargetUnderTest("docker", workspace, {"gpus": "none"})
         return
-    if request.param in ("docker-warm", "local-warm"):
+    if request.param in ("docker-warm", "local-warm", "ray-warm"):
         kind = request.param.split("-")[0]
-        if kind == "docker":
+        name = None
+        if kind in ("docker", "ray"):
             request.getfixturevalue("docker_workspace")
+        if kind == "ray":
+            cluster = request.getfixturevalue("ray_cluster")
+            workspace.add_target("cluster", "ray", address=cluster.address)
+            name = "cluster"
         monkeypatch.setenv("CELLTRAIN_WARM", "1")
         monkeypatch.setenv("CELLTRAIN_WARM_IDLE", "120")
         # The suite's runs are a workspace's first, each started by its own supervisor
         # process (which one test kills): no spare one from the warm-up run.
         monkeypatch.setattr("celltrain.workspace.SPARES", False)
         warm = TargetUnderTest(kind, workspace,
-                               {"gpus": "none", "env_vars": {"GREETING": "hello"}})
+                               {"gpus": "none", "env_vars": {"GREETING": "hello"}}, name=name)
         try:
-            start_worker(warm, tmp_path / "warm-up")
+            start_worker(warm, tmp_path / "warm-up", request)
             yield warm
         finally:
             stop_local_workers(workspace)
+            if kind == "ray":
+                remove_node_workers(workspace, request.getfixturevalue("docker_client"))
         started = [run for run in warm.submitted[1:] if run.record.get("handle")]
         assert all(run.started_warm for run in started), f"a run of {request.param} started cold"
         return
@@ -68,13 +76,27 @@ def target(request, workspace, tmp_path, monkeypatch):
     yield TargetUnderTest(request.param, workspace)
 
 
-def start_worker(target: TargetUnderTest, src) -> None:
-    """One cold run, then wait for the warm worker it leaves to be ready."""
+def start_worker(target: TargetUnderTest, src, request) -> None:
+    """One cold run, then wait for the warm worker it leaves to be ready (on a Ray run's
+    node: in that node's folder)."""
     from celltrain.targets.docker.warm import WARM_DIR
     src.mkdir()
     (src / "train.py").write_text("print('warm-up')\n")
     assert target.submit(src).wait(timeout=300) == "Completed"
+    folders = [target.workspace.path / WARM_DIR]
+    if target.kind == "ray":
+        from celltrain.targets.ray.warmnode import folder_name
+        folders = [node.folder / folder_name(target.workspace.path) / WARM_DIR
+                   for node in request.getfixturevalue("ray_cluster").workers]
     deadline = time.monotonic() + 180
-    while not list((target.workspace.path / WARM_DIR).glob("*/ready")):
+    while not any(list(folder.glob("*/ready")) for folder in folders):
         assert time.monotonic() < deadline, "the warm worker did not come up"
         time.sleep(0.1)
+
+
+def remove_node_workers(workspace, docker_client) -> None:
+    """The warm workers the Ray nodes keep for ``workspace`` (they would leave when idle)."""
+    from celltrain.targets.ray.warmnode import folder_name
+    for container in docker_client.containers.list(all=True, filters={"label": "celltrain.warm"}):
+        if container.labels.get("celltrain.workspace", "").endswith(folder_name(workspace.path)):
+            container.remove(force=True)

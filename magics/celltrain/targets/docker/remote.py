@@ -116,6 +116,13 @@ class NodeContainer:
                snapshot_host: str) -> str:
         """Unpack the snapshot, make the telemetry folder and create the (not started)
         container; ``telemetry_host``/``snapshot_host``: the submitter's paths in ``kwargs``."""
+        return self.create_container(image, self.unpack(kwargs, snapshot_tar, telemetry_host,
+                                                        snapshot_host))
+
+    def unpack(self, kwargs: dict, snapshot_tar: bytes, telemetry_host: str,
+               snapshot_host: str) -> dict:
+        """The snapshot unpacked and the telemetry folder made here; ``kwargs`` with this
+        node's folders for the submitter's, the agent's beat mounted and the watchdog."""
         snapshot = self.folder / "snapshot"
         shutil.rmtree(snapshot, ignore_errors=True)
         snapshot.mkdir(parents=True)
@@ -143,6 +150,10 @@ class NodeContainer:
             kwargs["group_add"] = [str(os.getgid())]
         else:
             kwargs.pop("group_add", None)
+        return kwargs
+
+    def create_container(self, image: str, kwargs: dict) -> str:
+        """The node's container from ``unpack``'s settings, created (not started)."""
         self.name = kwargs["name"]
         self.remove()
         container = self.client.containers.create(image, **kwargs)

@@ -33,10 +33,13 @@ def node_root() -> Path:
 
 
 class NodeAgent:
-    def __init__(self, run_id: str, node: int, labels: dict, gpus=()):
+    def __init__(self, run_id: str, node: int, labels: dict, gpus=(), holding=None):
+        """``holding(run_id)``: whether this node's host holds that run (warm claims)."""
         self.run_id, self.node, self.gpus = run_id, node, [str(g) for g in gpus]
         self.folder = node_root() / f"{run_id}-node{node}"
         self.box = NodeContainer(self.folder, labels)
+        self.labels, self.holding = dict(labels), holding or (lambda run: False)
+        self.warm = self.cold = None     # a NodeWarm when the run may start warm; (image, kwargs)
 
     # -- where it is ----------------------------------------------------------------------------
     def where(self) -> dict:
@@ -68,16 +71,47 @@ class NodeAgent:
         return self.box.load_image()
 
     def create(self, image: str, kwargs: dict, snapshot_tar: bytes, telemetry_host: str,
-               snapshot_host: str) -> str:
-        return self.box.create(image, kwargs, snapshot_tar, telemetry_host, snapshot_host)
+               snapshot_host: str, warm_spec: dict | None = None) -> dict:
+        """The node's container, created; with ``warm_spec`` (``warmnode.NodeWarm``) an idle
+        warm worker here is claimed instead, when there is one.  {"container": its id,
+        "warm": whether it is a worker's}."""
+        kwargs = self.box.unpack(kwargs, snapshot_tar, telemetry_host, snapshot_host)
+        self.cold = (image, kwargs)
+        if warm_spec is not None:
+            from ...targets.docker.engine import LABEL_WORKSPACE
+            from .warmnode import NodeWarm
+            self.warm = NodeWarm(self.run_id, self.folder, self.box.client,
+                                 self.labels.get(LABEL_WORKSPACE, ""), warm_spec, self.holding)
+            worker = self.warm.claim(warm_spec["image"] or image, kwargs)
+            if worker is not None:
+                self.box.container_id = worker.id     # for ./outputs, at the end
+                return {"container": worker.id, "warm": True}
+        return {"container": self.box.create_container(image, kwargs), "warm": False}
 
-    def start(self) -> None:
+    def start(self) -> bool:
+        """Hand the run to its claimed worker (cold if it never reached it), or start the
+        container; whether it started warm."""
+        if self.warm is not None and self.warm.key is not None:
+            if self.warm.hand():
+                self.box.follower = self.warm.run.pump(False)
+                return True
+            self.box.create_container(*self.cold)
         self.box.start()
+        return False
+
+    def started_warm(self) -> bool:
+        return self.warm is not None and self.warm.run is not None
 
     def state(self) -> dict:
+        if self.started_warm():
+            follower = self.box.follower
+            return {**self.warm.state(),
+                    "logs_done": follower is None or not follower.is_alive()}
         return self.box.state()
 
     def stop(self, grace: float) -> None:
+        if self.started_warm():
+            return self.warm.run.stop(grace)
         self.box.stop(grace)
 
     def pull(self, offsets: dict) -> tuple[dict, dict]:
@@ -110,18 +144,45 @@ class NodeAgent:
 
     def collect(self) -> dict:
         """``./outputs`` and ``./logs`` of the workdir the script ran in, as Docker's tars."""
+        if self.started_warm():
+            self.warm.run.sync()
         note = (self.box.telemetry / WORKDIR_NOTE)
         workdir = DEFAULT_WORKDIR
         if note.is_file() and not note.is_symlink():
             text = note.read_text(errors="replace").strip()
             if text.startswith("/") and posixpath.normpath(text) == text and text.isprintable():
                 workdir = text
-        return {folder: self.box.archive(f"{workdir}/{folder}") for folder in ("outputs", "logs")}
+        folders = ("outputs", "logs")
+        present = self.warm.run.present(folders) if self.started_warm() else folders
+        return {folder: self.box.archive(f"{workdir}/{folder}") if folder in present else None
+                for folder in folders}
 
-    def remove(self) -> None:
-        """The container and this node's folder of the run."""
-        self.box.retire()
+    def remove(self) -> dict:
+        """The container (a warm run: its folder in the worker's, the worker kept) and this
+        node's folder of the run; after a cold run that may start warm, the worker for the
+        next.  {"worker": whether this environment's worker now waits here}."""
+        worker = False
+        if self.started_warm():
+            self.box.beating.set()
+            self.warm.run.cleanup()
+            worker = True
+        else:
+            self.box.retire()
+            if self.warm is not None and self.cold is not None:
+                worker = self.warm.after_cold(self.warm.spec["image"] or self.cold[0],
+                                              self.cold[1])
         shutil.rmtree(self.folder, ignore_errors=True)
+        return {"worker": worker}
+
+
+def tidy_node(run_id: str, workspace: str) -> int:
+    """On one node: an ended run's containers (nobody watches them any more) and folders
+    removed; how many containers."""
+    from ..docker.engine import LABEL_RUN, LABEL_WORKSPACE
+    from ..docker.remote import remove_all
+    for folder in node_root().glob(f"{run_id}-node*"):
+        shutil.rmtree(folder, ignore_errors=True)
+    return remove_all({LABEL_RUN: run_id, LABEL_WORKSPACE: workspace})
 
 
 def _read_from(path: Path, offset: int, cap: int) -> bytes:

@@ -4,7 +4,7 @@ A run of ``nodes`` nodes asks for a placement group of ``nodes`` bundles (CPUs, 
 one node; STRICT_SPREAD, one bundle per Ray node, when there are several) and waits while the
 cluster makes room (its autoscaler adds nodes), saying what is missing.  The group holds the
 bundles' resources for the nodes' containers; on each bundle's node the run gets an agent
-(``agent.NodeAgent``) from that node's long-lived host (``host``).  The group is detached and
+(``agent.NodeAgent``) from that node's long-lived host (``host.adopt``).  The group is detached and
 named after the run, and the hosts are detached and named after their nodes, so both outlive a
 supervisor that dies and the next one finds them.
 """
@@ -27,6 +27,10 @@ CONNECTED = None            # the address this process is connected to (``connec
 class ClusterError(CelltrainError):
     """The cluster cannot carry the run (unreachable, no room, a node lost); the message is
     the run's reason."""
+
+
+class RunUnknown(LookupError):
+    """A node's host holds no such run: the host that held it died (its node was lost)."""
 
 
 def require_ray():
@@ -67,7 +71,7 @@ def connect(address: str):
         ray.init(address=address, namespace=NAMESPACE, **quiet)
         CONNECTED = address
     except Exception as e:  # ConnectionError, RuntimeError, ValueError: all say "no cluster"
-        raise ClusterError(f"the Ray cluster at {address!r} does not answer ({_short(e)}): "
+        raise ClusterError(f"the Ray cluster at {address!r} does not answer ({short(e)}): "
                            "start it (`ray start --head` on the head node), or give the "
                            "saved target's address= (a GCS address host:6379, ray://host:10001 "
                            "or auto)") from e
@@ -159,15 +163,21 @@ def shortfall(ray, bundle: dict, count: int) -> str:
             f"in all")
 
 
-def reserve(ray, run_id: str, wanted: list[dict], status, should_stop, timeout: float):
+def reserve(ray, run_id: str, wanted: list[dict], status, should_stop, timeout: float,
+            prefer: str | None = None):
     """The run's placement group once the cluster has room for it; ``status(words)`` shows
     the Scaling wait.  On a cancel or a timeout the group is removed (PrepareStopped, or a
-    ClusterError saying what was missing)."""
+    ClusterError saying what was missing).  ``prefer``: a node a one-node run would rather
+    have (its warm worker waits there), if it is alive and has room."""
     from ray.util.placement_group import placement_group, remove_placement_group
     nodes = len(wanted)
     release(ray, run_id)      # an earlier supervisor's, for this same run
-    group = placement_group(wanted, strategy="STRICT_SPREAD" if nodes > 1 else "PACK",
-                            name=group_name(run_id), lifetime="detached")
+    hint = {}
+    if nodes == 1 and prefer and any(n["NodeID"] == prefer and n.get("Alive")
+                                     for n in ray.nodes()):
+        hint = {"strategy": "STRICT_PACK", "_soft_target_node_id": prefer}
+    group = placement_group(wanted, **{"strategy": "STRICT_SPREAD" if nodes > 1 else "PACK",
+                                       **hint}, name=group_name(run_id), lifetime="detached")
     ready, deadline, shown = group.ready(), time.monotonic() + timeout, ""
     what = (f"{nodes} node{'s' if nodes > 1 else ''} with {describe(wanted[0])}"
             f"{' each' if nodes > 1 else ''}")
@@ -189,46 +199,6 @@ def reserve(ray, run_id: str, wanted: list[dict], status, should_stop, timeout: 
                                "cpus=, or raise the target's scale_timeout")
 
 
-def adopt(ray, group, run_id: str, wanted: list[dict], labels: dict) -> tuple[list, list]:
-    """The run's agent on each bundle's node, held by that node's host (started the first time
-    a run lands there): (agents, where each is)."""
-    from ray.util.placement_group import placement_group_table
-    from .host import START_S, RunAgent, host
-    on = placement_group_table(group)["bundles_to_node_id"]
-    node_ids = [on[k] for k in range(len(wanted))]
-    gpus = gpu_ids(ray, group, wanted)
-    hosts = [host(ray, node_id) for node_id in node_ids]
-    refs = [h.adopt.remote(run_id, k, labels, gpus[k]) for k, h in enumerate(hosts)]
-    where = []
-    for k, ref in enumerate(refs):
-        try:
-            where.append(ray.get(ref, timeout=START_S))
-        except Exception as e:
-            raise ClusterError(f"celltrain's host on Ray node {node_ids[k][:12]} (node {k} of "
-                               f"the run) did not answer within {START_S:g}s ({_short(e)}): "
-                               "is celltrain installed in that node's Python?") from e
-    return [RunAgent(h, run_id, k) for k, h in enumerate(hosts)], where
-
-
-def gpu_ids(ray, group, wanted: list[dict]) -> list[list[str]]:
-    """The GPU ids Ray gave each bundle (a task in the bundle asking for all of them reads
-    them); no task where a bundle has no GPU."""
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-    out: list = [[] for _ in wanted]
-    refs = {k: ray.remote(_gpu_ids).options(
-        num_cpus=0, num_gpus=b["GPU"], scheduling_strategy=PlacementGroupSchedulingStrategy(
-            group, placement_group_bundle_index=k)).remote()
-        for k, b in enumerate(wanted) if b.get("GPU")}
-    for k, ref in refs.items():
-        out[k] = ray.get(ref, timeout=CALL_TIMEOUT_S)
-    return out
-
-
-def _gpu_ids() -> list[str]:
-    import ray
-    return [str(g) for g in ray.get_gpu_ids()]
-
-
 def release(ray, run_id: str) -> None:
     """Remove the run's placement group, if it has one."""
     from ray.util.placement_group import get_placement_group, remove_placement_group
@@ -245,11 +215,10 @@ def release(ray, run_id: str) -> None:
 def lost(error: BaseException) -> bool:
     """Whether ``error`` means an agent (its node) is gone or does not answer."""
     import ray.exceptions as rex
-    from .host import RunUnknown
     return isinstance(error, (rex.RayActorError, rex.GetTimeoutError, rex.ActorUnavailableError,
                               rex.NodeDiedError, RunUnknown))
 
 
-def _short(e: BaseException) -> str:
+def short(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[-1][:200] if text else type(e).__name__

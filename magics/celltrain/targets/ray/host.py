@@ -17,8 +17,8 @@ import hashlib
 import threading
 from pathlib import Path
 
-from .agent import NodeAgent
-from .cluster import NAMESPACE
+from .agent import NodeAgent, tidy_node
+from .cluster import CALL_TIMEOUT_S, NAMESPACE, ClusterError, RunUnknown, short
 
 CONCURRENCY = 64        # calls a host answers at once (every run's pulls, states, image loads)
 START_S = 300.0         # a host that has not answered its first call within this never will
@@ -39,10 +39,6 @@ def _code() -> str:
 CODE = _code()
 
 
-class RunUnknown(LookupError):
-    """The node's host holds no such run: the host that held it died (its node was lost)."""
-
-
 class NodeHost:
     """The node agents of the runs on this node, by (run id, node index of the run)."""
 
@@ -54,7 +50,7 @@ class NodeHost:
         """A fresh agent for the run's node (an earlier one of the same run removed first);
         where it is."""
         self.forget(run_id, node)
-        agent = NodeAgent(run_id, node, labels, gpus)
+        agent = NodeAgent(run_id, node, labels, gpus, self.holds)
         with self.lock:
             self.agents[(run_id, node)] = agent
         return agent.where()
@@ -88,9 +84,12 @@ class NodeHost:
     def tidy(self, run_id: str, workspace: str) -> int:
         """An ended run forgotten, its containers and folders on this node removed (the ones
         a lost node's earlier host left too); how many containers."""
-        from .leftovers import tidy_here
         self.forget(run_id)
-        return tidy_here(run_id, workspace)
+        return tidy_node(run_id, workspace)
+
+    def holds(self, run_id: str) -> bool:
+        with self.lock:
+            return any(k[0] == run_id for k in self.agents)
 
     def held(self) -> list:
         """[run id, node] of every run agent here."""
@@ -153,3 +152,42 @@ def run_agent(ray, node_id: str, run_id: str, node: int) -> RunAgent | None:
 
 def live_nodes(ray) -> list[str]:
     return [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+
+
+def adopt(ray, group, run_id: str, wanted: list[dict], labels: dict) -> tuple[list, list]:
+    """The run's agent on each bundle's node, held by that node's host (started the first time
+    a run lands there): (agents, where each is)."""
+    from ray.util.placement_group import placement_group_table
+    on = placement_group_table(group)["bundles_to_node_id"]
+    node_ids = [on[k] for k in range(len(wanted))]
+    gpus = gpu_ids(ray, group, wanted)
+    hosts = [host(ray, node_id) for node_id in node_ids]
+    refs = [h.adopt.remote(run_id, k, labels, gpus[k]) for k, h in enumerate(hosts)]
+    where = []
+    for k, ref in enumerate(refs):
+        try:
+            where.append(ray.get(ref, timeout=START_S))
+        except Exception as e:
+            raise ClusterError(f"celltrain's host on Ray node {node_ids[k][:12]} (node {k} of "
+                               f"the run) did not answer within {START_S:g}s ({short(e)}): "
+                               "is celltrain installed in that node's Python?") from e
+    return [RunAgent(h, run_id, k) for k, h in enumerate(hosts)], where
+
+
+def gpu_ids(ray, group, wanted: list[dict]) -> list[list[str]]:
+    """The GPU ids Ray gave each bundle (a task in the bundle asking for all of them reads
+    them); no task where a bundle has no GPU."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    out: list = [[] for _ in wanted]
+    refs = {k: ray.remote(_gpu_ids).options(
+        num_cpus=0, num_gpus=b["GPU"], scheduling_strategy=PlacementGroupSchedulingStrategy(
+            group, placement_group_bundle_index=k)).remote()
+        for k, b in enumerate(wanted) if b.get("GPU")}
+    for k, ref in refs.items():
+        out[k] = ray.get(ref, timeout=CALL_TIMEOUT_S)
+    return out
+
+
+def _gpu_ids() -> list[str]:
+    import ray
+    return [str(g) for g in ray.get_gpu_ids()]

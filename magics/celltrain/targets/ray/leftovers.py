@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 from ... import states
@@ -47,17 +46,6 @@ def marked(store, run_id: str = "*") -> dict[str, dict]:
         except (OSError, ValueError):   # half-written by a killed supervisor: the run's id will do
             out[path.name] = {}
     return out
-
-
-def tidy_here(run_id: str, workspace: str) -> int:
-    """On one node: the ended run's containers (nobody watches them any more) and folders
-    removed; how many containers."""
-    from ..docker.engine import LABEL_RUN, LABEL_WORKSPACE
-    from ..docker.remote import remove_all
-    from .agent import node_root
-    for folder in node_root().glob(f"{run_id}-node*"):
-        shutil.rmtree(folder, ignore_errors=True)
-    return remove_all({LABEL_RUN: run_id, LABEL_WORKSPACE: workspace})
 
 
 def clean(store, supervisor_alive) -> None:

@@ -19,12 +19,12 @@ import time
 from ... import copyback, distributed
 from ...errors import CelltrainError
 from ..base import ComputeTarget, Handle, Prepared, Result
-from . import cluster, host, leftovers
-from .cluster import ClusterError, container_name, require_ray
-from .images import IMAGE_FROM, on_every_node
+from . import cluster, host, leftovers, warmnode
+from .cluster import ClusterError, container_name
+from .images import on_every_node
+from .settings import check_settings
 from .transfer import Inbox, extract_outputs, snapshot_tar, write_nodes
 
-SETTINGS = ("address", "scale_timeout", "image_from", "resources")
 ALIVE = ("created", "running", "restarting", "paused")
 PULL_S = 0.2
 STOP_OTHERS_S = 3
@@ -47,31 +47,12 @@ class RayTarget(ComputeTarget):
         self.where: list[dict] = []
         self.lost: dict[int, ClusterError] = {}    # node -> why it is lost
         self.told = False                          # the loss was raised once
+        self.image_id = None                       # the run's image, by id (warm workers)
 
     # -- in the submitting process --------------------------------------------------------------
     @classmethod
     def check_settings(cls, settings: dict) -> dict:
-        require_ray()
-        unknown = sorted(set(settings) - set(SETTINGS))
-        if unknown:
-            raise ValueError(f"a ray target takes {', '.join(SETTINGS)}, not "
-                             f"{', '.join(unknown)}")
-        address = settings.get("address", "auto")
-        if not isinstance(address, str) or not address.strip():
-            raise ValueError(f"address={address!r} is not a Ray address: give 'auto', a GCS "
-                             "address 'host:6379' or a client address 'ray://host:10001'")
-        checked = {"address": address.strip()}
-        if "scale_timeout" in settings:
-            checked["scale_timeout"] = _seconds(settings["scale_timeout"])
-        if "image_from" in settings:
-            if settings["image_from"] not in IMAGE_FROM:
-                raise ValueError(f"image_from={settings['image_from']!r}: give 'submitter' "
-                                 "(made where the run is submitted, sent to nodes lacking it) "
-                                 "or 'nodes' (each node builds it)")
-            checked["image_from"] = settings["image_from"]
-        if "resources" in settings:
-            checked["resources"] = cluster.custom_resources(settings["resources"])
-        return checked
+        return check_settings(settings)
 
     @classmethod
     def validate(cls, spec, settings: dict | None = None):
@@ -170,9 +151,18 @@ class RayTarget(ComputeTarget):
 
         timeout = float(self.settings.get("scale_timeout", cluster.DEFAULT_SCALE_TIMEOUT_S))
         wanted = cluster.bundles(self.spec, self.settings)
-        self.group = cluster.reserve(ray, run_id, wanted, status, should_stop, timeout)
-        self.agents, self.where = cluster.adopt(ray, self.group, run_id, wanted, self.labels)
+        prefer = warmnode.hint(self.store, self.warm_key) if self.warm_key else None
+        self.group = cluster.reserve(ray, run_id, wanted, status, should_stop, timeout, prefer)
+        self.agents, self.where = host.adopt(ray, self.group, run_id, wanted, self.labels)
         return on_every_node(self, should_stop)
+
+    @property
+    def warm_key(self) -> str | None:
+        """What the run's warm worker is known by (None: it may not start warm)."""
+        from ..warmhost import eligible
+        if not eligible(self.spec):
+            return None
+        return warmnode.environment_key(self.settings.get("address", "auto"), self.spec)
 
     def on_all(self, method: str, *args, timeout: float | None = cluster.CALL_TIMEOUT_S) -> list:
         """``method(*args)`` on every agent at once; a lost one raises ClusterError naming it."""
@@ -204,6 +194,7 @@ class RayTarget(ComputeTarget):
             port = self.ray.get(self.agents[0].free_port.remote(), timeout=cluster.CALL_TIMEOUT_S)
             endpoint = f"{self.where[0]['ip']}:{port}"
         docker_like = DockerTarget(self.store, self.run, self.spec, self.notify)
+        self.image_id = prepared.image_digest or prepared.image
         snapshot = self.ray.put(snapshot_tar(self.run_dir / "snapshot"))
         telemetry_host = str(self.run_dir / "telemetry")
         snapshot_host = str(self.run_dir / "snapshot")
@@ -226,12 +217,13 @@ class RayTarget(ComputeTarget):
                     else:
                         kwargs["environment"].pop(var, None)
             refs.append(agent.create.remote(prepared.image, kwargs, snapshot, telemetry_host,
-                                            snapshot_host))
-        containers = [self.ray.get(ref, timeout=cluster.CALL_TIMEOUT_S) for ref in refs]
+                                            snapshot_host, warmnode.spec_for(self)))
+        made = [self.ray.get(ref, timeout=cluster.CALL_TIMEOUT_S) for ref in refs]
         write_nodes(self.run_dir, self.where)
         return Handle(self.kind, {"address": self.settings.get("address", "auto"),
-                                  "containers": containers, "nodes": nodes,
-                                  "where": [dict(w) for w in self.where]})
+                                  "containers": [m["container"] for m in made], "nodes": nodes,
+                                  "where": [dict(w) for w in self.where],
+                                  "warm": self.warm_key if made[0]["warm"] else None})
 
     def _portable(self, volumes: dict) -> dict:
         """The submitter's package folders as "lib:<name>": each node mounts its own."""
@@ -271,9 +263,15 @@ class RayTarget(ComputeTarget):
                 self.lost[k] = self._lost(k, e)
         return out
 
-    def launch(self, handle: Handle) -> None:
+    def launch(self, handle: Handle) -> Handle | None:
+        """Start every node; a run whose warm worker was lost before it reached it started
+        cold: a new handle that says so."""
         self._attach(handle)
-        self.on_all("start")
+        warm = self.on_all("start")
+        if handle.ids.get("warm") and not warm[0]:
+            self.notify("the warm worker was lost before the run reached it: started cold")
+            return Handle(self.kind, {**handle.ids, "warm": None})
+        return None
 
     # -- Running --------------------------------------------------------------------------------
     def exists(self, handle: Handle) -> bool:
@@ -364,7 +362,9 @@ class RayTarget(ComputeTarget):
     def cleanup(self, handle: Handle) -> None:
         """Every live node's container, folder and agent, the placement group."""
         self._attach(handle)
-        self._live("remove")
+        removed = self._live("remove")
+        if self.warm_key and (removed.get(0) or {}).get("worker"):   # the next run goes there
+            warmnode.remember(self.store, self.warm_key, self.where[0]["node_id"])
         cluster.release(self.ray, self.run["id"])
         if self.lost:     # their containers and folders: when the workspace is next opened
             leftovers.mark(self.store, self.run["id"], self.settings.get("address", "auto"),
@@ -389,11 +389,4 @@ def _rendezvous(command: list, node: int, name: str) -> list:
     at = command.index("--rdzv-id") + 2
     return [*command[:at], "--rdzv-conf", f"is_host={'true' if node == 0 else 'false'}",
             "--local-addr", name, *command[at:]]
-
-
-def _seconds(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"scale_timeout={value!r} is not a number of seconds: give how long "
-                         "a run waits for room on the cluster, e.g. scale_timeout=600")
-    return float(value)
 
