@@ -188,6 +188,45 @@ def test_gpus_through_nvml_sample_only_the_runs_gpus(tmp_path, monkeypatch):
     assert fake.shut and store.latest_system("r1")["sys/gpu1_util"] == 80.0
 
 
+class _ClusterTarget(_NoUsageTarget):
+    """A cluster target (as the Ray target): its nodes' agents sample the GPUs there."""
+
+    one_machine = False
+
+    def sample_usage(self, handle):
+        return {"mem_bytes": 5, "gpus": {0: (12.0, 2**30), 1: (90.0, 2**31)}}
+
+
+def test_a_cluster_runs_gpus_are_its_nodes_never_the_submitters(tmp_path, monkeypatch):
+    """The submitter has GPUs (a stand-in NVML), the run's are on the cluster's nodes: the
+    series are what the nodes' agents read, numbered across the nodes."""
+    fake = _FakeNvml()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    assert sysmetrics.sample_once(_ClusterTarget(1), None, None) == {
+        "sys/mem_bytes": 5, "sys/gpu0_util": 12.0, "sys/gpu0_mem_bytes": 2**30,
+        "sys/gpu1_util": 90.0, "sys/gpu1_mem_bytes": 2**31}
+    store = Store(tmp_path)
+    sampler = sysmetrics.Sampler(store, _run_row(store), _ClusterTarget(1), None, 0.05,
+                                 gpus="find").start()
+    while not sampler.samples:
+        time.sleep(0.05)
+    sampler.stop()
+    sampler.thread.join(timeout=5)
+    assert sampler.gpus is None          # the submitter's NVML was never opened
+    assert store.latest_system("r1")["sys/gpu1_util"] == 90.0
+
+
+def test_a_ray_nodes_agent_reads_the_gpus_ray_gave_the_run(monkeypatch):
+    """On the node, the agent samples its run's GPU ids (stand-in NVML: no GPU here)."""
+    from celltrain.targets.ray.agent import NodeAgent
+    monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml())
+    agent = NodeAgent.__new__(NodeAgent)      # without a container: only its GPUs asked
+    agent.gpus = ["1"]
+    assert agent._gpu_use() == [["1", 80.0, 3 * 2**30]]
+    agent.gpus, agent.gpu_tool = [], "find"
+    assert agent._gpu_use() == []
+
+
 def test_gpus_through_nvidia_smi_when_nvml_is_missing(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)       # import pynvml fails
     smi = tmp_path / "nvidia-smi"                           # a stand-in: no GPU here

@@ -1,8 +1,8 @@
 """System metrics of a run, sampled by its supervisor on the host: CPU, memory and GPUs.
 
 The target says what the run's processes use (``ComputeTarget.sample_usage``: Docker's stats for
-a container, ``/proc`` for a local process tree; the Ray target does not sample); GPUs are asked
-of NVML (``pynvml`` from the nvidia-ml-py package when installed, else ``nvidia-smi``, else there
+a container, ``/proc`` for a local process tree; the Ray target asks its nodes' agents, GPUs
+included); a one-machine target's GPUs are asked of NVML (``pynvml`` from the nvidia-ml-py package when installed, else ``nvidia-smi``, else there
 are none).  Every ``CELLTRAIN_SYS_INTERVAL`` seconds (5 by default; 0 turns sampling off) one
 sample goes into the store's ``system_metrics`` table under ``sys/`` names:
 
@@ -138,6 +138,8 @@ def sample_once(target, handle, gpus=None) -> dict[str, float]:
         values["mem_bytes"] = int(usage["mem_bytes"])
         if usage.get("mem_limit_bytes"):
             values["mem_percent"] = round(100.0 * usage["mem_bytes"] / usage["mem_limit_bytes"], 2)
+    for i, (util, used) in (usage.get("gpus") or {}).items():   # a cluster's nodes' GPUs
+        values[f"gpu{i}_util"], values[f"gpu{i}_mem_bytes"] = util, used
     if gpus is not None:
         devices = gpus.sample()
         for i in run_gpus(target.spec.resources.gpus, sorted(devices)):
@@ -180,7 +182,9 @@ class Sampler:
 
     def _loop(self) -> None:
         if self.gpus == "find":
-            self.gpus = gpu_source() if asks_gpus(self.target.spec.resources.gpus) else None
+            # a cluster's GPUs are on its nodes: the target samples them (sample_usage)
+            self.gpus = gpu_source() if (asks_gpus(self.target.spec.resources.gpus)
+                                         and getattr(self.target, "one_machine", True)) else None
         try:
             while not self._stop.is_set():
                 began = time.monotonic()      # a Docker stats call waits ~1 s for the daemon

@@ -114,6 +114,31 @@ class NodeAgent:
             return self.warm.run.stop(grace)
         self.box.stop(grace)
 
+    def usage(self) -> dict:
+        """What the container uses now, as raw counters (the supervisor makes percentages of
+        two samples, as for a Docker run: ``docker/usage.py``), and its GPUs' use:
+        {"cpu", "system", "online", "mem", "limit", "gpus": [[id, util %, bytes], ...]}."""
+        from ..docker.usage import memory_used
+        stats = self.box.client.api.stats(self.box.container_id, stream=False, one_shot=True)
+        cpu, memory = stats.get("cpu_stats") or {}, stats.get("memory_stats") or {}
+        return {"cpu": (cpu.get("cpu_usage") or {}).get("total_usage") or 0,
+                "system": cpu.get("system_cpu_usage") or 0, "online": cpu.get("online_cpus") or 1,
+                "mem": memory_used(memory), "limit": memory.get("limit") or 0,
+                "gpus": self._gpu_use()}
+
+    def _gpu_use(self) -> list:
+        """[GPU id, utilisation %, memory bytes] of the run's GPUs on this node (NVML or
+        nvidia-smi, as the supervisor samples a local run's); none without a GPU tool."""
+        from ...sysmetrics import gpu_source
+        if not self.gpus:
+            return []
+        if getattr(self, "gpu_tool", "find") == "find":
+            self.gpu_tool = gpu_source()
+        if self.gpu_tool is None:
+            return []
+        devices = self.gpu_tool.sample()
+        return [[g, *devices[int(g)]] for g in self.gpus if g.isdigit() and int(g) in devices]
+
     def pull(self, offsets: dict) -> tuple[dict, dict]:
         """What is new since ``offsets`` ({name: offset} for the streams and the growing
         telemetry files, {name: [size, mtime_ns]} for the others): ({name: bytes}, the new

@@ -19,7 +19,7 @@ import time
 from ... import copyback, distributed
 from ...errors import CelltrainError
 from ..base import ComputeTarget, Handle, Prepared, Result
-from . import cluster, host, leftovers, warmnode
+from . import cluster, host, leftovers, usage, warmnode
 from .cluster import ClusterError, container_name
 from .images import on_every_node
 from .settings import check_settings
@@ -48,6 +48,7 @@ class RayTarget(ComputeTarget):
         self.lost: dict[int, ClusterError] = {}    # node -> why it is lost
         self.told = False                          # the loss was raised once
         self.image_id = None                       # the run's image, by id (warm workers)
+        self.usage_before: dict = {}               # node -> its last usage sample
 
     # -- in the submitting process --------------------------------------------------------------
     @classmethod
@@ -329,6 +330,10 @@ class RayTarget(ComputeTarget):
         for k, (data, marks) in self._live("pull", per_node=lambda k: (offsets[k],)).items():
             new = self.inbox.take(k, data, marks) or new
         return new
+
+    def sample_usage(self, handle: Handle) -> dict | None:
+        self._attach(handle)
+        return usage.sample(self)
 
     def stop(self, handle: Handle, grace: float) -> None:
         self._attach(handle)
