@@ -23,7 +23,7 @@ from .cluster import CALL_TIMEOUT_S, NAMESPACE, ClusterError, RunUnknown, short
 CONCURRENCY = 64        # calls a host answers at once (every run's pulls, states, image loads)
 START_S = 300.0         # a host that has not answered its first call within this never will
 CALLS = frozenset({"where", "free_port", "prepare", "has_image", "receive_image", "load_image",
-                   "create", "start", "state", "stop", "pull", "collect", "remove"})
+                   "create", "start", "state", "stop", "pull", "collect", "remove", "usage"})
 
 
 def _code() -> str:
