@@ -1,4 +1,4 @@
-"""Faults and holds for tests/test_faults_docker.py (and test_warm_docker.py), in the supervisor processes it spawns.
+"""Faults and holds for tests/test_faults_docker.py (and the warm tests), in the supervisor processes it spawns.
 
 A test puts this folder on PYTHONPATH and sets one of the variables below; a supervisor then
 waits at a chosen point until a file exists (so a test can act while a run is in a given state),
@@ -14,15 +14,16 @@ def _hold(path):
         time.sleep(0.05)
 
 
-def _hold_before(method, variable, local=False):
-    """Make the Docker target's ``method`` (and the local target's, with ``local``) wait for
-    the file named by ``variable``, if set."""
+def _hold_before(method, variable, others=False):
+    """Make the Docker target's ``method`` (and the local and Ray targets', with ``others``)
+    wait for the file named by ``variable``, if set."""
     path = os.environ.get(variable)
     if not path:
         return
     from celltrain.targets.docker.target import DockerTarget
     from celltrain.targets.local import LocalTarget
-    for cls in (DockerTarget, LocalTarget) if local else (DockerTarget,):
+    from celltrain.targets.ray.target import RayTarget      # imports no Ray
+    for cls in (DockerTarget, LocalTarget, RayTarget) if others else (DockerTarget,):
         original = getattr(cls, method)
 
         def held(self, *args, _original=original, **kwargs):
