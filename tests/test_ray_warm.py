@@ -71,10 +71,10 @@ def test_a_worker_lost_after_the_claim_means_a_cold_start_not_a_failed_run(
         warm_cluster_ws, ray_cluster, docker_client, make_source, monkeypatch, tmp_path):
     """The node's worker dies between the claim (the run's handle says warm) and the hand-over:
     the node starts the run in a container of its own, the run completes as a cold one."""
+    with_fault_hooks(monkeypatch)            # before the first run: no spare supervisor
     src = make_source(SCRIPT)
     cold = finished(submit(warm_cluster_ws, src, target="cluster"))
     worker = _ready_worker(docker_client, warm_cluster_ws, ray_cluster)
-    with_fault_hooks(monkeypatch)
     hold = tmp_path / "launch"
     monkeypatch.setenv("CELLTRAIN_TEST_HOLD_LAUNCH", str(hold))
     run = submit(warm_cluster_ws, src, target="cluster")
