@@ -77,10 +77,11 @@ class RayCluster:
         return self.nodes[1:]
 
     def add_node(self, name: str, head_port: int | None = None, env: dict | None = None,
-                 resources: dict | None = None) -> RayNode:
+                 resources: dict | None = None, gpus: int = 0) -> RayNode:
         """Start one more node: the head (``head_port``) or a worker of 1 CPU with the custom
         resources {"celltrain-test-<name>": 1, **resources}; ``env``: its raylet's extra
-        environment (its agents inherit it)."""
+        environment (its agents inherit it); ``gpus``: GPUs the node declares to Ray (none
+        here: Ray only counts them and hands out their ids)."""
         import json
         ray_cli = Path(sys.executable).with_name("ray")
         folder = self.root / name
@@ -100,7 +101,7 @@ class RayCluster:
                      "--include-dashboard=false", f"--ray-client-server-port={self.client_port}"]
         else:
             custom = {f"celltrain-test-{name}": 1, **(resources or {})}
-            args += [f"--address={self.address}", "--num-cpus=1",
+            args += [f"--address={self.address}", "--num-cpus=1", f"--num-gpus={gpus}",
                      f"--resources={json.dumps(custom)}"]
         node_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
                     "RAY_agent_register_timeout_ms": "300000",

@@ -163,6 +163,31 @@ def test_a_run_the_cluster_cannot_hold_waits_scaling_then_fails_saying_what_is_m
     assert "# Scaling: waiting for 3 nodes" in run.build_log()
 
 
+def test_each_gpu_bundle_gets_the_gpu_ids_ray_gave_it(ray_cluster):
+    """The ids a run's containers get are the ones Ray reserved for its bundle: two runs on
+    one node of two GPUs get one each, and asking again in a bundle gives the same one.  The
+    node declares 2 GPUs it does not have (a stand-in: no GPU here; Ray only counts them)."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from celltrain.targets.ray import cluster, host
+    node = ray_cluster.add_node("gpus", resources={"celltrain-test-fake-gpus": 2}, gpus=2)
+    ray = cluster.connect(ray_cluster.address)
+    groups = []
+    try:
+        wanted = [{"GPU": 1.0, "celltrain-test-fake-gpus": 1.0}]
+        for _ in range(2):
+            groups.append(placement_group(wanted, strategy="PACK"))
+            assert ray.get(groups[-1].ready(), timeout=WAIT_S)
+        ids = [host.gpu_ids(ray, g, wanted) for g in groups]
+        assert sorted(i[0][0] for i in ids) == ["0", "1"], ids
+        assert [host.gpu_ids(ray, g, wanted) for g in groups] == ids
+        assert host.gpu_ids(ray, groups[0], [{"CPU": 1.0}]) == [[]]     # no GPU: no task
+    finally:
+        for g in groups:
+            remove_placement_group(g)
+        cluster.disconnect()
+        ray_cluster.remove_node(node)
+
+
 def test_celltrain_targets_lists_the_clusters_nodes_and_free_gpus(cluster_ws, ray_cluster):
     out = subprocess.run([sys.executable, "-m", "celltrain.cli", "-w", str(cluster_ws.path),
                           "targets"], capture_output=True, text=True, timeout=300)

@@ -75,6 +75,13 @@ def worker(client, ws, wait=True):
         time.sleep(0.2)
 
 
+def gives_the_cold_result(run, cold) -> None:
+    """SCRIPT's run gave what its cold run gave: metrics, output lines, outputs."""
+    assert run.metrics() == cold.metrics()
+    assert f"out line [0.0, 1.0, 2.0] run {run.id}" in run.logs()
+    assert (run.folder / "outputs" / "result.txt").read_text() == "4.5"
+
+
 def finished(run, status=states.COMPLETED):
     run.wait(timeout=300)
     assert run.status == status, (run.status, run.reason, run.logs())
@@ -174,9 +181,7 @@ def test_a_worker_lost_after_the_claim_means_a_cold_start_not_a_failed_run(
     hold.touch()
     finished(run)
     assert not run.started_warm
-    assert run.metrics() == cold.metrics()
-    assert f"out line [0.0, 1.0, 2.0] run {run.id}" in run.logs()
-    assert (run.folder / "outputs" / "result.txt").read_text() == "4.5"
+    gives_the_cold_result(run, cold)
     # the next run's worker came up after this cold run, under the same key
     assert worker(docker_client, docker_workspace).labels[LABEL_WARM] == key
 
