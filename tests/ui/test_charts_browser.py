@@ -177,3 +177,54 @@ def test_run_panel_chart_has_an_outside_legend_labelled_axes_a_readout_enlarge_a
     assert over.bounding_box()["height"] > plot["height"]
     page.screenshot(path=str(screenshots / f"charts-panel-enlarged-{theme}.png"),
                     full_page=True)
+
+
+LIVE = """
+import time
+from celltrain import log
+for i in range(400):
+    log("loss", 1.0 / (1 + i), step=i)
+    time.sleep(0.3)
+"""
+
+
+def test_a_zoom_the_user_dragged_survives_new_points_until_a_double_click(
+        workspace, make_source, monkeypatch, request, page):
+    """Dragging over a live run's chart zooms in; the next points (the panel polls) keep that
+    zoom instead of snapping back to every step; a double-click shows every step again."""
+    from test_sidebar_browser import show_sidebar
+    monkeypatch.setenv("CELLTRAIN_WORKSPACE", str(workspace.path))
+    run = workspace.experiment("charts").submit("train.py", make_source(LIVE), target="local")
+    try:
+        base, token, _ = request.getfixturevalue("lab_server")
+        page.goto(f"{base}/lab?token={token}")
+        show_sidebar(page, page.locator(
+            '.jp-SideBar .lm-TabBar-tab[data-id="celltrain-sidebar"]'))
+        row = page.locator(f'#celltrain-sidebar .ct-run[data-run-id="{run.id}"]')
+        row.wait_for(timeout=60_000)
+        row.locator(".ct-run-name").click()
+        box = page.locator(f'#celltrain-run-{run.id} .ct-chart-box[data-metric="loss"]')
+        page.wait_for_function("e => Number(e.dataset.points) >= 12",
+                               arg=box.element_handle(timeout=UI_TIMEOUT_MS),
+                               timeout=120_000)
+        plot = box.locator(".u-over").bounding_box()
+        middle = plot["y"] + plot["height"] / 2
+        page.mouse.move(plot["x"] + plot["width"] * 0.1, middle)
+        page.mouse.down()
+        page.mouse.move(plot["x"] + plot["width"] * 0.4, middle, steps=8)
+        page.mouse.up()
+        page.wait_for_function("e => e.classList.contains('ct-chart-zoomed')",
+                               arg=box.element_handle(), timeout=UI_TIMEOUT_MS)
+        zoomed = box.get_attribute("data-x-ticks")
+        points = int(box.get_attribute("data-points"))
+        page.wait_for_function(f"e => Number(e.dataset.points) >= {points + 5}",
+                               arg=box.element_handle(), timeout=120_000)
+        assert box.get_attribute("data-x-ticks") == zoomed      # new points, the same zoom
+        assert "ct-chart-zoomed" in box.get_attribute("class")
+        page.mouse.dblclick(plot["x"] + plot["width"] / 2, middle)
+        page.wait_for_function("e => !e.classList.contains('ct-chart-zoomed')",
+                               arg=box.element_handle(), timeout=UI_TIMEOUT_MS)
+        last = max(float(t) for t in box.get_attribute("data-x-ticks").split())
+        assert last > max(float(t) for t in zoomed.split()), (zoomed, last)
+    finally:
+        run.cancel(grace=1)

@@ -17,6 +17,7 @@ import hashlib
 import threading
 from pathlib import Path
 
+from . import warmnode
 from .agent import NodeAgent, tidy_node
 from .cluster import CALL_TIMEOUT_S, NAMESPACE, ClusterError, RunUnknown, short
 
@@ -69,6 +70,10 @@ class NodeHost:
             with self.lock:
                 if self.agents.get((run_id, node)) is agent:
                     del self.agents[(run_id, node)]
+            try:
+                warmnode.tidy(agent.box.client)
+            except Exception:  # noqa: BLE001  (an engine slow to list: the next run's turn)
+                pass
         return answer
 
     def forget(self, run_id: str, node: int | None = None) -> int:

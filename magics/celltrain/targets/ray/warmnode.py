@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +23,7 @@ from ..docker import warm
 from ..warmhost import WarmRun, folder, hand_over
 
 HINTS = "ray-warm"     # in the workspace: environment key -> the node its worker waits on
+TIDY_AGE_S = 30.0
 
 
 class NodeStore:
@@ -91,6 +94,28 @@ class NodeWarm:
         return True
 
 
+def tidy(client) -> None:
+    """The folders of the node's warm workers that have left (idle, or removed), and of
+    workspaces with none left: a node keeps nothing of a worker once it is gone.  A folder
+    younger than TIDY_AGE_S is left alone (its worker may be starting)."""
+    from .agent import node_root
+    alive = {c.labels.get(warm.LABEL_WORKSPACE, "") + "/" + c.labels.get(warm.LABEL_WARM, "")
+             for c in client.containers.list(all=True, filters={"label": warm.LABEL_WARM})}
+    for root in node_root().glob("ws-*"):
+        for key in (root / warm.WARM_DIR).glob("*"):
+            if f"{root}/{key.name}" not in alive and _age(key) > TIDY_AGE_S:
+                shutil.rmtree(key, ignore_errors=True)
+        if not any((root / warm.WARM_DIR).glob("*")) and _age(root) > TIDY_AGE_S:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def folder_name(workspace: str) -> str:
     """The folder of a workspace's warm workers under a node's root."""
     return f"ws-{hashlib.sha256(str(workspace).encode()).hexdigest()[:12]}"
@@ -98,10 +123,11 @@ def folder_name(workspace: str) -> str:
 
 def environment_key(address: str, spec) -> str:
     """What makes two Ray runs share a worker, known before they are placed: the cluster,
-    the environment and the resources."""
-    import dataclasses
-    text = json.dumps([address, spec.environment.to_dict(), dataclasses.asdict(spec.resources)],
-                      sort_keys=True, default=repr)
+    the environment and the container's resources (not the run's timeout: the worker's key
+    does not hold it either)."""
+    res = spec.resources
+    text = json.dumps([address, spec.environment.to_dict(), res.gpus, res.memory, res.cpus,
+                       res.shm_size], sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
