@@ -100,9 +100,10 @@ def test_the_kernel_reads_busy_while_train_cells_run_all_through(
     _check_busy_while_running(samples, "kernel", "the status bar", statuses)
 
 
-def _run_all_clicking(page, sampler: str, shot) -> list:
+def _run_all_clicking(page, sampler: str, shot, settled: str | None = None) -> list:
     """Start ``sampler``, Run All, click the second train cell's controls while its run goes
-    on (then a screenshot to ``shot``); wait for the last cell; the samples."""
+    on (then a screenshot to ``shot``); wait for the last cell (and, with ``settled``, until
+    that test of the latest sample holds: the kernel idle again); the samples."""
     page.evaluate(sampler, list(TRAIN_CELLS))
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
@@ -114,6 +115,10 @@ def _run_all_clicking(page, sampler: str, shot) -> list:
     page.wait_for_function(
         "n => /\\[\\d+\\]/.test(document.querySelectorAll('.jp-Notebook .jp-Cell')[n]"
         ".querySelector('.jp-InputPrompt').textContent)", arg=len(CELLS) - 1, timeout=120_000)
+    if settled:
+        page.wait_for_function(f"() => {{ const s = window.ctSamples; "
+                               f"return s.length > 0 && ({settled})(s[s.length - 1]); }}",
+                               timeout=60_000)
     samples = page.evaluate("() => { clearInterval(window.ctSampler); return window.ctSamples; }")
     assert "Completed" in second.locator(".celltrain-run").inner_text()
     return samples
@@ -176,8 +181,10 @@ def test_notebook7_reads_busy_while_train_cells_run_all_through(
     # sidebar is in the page, in Notebook 7's hidden left area.
     page.locator("#celltrain-sidebar").wait_for(state="attached", timeout=30_000)
     try:
+        # the last cell's prompt can show before the icon turns idle: sample until it has
         samples = _run_all_clicking(
-            page, NB7_SAMPLER, screenshots / f"views-kernel-status-notebook7-{theme}.png")
+            page, NB7_SAMPLER, screenshots / f"views-kernel-status-notebook7-{theme}.png",
+            settled="s => s.tab === 'Idle'")
     except Exception:
         page.screenshot(path=str(screenshots / f"views-kernel-status-notebook7-{theme}-failed.png"))
         raise
