@@ -264,3 +264,15 @@ def _marked_pids(marker: str, key: str = "CELLTRAIN_TEST_RAY") -> list[int]:
         except OSError:
             continue
     return out
+
+
+def remove_node_workers(workspace, docker_client, cluster) -> None:
+    """The warm workers the Ray nodes keep for ``workspace`` and their folders (they would
+    leave when idle, and the next run on the node would remove the folders)."""
+    import shutil
+    from celltrain.targets.ray.warmnode import folder_name
+    for container in docker_client.containers.list(all=True, filters={"label": "celltrain.warm"}):
+        if container.labels.get("celltrain.workspace", "").endswith(folder_name(workspace.path)):
+            container.remove(force=True)
+    for node in cluster.workers:
+        shutil.rmtree(node.folder / folder_name(workspace.path), ignore_errors=True)

@@ -13,6 +13,7 @@ from celltrain.targets.docker.warm import LABEL_WARM, WARM_DIR
 from celltrain.targets.ray.warmnode import HINTS, folder_name
 
 from procs import until_held, with_fault_hooks
+from ray_cluster import remove_node_workers
 from test_warm_docker import SCRIPT, finished, gives_the_cold_result, submit
 
 pytestmark = pytest.mark.docker
@@ -24,8 +25,7 @@ def warm_cluster_ws(ray_cluster, docker_workspace, docker_client, monkeypatch):
     monkeypatch.setenv("CELLTRAIN_WARM_IDLE", "120")
     docker_workspace.add_target("cluster", "ray", address=ray_cluster.address)
     yield docker_workspace
-    for container in _workers(docker_client, docker_workspace):
-        container.remove(force=True)
+    remove_node_workers(docker_workspace, docker_client, ray_cluster)
 
 
 def _workers(client, ws) -> list:

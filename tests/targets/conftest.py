@@ -12,6 +12,7 @@ import time
 import pytest
 
 from procs import stop_local_workers
+from ray_cluster import remove_node_workers
 
 # "docker-warm", "local-warm": the Docker and local targets with the environment's warm worker
 # up, so every run of the suite is forked from it (README "Warm starts"); "ray": a real local
@@ -63,7 +64,8 @@ def target(request, workspace, tmp_path, monkeypatch):
         finally:
             stop_local_workers(workspace)
             if kind == "ray":
-                remove_node_workers(workspace, request.getfixturevalue("docker_client"))
+                remove_node_workers(workspace, request.getfixturevalue("docker_client"),
+                                    request.getfixturevalue("ray_cluster"))
         started = [run for run in warm.submitted[1:] if run.record.get("handle")]
         assert all(run.started_warm for run in started), f"a run of {request.param} started cold"
         return
@@ -93,10 +95,3 @@ def start_worker(target: TargetUnderTest, src, request) -> None:
         assert time.monotonic() < deadline, "the warm worker did not come up"
         time.sleep(0.1)
 
-
-def remove_node_workers(workspace, docker_client) -> None:
-    """The warm workers the Ray nodes keep for ``workspace`` (they would leave when idle)."""
-    from celltrain.targets.ray.warmnode import folder_name
-    for container in docker_client.containers.list(all=True, filters={"label": "celltrain.warm"}):
-        if container.labels.get("celltrain.workspace", "").endswith(folder_name(workspace.path)):
-            container.remove(force=True)
