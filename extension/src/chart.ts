@@ -138,14 +138,11 @@ class Chart {
     const grid = themeColour('--jp-border-color2', '#e0e0e0');
     const integer = (data[0] as number[]).every(x => Number.isInteger(x));
     const shape = JSON.stringify([shown.map(l => [l.label, l.color]), smooth, ink, grid, integer]);
-    this.node.dataset.points = String(aligned[0].length);   // how many steps, for a reader
     if (this.plotter && shape === this.shape) {
-      // New points keep a zoom the user dragged (until a double-click shows everything).
-      this.plotter.setData(aligned, !this.zoomed);
+      this.plotter.setData(aligned);
       return;
     }
     this.shape = shape;
-    this.zoomed = false;
     this.plotter?.destroy();
     this.plot.textContent = '';
     const series: uPlot.Series[] = [{ label: this.xlabel.textContent ?? 'step',
@@ -173,13 +170,7 @@ class Chart {
         { ...axis, size: 56 }],
       series,
       legend: { live: true },
-      cursor: { drag: { x: true, y: false } },
-      hooks: { setScale: [(u, key) => {
-        if (key === 'x') {
-          this.zoomed = zoomedIn(u);
-          this.node.classList.toggle('ct-chart-zoomed', this.zoomed);
-        }
-      }] }
+      cursor: { drag: { x: true, y: false } }
     }, aligned, this.plot);
     // The legend's rows name the drawn series (the first row is the x value).
     const rows = this.plotter.root.querySelectorAll<HTMLElement>('.u-legend .u-series');
@@ -204,16 +195,7 @@ class Chart {
   private lines: ILine[] = [];
   private large = false;
   private shape = '';
-  private zoomed = false;
   private plotter: uPlot | null = null;
-}
-
-/** Whether the x axis shows less than all the steps (the user dragged a zoom). */
-function zoomedIn(u: uPlot): boolean {
-  const xs = u.data[0] as number[];
-  const { min, max } = u.scales.x;
-  return xs.length > 1 && min != null && max != null &&
-    (min > xs[0] || max < xs[xs.length - 1]);
 }
 
 const CHARTS = new WeakMap<HTMLElement, Chart>();
