@@ -128,8 +128,8 @@ class RayTarget(ComputeTarget):
         run_id = self.run["id"]
         if self.ray is None or run_id not in leftovers.marked(self.store, run_id):
             return
-        hosts = [h for h in map(lambda n: host.host(self.ray, n, start=False),
-                                host.live_nodes(self.ray)) if h is not None]
+        hosts = [h for n in host.live_nodes(self.ray)
+                 if (h := host.host(self.ray, n, start=False)) is not None]
         self.ray.get([h.forget.remote(run_id) for h in hosts], timeout=cluster.CALL_TIMEOUT_S)
         cluster.release(self.ray, run_id)
         leftovers.unmark(self.store, run_id)

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 from ... import states
 from ..docker import warm
-from ..warmhost import WarmRun, folder, hand_over
+from ..warmhost import WarmRun, folder, hand_over, release
 
 HINTS = "ray-warm"     # in the workspace: environment key -> the node its worker waits on
 TIDY_AGE_S = 30.0
@@ -68,8 +68,8 @@ class NodeWarm:
             self.run = WarmRun(self.like.run_dir, here / self.like.run["id"], self.alive,
                                lambda: warm.remove(self.container), "container")
             return True
-        WarmRun(self.like.run_dir, here / self.like.run["id"], self.alive,
-                lambda: None, "container").cleanup()
+        shutil.rmtree(here / self.like.run["id"], ignore_errors=True)   # what it was lent
+        release(here, self.like.run["id"])
         self.container = self.key = None
         return False
 
